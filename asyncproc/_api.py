@@ -1,0 +1,59 @@
+"""The Python entry points: ``process_file`` for async code, ``run_file`` for scripts."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+
+from ._coordinator import Coordinator, Request
+from ._errors import ConfigError
+from ._options import Options
+from ._processors import Fn
+from ._summary import Summary
+
+_REQUEST_KEYS = {"checkpoint_dir", "new_run", "resume", "quiet"}
+
+
+def _request(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    processor: str | Fn,
+    options: dict[str, Any],
+) -> Request:
+    from pathlib import Path
+
+    extra = {k: options.pop(k) for k in list(options) if k in _REQUEST_KEYS}
+    if extra.get("checkpoint_dir") is not None:
+        extra["checkpoint_dir"] = Path(extra["checkpoint_dir"])
+    try:
+        opts = Options(**options)
+    except TypeError as exc:
+        raise ConfigError(f"unknown option: {exc}") from None
+    return Request(Path(input), Path(output), processor, opts, **extra)
+
+
+async def process_file(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    processor: str | Fn = "text_stats",
+    **options: Any,
+) -> Summary:
+    """Process ``input`` into ``output``, resuming an unfinished run of the same pair.
+
+    ``options`` are the fields of :class:`Options` plus ``checkpoint_dir``, ``new_run``,
+    ``resume`` (a run id) and ``quiet``.
+    """
+    return await Coordinator(_request(input, output, processor, options)).run()
+
+
+def run_file(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    processor: str | Fn = "text_stats",
+    **options: Any,
+) -> Summary:
+    """Blocking form of :func:`process_file`, for code that is not async."""
+    request = _request(input, output, processor, options)
+    return anyio.run(Coordinator(request).run)

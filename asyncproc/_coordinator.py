@@ -1,0 +1,306 @@
+"""The coordinator: choose or plan the run, run its shards, merge, finish.
+
+Blocking steps (planning, loading checkpoints, the merge) run in worker threads; the
+shard workers run under one task group. Every decision about the run happens while the
+checkpoint directory's lock is held, and all work while the run's own lock is held.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import anyio
+
+from ._errors import (
+    AsyncprocError,
+    CheckpointError,
+    ConfigError,
+    IncompatibleRunError,
+    InputChangedError,
+    OutputError,
+    RunError,
+)
+from ._faults import CRASH_EXIT
+from ._merge import merge
+from ._options import Options, auto_workers
+from ._planning import check_input, identify, plan
+from ._processors import Fn, Processor, load_processor
+from ._progress import Progress
+from ._records import Manifest, RunStatus, ShardCheckpoint
+from ._runs import RunDir, find_resumable, hold_lock, new_run_dir
+from ._store import ShardStore
+from ._summary import Summary
+from ._worker import Commit, ShardSpec, ShardWorker, first_checkpoint
+
+log = logging.getLogger("asyncproc")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What the caller asked for, before anything was checked against the disk."""
+
+    input: Path
+    output: Path
+    processor: str | Fn
+    options: Options
+    checkpoint_dir: Path | None = None
+    new_run: bool = False
+    resume: str | None = None
+    quiet: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    """The run this invocation works on."""
+
+    run: RunDir
+    manifest: Manifest
+    resumed: bool
+
+
+def check_output(output: Path, input_path: Path) -> None:
+    """Refuse an output that cannot be written, before any work."""
+    if output.resolve() == input_path.resolve():
+        raise ConfigError(f"output {output} is the input; choose another --output")
+    if output.is_dir():
+        raise OutputError(f"output {output} is a directory; give a file path")
+    parent = output.parent
+    if not parent.is_dir():
+        raise OutputError(f"output directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output directory {parent} is not writable; check its permissions")
+
+
+def lane_counts(concurrency: int, shards: int) -> list[int]:
+    """Spread the global concurrency over the shards, at least one lane each."""
+    base, extra = divmod(concurrency, max(shards, 1))
+    return [max(1, base + (1 if k < extra else 0)) for k in range(shards)]
+
+
+class Coordinator:
+    """One invocation of a run: fresh or resumed."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.started = time.monotonic()
+        self._committed_here = 0
+        self._states: dict[int, ShardCheckpoint] = {}
+        self._progress: Progress | None = None
+
+    async def run(self) -> Summary:
+        req = self.request
+        processor = load_processor(req.processor, req.options.processor_args)
+        check_input(req.input)
+        check_output(req.output, req.input)
+        options = replace(req.options.resolved(req.input, req.output), processor=processor.spec)
+        checkpoint_dir = self._checkpoint_dir()
+        with ExitStack() as stack:
+            chosen = await anyio.to_thread.run_sync(self._choose, checkpoint_dir, options, stack)
+            return await self._work(chosen, processor, options)
+
+    def _checkpoint_dir(self) -> Path:
+        path = self.request.checkpoint_dir or self.request.output.parent / ".asyncproc"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create checkpoint directory {path}: {exc.strerror}") from exc
+        return path
+
+    # -- choosing the run (blocking, in a thread) ----------------------------------------
+
+    def _choose(self, checkpoint_dir: Path, options: Options, stack: ExitStack) -> Chosen:
+        with hold_lock(checkpoint_dir / ".lock", f"checkpoint directory {checkpoint_dir}", wait=True):
+            chosen = self._existing(checkpoint_dir, options) or self._plan(checkpoint_dir, options)
+            stack.enter_context(chosen.run.locked())
+            return chosen
+
+    def _existing(self, checkpoint_dir: Path, options: Options) -> Chosen | None:
+        req = self.request
+        if req.resume:
+            run = RunDir(checkpoint_dir / req.resume)
+        elif req.new_run:
+            return None
+        else:
+            found = find_resumable(checkpoint_dir, str(req.input.resolve()), str(req.output.resolve()))
+            if found is None:
+                return None
+            run = found
+        manifest = run.read()
+        if manifest.status is RunStatus.COMPLETED:
+            raise RunError(f"run {run.run_id} is already completed; run without --resume to start anew")
+        self._verify(run, manifest, options)
+        return Chosen(run, manifest, resumed=True)
+
+    def _verify(self, run: RunDir, manifest: Manifest, options: Options) -> None:
+        now = identify(self.request.input)
+        then = manifest.input
+        if (now.size, now.mtime_ns, now.fingerprint) != (then.size, then.mtime_ns, then.fingerprint):
+            what = "size" if now.size != then.size else "contents or mtime"
+            raise InputChangedError(
+                f"input {then.path} changed ({what}) since run {run.run_id} was planned; "
+                "restore it, or start over with --new-run"
+            )
+        differences = options.result_differences(manifest.options)
+        if differences:
+            raise IncompatibleRunError(
+                f"run {run.run_id} was started with other options ({'; '.join(differences)}); "
+                "resume with the same options, or start over with --new-run"
+            )
+
+    def _plan(self, checkpoint_dir: Path, options: Options) -> Chosen:
+        req = self.request
+        size = req.input.stat().st_size
+        identity, shards = plan(req.input, options.workers, auto_workers(size))
+        run = new_run_dir(checkpoint_dir)
+        now = time.time()
+        manifest = Manifest(
+            run_id=run.run_id, status=RunStatus.RUNNING, created_at=now, updated_at=now,
+            input=identity, output=str(req.output.resolve()),
+            options={**options.to_dict(), "workers": len(shards)}, shards=shards,
+            total_items=sum(s.items for s in shards),
+        )  # fmt: skip
+        run.write(manifest)
+        log.info("planned run %s: %d items in %d shard(s)", run.run_id, manifest.total_items, len(shards))
+        return Chosen(run, manifest, resumed=False)
+
+    # -- working ---------------------------------------------------------------------------
+
+    async def _work(self, chosen: Chosen, processor: Processor, options: Options) -> Summary:
+        run, manifest = chosen.run, chosen.manifest
+        if manifest.status is RunStatus.MERGED:
+            return await anyio.to_thread.run_sync(self._finish, run, manifest, chosen.resumed)
+        self._states = await anyio.to_thread.run_sync(self._load_states, run, manifest)
+        manifest = self._record_options(run, manifest, options)
+        try:
+            await self._run_shards(run, manifest, processor, options)
+        except (AsyncprocError, OSError) as exc:
+            await anyio.to_thread.run_sync(self._mark_failed, run, manifest, exc)
+            raise
+        return await anyio.to_thread.run_sync(self._merge_and_finish, run, manifest, chosen.resumed)
+
+    def _record_options(self, run: RunDir, manifest: Manifest, options: Options) -> Manifest:
+        stored = {**options.to_dict(), "workers": len(manifest.shards)}
+        if stored == manifest.options and manifest.status is RunStatus.RUNNING:
+            return manifest
+        return run.set_status(manifest, RunStatus.RUNNING, options=stored)
+
+    def _load_states(self, run: RunDir, manifest: Manifest) -> dict[int, ShardCheckpoint]:
+        states = {}
+        for shard in manifest.shards:
+            spec = self._spec(run, manifest, shard.shard_id, 1)
+            loaded = ShardStore(run.path, shard.shard_id).load()
+            checkpoint = loaded.checkpoint or first_checkpoint(spec)
+            for problem in loaded.problems:
+                log.warning("shard %d: %s", shard.shard_id, problem)
+            if loaded.problems and loaded.checkpoint is None:
+                log.warning("shard %d: no usable checkpoint; redoing it from its start", shard.shard_id)
+            elif loaded.problems:
+                log.warning("shard %d: resuming from checkpoint generation %d (item %d)",
+                            shard.shard_id, checkpoint.generation, checkpoint.next_index)
+            states[shard.shard_id] = checkpoint
+        self._log_status(run, manifest, states)
+        return states
+
+    def _log_status(self, run: RunDir, manifest: Manifest, states: dict[int, ShardCheckpoint]) -> None:
+        done = sum(c.processed + c.failed for c in states.values())
+        if not done and not any(c.attempts for c in states.values()):
+            return
+        pending = sum(1 for c in states.values() if not c.done)
+        log.info(
+            "resuming run %s: %d/%d items done (%d failed), %d of %d shard(s) left",
+            run.run_id, done, manifest.total_items, sum(c.failed for c in states.values()),
+            pending, len(states),
+        )  # fmt: skip
+
+    def _spec(self, run: RunDir, manifest: Manifest, shard_id: int, lanes: int) -> ShardSpec:
+        opts = manifest.options
+        return ShardSpec(
+            run_id=run.run_id, run_dir=str(run.path), input_path=manifest.input.path,
+            shard=manifest.shards[shard_id], format=str(opts["format"]),
+            output_kind=str(opts["output_kind"]), lanes=lanes,
+            batch_size=int(opts["batch_size"]), retries=int(opts["retries"]),
+            timeout=opts["timeout"], commit_interval=float(opts["commit_interval"]),
+        )  # fmt: skip
+
+    async def _run_shards(
+        self, run: RunDir, manifest: Manifest, processor: Processor, options: Options
+    ) -> None:
+        pending = [c for c in self._states.values() if not c.done]
+        lanes = lane_counts(options.concurrency, len(pending))
+        limiter = anyio.CapacityLimiter(max(1, min(options.concurrency, len(pending))))
+        done = sum(c.processed + c.failed for c in self._states.values())
+        failed = sum(c.failed for c in self._states.values())
+        with Progress(manifest.total_items, done, failed, quiet=self.request.quiet) as progress:
+            self._progress = progress
+            async with anyio.create_task_group() as tg:
+                for state, count in zip(pending, lanes, strict=True):
+                    spec = self._spec(run, manifest, state.shard_id, count)
+                    worker = ShardWorker(spec, processor, state, self._on_commit)
+                    tg.start_soon(self._run_one, worker, limiter)
+
+    async def _run_one(self, worker: ShardWorker, limiter: anyio.CapacityLimiter) -> None:
+        async with limiter:
+            await worker.run()
+
+    def _on_commit(self, commit: Commit) -> None:
+        self._states[commit.shard_id] = commit.checkpoint
+        if self._progress is not None:
+            self._progress.advance(commit.processed, commit.failed)
+        self._committed_here += commit.processed + commit.failed
+        crash_after = self.request.options.simulate_crash
+        if crash_after is not None and self._committed_here >= crash_after:
+            self._simulated_crash(commit.checkpoint.run_id)
+
+    def _simulated_crash(self, run_id: str) -> None:
+        sys.stderr.write(
+            f"asyncproc: simulated crash after {self._committed_here} committed items in run "
+            f"{run_id}; run the same command again (without --simulate-crash) to resume\n"
+        )
+        sys.stderr.flush()
+        os._exit(CRASH_EXIT)
+
+    def _mark_failed(self, run: RunDir, manifest: Manifest, exc: BaseException) -> None:
+        try:
+            run.set_status(manifest, RunStatus.FAILED, summary={"error": str(exc)})
+        except OSError:
+            log.warning("could not record the failure of run %s", run.run_id)
+
+    # -- finishing (blocking, in a thread) -------------------------------------------------
+
+    def _merge_and_finish(self, run: RunDir, manifest: Manifest, resumed: bool) -> Summary:
+        states = [self._states[s.shard_id] for s in manifest.shards]
+        if not all(c.done for c in states):
+            raise CheckpointError(f"run {run.run_id} has unfinished shards after its workers ended")
+        as_array = manifest.options["output_kind"] == "json"
+        failed_file = merge(run.path, states, Path(manifest.output), as_array)
+        summary = self._summary(run, manifest, states, failed_file, resumed)
+        manifest = run.set_status(manifest, RunStatus.MERGED, summary=summary.to_dict())
+        return self._finish(run, manifest, resumed)
+
+    def _finish(self, run: RunDir, manifest: Manifest, resumed: bool) -> Summary:
+        run.clear_state()
+        manifest = run.set_status(manifest, RunStatus.COMPLETED)
+        summary = Summary.from_dict(manifest.summary or {})
+        return replace(summary, resumed=resumed, checkpoint_cleared=True)
+
+    def _summary(
+        self, run: RunDir, manifest: Manifest, states: list[ShardCheckpoint],
+        failed_file: Path | None, resumed: bool,
+    ) -> Summary:  # fmt: skip
+        elapsed = time.monotonic() - self.started
+        here = self._progress.done - self._progress.done_at_start if self._progress else 0
+        return Summary(
+            run_id=run.run_id, status=RunStatus.COMPLETED.value, input=manifest.input.path,
+            output=manifest.output, total_items=manifest.total_items,
+            processed=sum(c.processed for c in states), failed=sum(c.failed for c in states),
+            failed_items_file=str(failed_file) if failed_file else None,
+            checkpoint_cleared=True, resumed=resumed, workers=len(manifest.shards),
+            concurrency=int(manifest.options["concurrency"]), elapsed_s=round(elapsed, 3),
+            items_per_s=round(here / elapsed, 1) if elapsed > 0 else 0.0,
+        )  # fmt: skip

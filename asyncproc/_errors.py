@@ -1,0 +1,99 @@
+"""The one exception tree of asyncproc.
+
+::
+
+    AsyncprocError                  anything asyncproc raises on purpose
+    ├── ConfigError                 bad options; nothing was started
+    │   └── ProcessorLoadError      the processor cannot be imported or called
+    ├── InputError                  the input is missing, a directory or unreadable
+    ├── OutputError                 the output cannot be written
+    ├── CheckpointError             run state on disk cannot be used
+    │   └── CorruptCheckpointError  a record failed to parse or verify
+    ├── RunError                    the run cannot go on as asked
+    │   ├── RunLockedError          another process holds the run
+    │   ├── RunNotFoundError        no run with that id
+    │   ├── InputChangedError       the input differs from the one planned
+    │   ├── IncompatibleRunError    options would change the results
+    │   └── SimulatedCrash          ``--simulate-crash`` fired
+    └── ItemError                   one item failed (kept in the dead-letter part)
+        └── ItemTimeoutError        one attempt ran past ``--timeout``
+
+Every message says what to do next; the CLI prints it as one line.
+"""
+
+from __future__ import annotations
+
+
+class AsyncprocError(Exception):
+    """Root of every error asyncproc raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(AsyncprocError):
+    """An option is out of range or contradicts another; raised before any work."""
+
+    exit_code = 2
+
+
+class ProcessorLoadError(ConfigError):
+    """The processor spec does not name a usable function."""
+
+
+class InputError(AsyncprocError):
+    """The input path cannot be read as a line-oriented file."""
+
+    exit_code = 2
+
+
+class OutputError(AsyncprocError):
+    """The output path cannot be written."""
+
+    exit_code = 2
+
+
+class CheckpointError(AsyncprocError):
+    """Run state on disk is unusable and nothing older can be proven good."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A record on disk failed to parse, to type-check or to verify its checksum."""
+
+
+class RunError(AsyncprocError):
+    """The run cannot go on as asked."""
+
+
+class RunLockedError(RunError):
+    """Another live process holds the run's lock."""
+
+
+class RunNotFoundError(RunError):
+    """No run with the requested id exists under the checkpoint directory."""
+
+
+class InputChangedError(RunError):
+    """The input's size, mtime or fingerprint differs from the planned run."""
+
+
+class IncompatibleRunError(RunError):
+    """Resuming with these options would change the results."""
+
+
+class SimulatedCrash(RunError):
+    """``--simulate-crash`` stopped the run after a durable commit."""
+
+    exit_code = 3
+
+
+class ItemError(AsyncprocError):
+    """One item failed; carries where it came from."""
+
+    def __init__(self, message: str, *, shard: int = -1, index: int = -1) -> None:
+        super().__init__(message)
+        self.shard = shard
+        self.index = index
+
+
+class ItemTimeoutError(ItemError):
+    """One attempt at an item ran past the per-attempt timeout."""

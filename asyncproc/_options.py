@@ -1,0 +1,109 @@
+"""Run options, validated once, before any work starts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from ._errors import ConfigError
+
+DEFAULT_CONCURRENCY = 64
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_RETRIES = 2
+DEFAULT_COMMIT_INTERVAL = 5.0
+MAX_AUTO_WORKERS = 8
+BYTES_PER_AUTO_WORKER = 16 * 1024 * 1024
+
+# Options whose change would change the bytes of the output; a resume refuses them.
+RESULT_OPTIONS = ("processor", "processor_args", "format", "output_kind")
+
+
+class InputFormat(StrEnum):
+    """How a line becomes an item."""
+
+    TEXT = "text"  # the stripped line, decoded as UTF-8
+    JSONL = "jsonl"  # the line parsed as one JSON value
+
+
+class OutputKind(StrEnum):
+    """How committed records are laid out in the final output."""
+
+    JSON = "json"  # one JSON array, result fields then index
+    JSONL = "jsonl"  # JSON lines, index then result fields
+
+
+def format_for(path: Path) -> InputFormat:
+    return InputFormat.JSONL if path.suffix.lower() in {".jsonl", ".ndjson"} else InputFormat.TEXT
+
+
+def output_kind_for(path: Path) -> OutputKind:
+    return OutputKind.JSONL if path.suffix.lower() in {".jsonl", ".ndjson"} else OutputKind.JSON
+
+
+def auto_workers(size: int) -> int:
+    """One shard per 16 MiB, at most eight: small inputs stay in one ordered stream."""
+    return max(1, min(MAX_AUTO_WORKERS, math.ceil(size / BYTES_PER_AUTO_WORKER)))
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Everything that shapes a run besides its input and output paths."""
+
+    processor: str = "text_stats"
+    processor_args: dict[str, str] = field(default_factory=dict)
+    format: InputFormat | None = None
+    output_kind: OutputKind | None = None
+    workers: int | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    batch_size: int = DEFAULT_BATCH_SIZE
+    retries: int = DEFAULT_RETRIES
+    timeout: float | None = None
+    commit_interval: float = DEFAULT_COMMIT_INTERVAL
+    simulate_crash: int | None = None
+
+    def __post_init__(self) -> None:
+        _at_least("--batch-size", self.batch_size, 1)
+        _at_least("--concurrency", self.concurrency, 1)
+        _at_least("--retries", self.retries, 0)
+        if self.workers is not None:
+            _at_least("--workers", self.workers, 1)
+        if self.simulate_crash is not None:
+            _at_least("--simulate-crash", self.simulate_crash, 1)
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+        if not self.commit_interval > 0:
+            raise ConfigError("the commit interval must be a positive number of seconds")
+
+    def resolved(self, input_path: Path, output_path: Path) -> Options:
+        """Fill in the choices that depend on the paths."""
+        return replace(
+            self,
+            format=self.format or format_for(input_path),
+            output_kind=self.output_kind or output_kind_for(output_path),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("simulate_crash")
+        return data
+
+    def result_differences(self, stored: dict[str, Any]) -> list[str]:
+        """Name each result-changing option that differs from a stored run's."""
+        mine = self.to_dict()
+        return [
+            f"{key}: run has {stored.get(key)!r}, now {mine[key]!r}"
+            for key in RESULT_OPTIONS
+            if _plain(stored.get(key)) != _plain(mine[key])
+        ]
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, StrEnum) else value
+
+
+def _at_least(flag: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(f"{flag} must be at least {low}, got {value}")

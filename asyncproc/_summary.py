@@ -1,0 +1,33 @@
+"""The summary a run prints on stdout and returns from the Python API."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a finished run did; ``to_dict`` is the CLI's JSON, field for field."""
+
+    run_id: str
+    status: str
+    input: str
+    output: str
+    total_items: int
+    processed: int
+    failed: int
+    failed_items_file: str | None
+    checkpoint_cleared: bool
+    resumed: bool
+    workers: int
+    concurrency: int
+    elapsed_s: float
+    items_per_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Summary:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
