@@ -26,7 +26,7 @@ EXIT_INTERRUPTED = 130
 class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is now, so a live progress bar can redirect it."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
@@ -45,7 +45,9 @@ def _setup_logging(quiet: bool) -> None:
     logger.propagate = False
 
 
-def _key_values(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
+def _key_values(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> dict[str, str]:
     pairs = {}
     for value in values:
         key, sep, val = value.partition("=")
@@ -62,30 +64,82 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-              help="Line-oriented input file (text or JSON lines).")
-@click.option("--output", "output_path", required=True, type=click.Path(path_type=Path),
-              help="Output file: .json for a JSON array, .jsonl for JSON lines.")
-@click.option("--checkpoint", "checkpoint_dir", type=click.Path(path_type=Path),
-              help="Directory where runs live [default: .asyncproc beside the output].")
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Line-oriented input file (text or JSON lines).",
+)
+@click.option(
+    "--output",
+    "output_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output file: .json for a JSON array, .jsonl for JSON lines.",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_dir",
+    type=click.Path(path_type=Path),
+    help="Directory where runs live [default: .asyncproc beside the output].",
+)
 @click.option("--workers", type=int, help="Number of shards [default: by input size, at most 8].")
-@click.option("--concurrency", type=int, default=64, show_default=True,
-              help="Most items in flight across all workers.")
-@click.option("--batch-size", type=int, default=100, show_default=True,
-              help="Committed items per checkpoint, per shard.")
-@click.option("--processor", default="text_stats", show_default=True,
-              help="Built-in name, module:function or path/to/file.py:function.")
-@click.option("--processor-arg", "processor_args", multiple=True, callback=_key_values,
-              metavar="KEY=VALUE", help="Argument for a built-in processor (repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]),
-              help="Input format [default: from the input's extension].")
-@click.option("--retries", type=int, default=2, show_default=True,
-              help="Extra attempts per failing item, with exponential backoff.")
+@click.option(
+    "--concurrency",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Most items in flight across all workers.",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Committed items per checkpoint, per shard.",
+)
+@click.option(
+    "--processor",
+    default="text_stats",
+    show_default=True,
+    help="Built-in name, module:function or path/to/file.py:function.",
+)
+@click.option(
+    "--processor-arg",
+    "processor_args",
+    multiple=True,
+    callback=_key_values,
+    metavar="KEY=VALUE",
+    help="Argument for a built-in processor (repeatable).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "jsonl"]),
+    help="Input format [default: from the input's extension].",
+)
+@click.option(
+    "--retries",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Extra attempts per failing item, with exponential backoff.",
+)
 @click.option("--timeout", type=float, help="Seconds allowed per attempt.")
-@click.option("--commit-interval", type=float, default=5.0, show_default=True,
-              help="Commit at least this often (seconds), even mid-batch.")
-@click.option("--simulate-crash", type=int, metavar="N",
-              help="Exit hard after N committed items (to try resuming).")
+@click.option(
+    "--commit-interval",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Commit at least this often (seconds), even mid-batch.",
+)
+@click.option(
+    "--simulate-crash",
+    type=int,
+    metavar="N",
+    help="Exit hard after N committed items (to try resuming).",
+)
 @click.option("--resume", "resume", metavar="RUN_ID", help="Resume this run.")
 @click.option("--new-run", is_flag=True, help="Start over even if an unfinished run exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")

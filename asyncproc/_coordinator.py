@@ -115,7 +115,9 @@ class Coordinator:
     # -- choosing the run (blocking, in a thread) ----------------------------------------
 
     def _choose(self, checkpoint_dir: Path, options: Options, stack: ExitStack) -> Chosen:
-        with hold_lock(checkpoint_dir / ".lock", f"checkpoint directory {checkpoint_dir}", wait=True):
+        with hold_lock(
+            checkpoint_dir / ".lock", f"checkpoint directory {checkpoint_dir}", wait=True
+        ):
             chosen = self._existing(checkpoint_dir, options) or self._plan(checkpoint_dir, options)
             stack.enter_context(chosen.run.locked())
             return chosen
@@ -127,20 +129,28 @@ class Coordinator:
         elif req.new_run:
             return None
         else:
-            found = find_resumable(checkpoint_dir, str(req.input.resolve()), str(req.output.resolve()))
+            found = find_resumable(
+                checkpoint_dir, str(req.input.resolve()), str(req.output.resolve())
+            )
             if found is None:
                 return None
             run = found
         manifest = run.read()
         if manifest.status is RunStatus.COMPLETED:
-            raise RunError(f"run {run.run_id} is already completed; run without --resume to start anew")
+            raise RunError(
+                f"run {run.run_id} is already completed; run without --resume to start anew"
+            )
         self._verify(run, manifest, options)
         return Chosen(run, manifest, resumed=True)
 
     def _verify(self, run: RunDir, manifest: Manifest, options: Options) -> None:
         now = identify(self.request.input)
         then = manifest.input
-        if (now.size, now.mtime_ns, now.fingerprint) != (then.size, then.mtime_ns, then.fingerprint):
+        if (now.size, now.mtime_ns, now.fingerprint) != (
+            then.size,
+            then.mtime_ns,
+            then.fingerprint,
+        ):
             what = "size" if now.size != then.size else "contents or mtime"
             raise InputChangedError(
                 f"input {then.path} changed ({what}) since run {run.run_id} was planned; "
@@ -166,7 +176,9 @@ class Coordinator:
             total_items=sum(s.items for s in shards),
         )  # fmt: skip
         run.write(manifest)
-        log.info("planned run %s: %d items in %d shard(s)", run.run_id, manifest.total_items, len(shards))
+        log.info(
+            "planned run %s: %d items in %d shard(s)", run.run_id, manifest.total_items, len(shards)
+        )
         return Chosen(run, manifest, resumed=False)
 
     # -- working ---------------------------------------------------------------------------
@@ -199,15 +211,23 @@ class Coordinator:
             for problem in loaded.problems:
                 log.warning("shard %d: %s", shard.shard_id, problem)
             if loaded.problems and loaded.checkpoint is None:
-                log.warning("shard %d: no usable checkpoint; redoing it from its start", shard.shard_id)
+                log.warning(
+                    "shard %d: no usable checkpoint; redoing it from its start", shard.shard_id
+                )
             elif loaded.problems:
-                log.warning("shard %d: resuming from checkpoint generation %d (item %d)",
-                            shard.shard_id, checkpoint.generation, checkpoint.next_index)
+                log.warning(
+                    "shard %d: resuming from checkpoint generation %d (item %d)",
+                    shard.shard_id,
+                    checkpoint.generation,
+                    checkpoint.next_index,
+                )
             states[shard.shard_id] = checkpoint
         self._log_status(run, manifest, states)
         return states
 
-    def _log_status(self, run: RunDir, manifest: Manifest, states: dict[int, ShardCheckpoint]) -> None:
+    def _log_status(
+        self, run: RunDir, manifest: Manifest, states: dict[int, ShardCheckpoint]
+    ) -> None:
         done = sum(c.processed + c.failed for c in states.values())
         if not done and not any(c.attempts for c in states.values()):
             return

@@ -34,12 +34,22 @@ class Encoder:
         """One output line: index first for JSON lines, last for the JSON array."""
         index = self.first_index + seq
         if self._index_last:
-            body = {**value, "index": index} if type(value) is dict else {"result": value, "index": index}
+            body = (
+                {**value, "index": index}
+                if type(value) is dict
+                else {"result": value, "index": index}
+            )
         else:
-            body = {"index": index, **value} if type(value) is dict else {"index": index, "result": value}
+            body = (
+                {"index": index, **value}
+                if type(value) is dict
+                else {"index": index, "result": value}
+            )
         return orjson.dumps(body, option=_DUMP)
 
-    def dead(self, seq: int, start: int, item: Any, error: BaseException | None, attempts: int) -> bytes:
+    def dead(
+        self, seq: int, start: int, item: Any, error: BaseException | None, attempts: int
+    ) -> bytes:
         """One failed-items line, keeping the last attempt's error."""
         if isinstance(item, bytes):
             item = item.decode("utf-8", "backslashreplace")

@@ -11,12 +11,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from ._faults import crashpoint
 from ._records import SegmentRef, ShardCheckpoint
 from ._store import ShardStore, fsync_dir
-from ._faults import crashpoint
 
 
-def committed_chunks(run_dir: Path, checkpoints: Iterable[ShardCheckpoint], dead: bool) -> Iterator[bytes]:
+def committed_chunks(
+    run_dir: Path, checkpoints: Iterable[ShardCheckpoint], dead: bool
+) -> Iterator[bytes]:
     """Every committed byte of the output (or dead-letter) segments, in input order."""
     for checkpoint in checkpoints:
         store = ShardStore(run_dir, checkpoint.shard_id)
@@ -68,7 +70,9 @@ def failed_items_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.failed.jsonl")
 
 
-def merge(run_dir: Path, checkpoints: list[ShardCheckpoint], output: Path, as_array: bool) -> Path | None:
+def merge(
+    run_dir: Path, checkpoints: list[ShardCheckpoint], output: Path, as_array: bool
+) -> Path | None:
     """Write the output and the failed-items file; return the latter if there is one."""
     tag = run_dir.name
     publish(output, committed_chunks(run_dir, checkpoints, dead=False), as_array, tag)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
@@ -111,10 +112,8 @@ def plan(path: Path, workers: int | None, auto: int) -> tuple[InputIdentity, tup
     with path.open("rb") as fh:
         points = cut_points(fh, identity.size, workers or auto)
         shards, first = [], 0
-        for shard_id, (start, end) in enumerate(zip(points, points[1:], strict=False)):
+        for shard_id, (start, end) in enumerate(pairwise(points)):
             items = count_items(fh, start, end)
             shards.append(ShardPlan(shard_id, start, end, first, items))
             first += items
-    if not shards:
-        shards.append(ShardPlan(0, 0, 0, 0, 0))
     return identity, tuple(shards)

@@ -168,4 +168,3 @@ def _check_signature(fn: Fn, name: str) -> None:
 def _is_async(fn: Fn) -> bool:
     call = getattr(fn, "__call__", None)  # noqa: B004 - async callable objects count too
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
-

@@ -44,9 +44,14 @@ class Progress:
 
     def _start_bar(self) -> None:
         from rich.progress import (  # imported lazily: only terminals pay for it
-            BarColumn, MofNCompleteColumn, Progress as Bar, TaskProgressColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            TaskProgressColumn,
             TimeRemainingColumn,
         )  # fmt: skip
+        from rich.progress import (
+            Progress as Bar,
+        )
 
         self._bar = Bar(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),

@@ -119,7 +119,9 @@ def _segments(data: dict[str, Any], key: str, what: str) -> tuple[SegmentRef, ..
     for item in field_of(data, key, list, what):
         if not isinstance(item, dict):
             raise CorruptCheckpointError(f"{what}: {key} holds a non-object")
-        refs.append(SegmentRef(field_of(item, "name", str, what), field_of(item, "length", int, what)))
+        refs.append(
+            SegmentRef(field_of(item, "name", str, what), field_of(item, "length", int, what))
+        )
     return tuple(refs)
 
 
@@ -198,7 +200,9 @@ class Manifest:
             input=InputIdentity.from_dict(field_of(data, "input", dict, what), what),
             output=field_of(data, "output", str, what),
             options=field_of(data, "options", dict, what),
-            shards=tuple(ShardPlan.from_dict(s, what) for s in field_of(data, "shards", list, what)),
+            shards=tuple(
+                ShardPlan.from_dict(s, what) for s in field_of(data, "shards", list, what)
+            ),
             total_items=field_of(data, "total_items", int, what),
             summary=summary if isinstance(summary, dict) else None,
         )

@@ -48,7 +48,9 @@ class Attempts:
 
 
 def _caller(processor: Processor, timeout: float | None) -> Callable[[Any], Awaitable[Any]]:
-    plain: Callable[[Any], Awaitable[Any]] = processor.fn if processor.is_async else processor.__call__
+    plain: Callable[[Any], Awaitable[Any]] = (
+        processor.fn if processor.is_async else processor.__call__
+    )
     if timeout is None:
         return plain
 

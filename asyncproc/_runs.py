@@ -81,11 +81,21 @@ def hold_lock(path: Path, what: str, *, wait: bool = False) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunLockedError(f"{what} is in progress in {_holder(fd)}; wait for it to "
-                                 "finish or stop that process, then run again") from None
+            raise RunLockedError(
+                f"{what} is in progress in {_holder(fd)}; wait for it to "
+                "finish or stop that process, then run again"
+            ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, orjson.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                   "started_at": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        os.write(
+            fd,
+            orjson.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                }
+            ),
+        )
         yield
     finally:
         os.close(fd)
@@ -103,7 +113,7 @@ def new_run_dir(checkpoint_dir: Path) -> RunDir:
     """Claim a fresh ``run_YYYYMMDD_HHMMSS`` directory, suffixed when the second is taken."""
     stamp = time.strftime("run_%Y%m%d_%H%M%S")
     for attempt in range(1, 1000):
-        path = checkpoint_dir / (stamp if attempt == 1 else f"{stamp}_{attempt}")
+        path = checkpoint_dir / (stamp if attempt == 1 else f"{stamp}-{attempt}")
         try:
             path.mkdir()
         except FileExistsError:
@@ -121,7 +131,7 @@ def run_dirs(checkpoint_dir: Path) -> list[RunDir]:
 
 
 def _sort_key(run_id: str) -> tuple[str, int]:
-    base, tail = run_id[:19], run_id[20:]  # run_YYYYMMDD_HHMMSS[_n]
+    base, tail = run_id[:19], run_id[20:]  # run_YYYYMMDD_HHMMSS[-n]
     return base, int(tail) if tail.isdigit() else 0
 
 

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+
 import anyio
 import anyio.lowlevel
 
@@ -31,6 +32,11 @@ from ._retry import Attempts
 from ._store import ShardStore
 
 FEED_LOW_WATER = 4096
+# Items lanes may finish beyond the batches being committed: enough to keep lanes busy
+# while a commit's fsyncs run, small enough that a crash redoes a fraction of a second.
+LIMIT_SLACK = 2048
+# Lanes of a processor that never awaits yield this often, so commits keep flowing.
+YIELD_EVERY = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +58,7 @@ class ShardSpec:
     @property
     def limit(self) -> int:
         """How far lanes may run ahead of the durable prefix."""
-        return max(4 * self.lanes, 64) + 2 * self.batch_size
+        return max(4 * self.lanes, 64) + 2 * self.batch_size + LIMIT_SLACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,7 @@ class ShardWorker:
         self._out_len = self._dead_len = 0
         self._taken = self._next = self._durable = 0
         self._ok = self._failed = 0
+        self._yield_at = YIELD_EVERY
         self._offset = start.offset
         self._eof = self._lanes_done = False
         self._lines_ready, self._space, self._progress, self._batch = (_Signal() for _ in range(4))
@@ -194,7 +201,7 @@ class ShardWorker:
             return None, self._encoder.dead(seq, start, item, exc, attempts)
 
     def _finish(self, seq: int, end: int, out: bytes | None, dead: bytes | None) -> bool:
-        """Record a result; advance the ordered prefix. True when a batch became ready."""
+        """Record a result; advance the ordered prefix. True when the lane should yield."""
         if seq != self._next:
             self._results[seq] = (end, out, dead)
             return False
@@ -207,6 +214,9 @@ class ShardWorker:
         self._next = nxt
         if was < batch <= nxt - self._durable:
             self._batch.fire()
+            return True
+        if nxt >= self._yield_at:
+            self._yield_at = nxt + YIELD_EVERY
             return True
         return False
 

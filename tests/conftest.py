@@ -1,0 +1,219 @@
+"""Shared helpers for the CLI tests: run the real ``asyncproc`` in a subprocess.
+
+The helpers are plain functions (importable as ``from conftest import ...``) and are
+also offered as fixtures for tests that prefer injection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_INPUT = REPO / "data" / "sample_input.txt"
+CLI_TIMEOUT = 60.0
+
+SUMMARY_KEYS = (
+    "run_id",
+    "status",
+    "input",
+    "output",
+    "total_items",
+    "processed",
+    "failed",
+    "failed_items_file",
+    "checkpoint_cleared",
+    "resumed",
+    "workers",
+    "concurrency",
+    "elapsed_s",
+    "items_per_s",
+)
+
+
+def _env(env: Mapping[str, str] | None) -> dict[str, str]:
+    merged = dict(os.environ)
+    merged.pop("ASYNCPROC_CRASH_AT", None)
+    merged["PYTHONUNBUFFERED"] = "1"
+    if env:
+        merged.update(env)
+    return merged
+
+
+def cli_command(*args: str | os.PathLike[str]) -> list[str]:
+    """The argv that runs ``python -m asyncproc`` with ``args``."""
+    return [sys.executable, "-m", "asyncproc", *(os.fspath(a) for a in args)]
+
+
+def run_cmd(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    check: int | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run any command in text mode, capturing output; ``check`` asserts the exit code."""
+    proc = subprocess.run(
+        [os.fspath(a) for a in argv],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=CLI_TIMEOUT,
+        env=_env(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if check is not None:
+        assert proc.returncode == check, describe(proc, f"expected exit code {check}")
+    return proc
+
+
+def run_cli(
+    *args: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    check: int | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m asyncproc *args``; ``check`` asserts the exit code."""
+    return run_cmd(cli_command(*args), env=env, check=check, cwd=cwd)
+
+
+def describe(proc: subprocess.CompletedProcess[str], what: str = "") -> str:
+    """A readable account of a finished process, for assertion messages."""
+    return (
+        f"{what}\ncommand: {proc.args}\nexit code: {proc.returncode}\n"
+        f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
+    )
+
+
+def summary_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """Parse stdout as exactly one JSON object (the summary) and return it."""
+    try:
+        data = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(describe(proc, f"stdout is not one JSON value: {exc}")) from None
+    assert isinstance(data, dict), describe(proc, "stdout is not a JSON object")
+    return data
+
+
+def run_ok(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run the CLI, require exit code 0 and return the parsed summary."""
+    return summary_of(run_cli(*args, env=env, check=0))
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("asyncproc: error:")]
+
+
+# -- building inputs and expected outputs ----------------------------------------------
+
+
+def numbered_lines(n: int) -> list[str]:
+    """``n`` distinct lines of varying word counts and some surrounding spaces."""
+    return [f"line {i:06d} " + "word " * (i % 7) + f"end{i % 13}" for i in range(n)]
+
+
+def write_lines(path: Path, lines: Iterable[str], newline: str = "\n") -> Path:
+    path.write_bytes("".join(line + newline for line in lines).encode("utf-8"))
+    return path
+
+
+def text_items(raw: bytes) -> list[str]:
+    """The items of a text input, per the contract: non-blank lines, stripped, UTF-8."""
+    return [line.strip().decode("utf-8") for line in raw.split(b"\n") if line.strip()]
+
+
+def text_stats(item: str) -> dict[str, Any]:
+    return {
+        "original": item,
+        "length": len(item),
+        "word_count": len(item.split()),
+        "uppercase": item.upper(),
+    }
+
+
+def array_record(index: int, result: Any) -> bytes:
+    if isinstance(result, dict):
+        return orjson.dumps({**result, "index": index})
+    return orjson.dumps({"result": result, "index": index})
+
+
+def jsonl_record(index: int, result: Any) -> bytes:
+    if isinstance(result, dict):
+        return orjson.dumps({"index": index, **result})
+    return orjson.dumps({"index": index, "result": result})
+
+
+def expected_array(results: Iterable[tuple[int, Any]]) -> bytes:
+    """The exact bytes of a ``.json`` output holding these (index, result) pairs."""
+    records = [b"  " + array_record(i, r) for i, r in results]
+    if not records:
+        return b"[]\n"
+    return b"[\n" + b",\n".join(records) + b"\n]\n"
+
+
+def expected_jsonl(results: Iterable[tuple[int, Any]]) -> bytes:
+    """The exact bytes of a ``.jsonl`` output holding these (index, result) pairs."""
+    return b"".join(jsonl_record(i, r) + b"\n" for i, r in results)
+
+
+def expected_text_stats_array(raw: bytes) -> bytes:
+    return expected_array((i, text_stats(s)) for i, s in enumerate(text_items(raw)))
+
+
+def expected_identity_array(raw: bytes) -> bytes:
+    return expected_array(enumerate(text_items(raw)))
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def run_dirs(checkpoint: Path) -> list[Path]:
+    """Run directories (``run_*``) under a checkpoint directory."""
+    if not checkpoint.is_dir():
+        return []
+    return sorted(p for p in checkpoint.iterdir() if p.is_dir() and p.name.startswith("run_"))
+
+
+# -- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_input(tmp_path: Path) -> Callable[..., Path]:
+    """Write an input of ``n`` numbered lines; returns its path."""
+
+    def make(n: int, name: str = "input.txt", newline: str = "\n") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_lines(path, numbered_lines(n), newline)
+
+    return make
+
+
+@pytest.fixture
+def sample_copy(tmp_path: Path) -> Path:
+    """A private copy of data/sample_input.txt."""
+    path = tmp_path / "sample_input.txt"
+    path.write_bytes(SAMPLE_INPUT.read_bytes())
+    return path
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_cli
+
+
+@pytest.fixture
+def summary() -> Callable[[subprocess.CompletedProcess[str]], dict[str, Any]]:
+    return summary_of
