@@ -147,7 +147,9 @@ def run(input_path: Path, output_path: Path, fmt: str | None, quiet: bool, **opt
     """Process INPUT into OUTPUT, resuming an unfinished run of the same pair."""
     _setup_logging(quiet)
     summary = anyio.run(
-        lambda: process_file(input_path, output_path, format=fmt, quiet=quiet, **options)
+        lambda: process_file(
+            input_path, output_path, format=fmt, quiet=quiet, handle_signals=True, **options
+        )
     )
     sys.stdout.buffer.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()

@@ -14,6 +14,8 @@
     │   ├── RunNotFoundError        no run with that id
     │   ├── InputChangedError       the input differs from the one planned
     │   ├── IncompatibleRunError    options would change the results
+    │   ├── Interrupted             SIGINT / SIGTERM: stopped after a final commit
+    │   ├── FailureLimitError       ``--max-failures`` exceeded: stopped after a commit
     │   └── SimulatedCrash          ``--simulate-crash`` fired
     └── ItemError                   one item failed (kept in the dead-letter part)
         └── ItemTimeoutError        one attempt ran past ``--timeout``
@@ -80,6 +82,19 @@ class IncompatibleRunError(RunError):
     """Resuming with these options would change the results."""
 
 
+class Interrupted(RunError):
+    """A signal stopped the run; everything finished before it is committed."""
+
+    def __init__(self, message: str, *, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class FailureLimitError(RunError):
+    """More items failed than ``--max-failures`` allows; the run stopped cleanly."""
+
+
 class SimulatedCrash(RunError):
     """``--simulate-crash`` stopped the run after a durable commit."""
 
@@ -97,3 +112,16 @@ class ItemError(AsyncprocError):
 
 class ItemTimeoutError(ItemError):
     """One attempt at an item ran past the per-attempt timeout."""
+
+
+def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a task group's failure is about: its first asyncproc or OS error.
+
+    Task groups wrap what their tasks raise; callers want the one line that says what
+    went wrong. A group holding anything else (a bug) is returned whole.
+    """
+    for exc in group.exceptions:
+        leaf = unwrap_group(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(leaf, AsyncprocError | OSError):
+            return leaf
+    return group

@@ -14,6 +14,11 @@ from ._processors import Processor
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 10.0
 
+# What a processor may raise about one item without stopping the run. SystemExit and
+# KeyboardInterrupt from user code are the item's failure too: real signals reach the
+# run through its own handlers, and cancellation is never caught here.
+ITEM_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
 # (value, error, attempts): error is None when the item succeeded.
 Outcome = tuple[Any, BaseException | None, int]
 
@@ -34,15 +39,15 @@ class Attempts:
     async def run(self, item: Any) -> Outcome:
         try:
             return await self._call(item), None, 1
-        except Exception as exc:  # an item's failure is data, not a crash
+        except ITEM_ERRORS as exc:  # an item's failure is data, not a crash
             return await self._retry(item, exc)
 
-    async def _retry(self, item: Any, error: Exception) -> Outcome:
+    async def _retry(self, item: Any, error: BaseException) -> Outcome:
         for attempt in range(1, self._retries + 1):
             await anyio.sleep(backoff(attempt))
             try:
                 return await self._call(item), None, attempt + 1
-            except Exception as exc:
+            except ITEM_ERRORS as exc:
                 error = exc
         return None, error, self._retries + 1
 

@@ -20,10 +20,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 
+from ._context import LaneSlot, current_slot
 from ._encode import Encoder, decoder_for
 from ._processors import Processor
 from ._reader import Line, read_lines
@@ -54,6 +56,7 @@ class ShardSpec:
     retries: int
     timeout: float | None
     commit_interval: float
+    fingerprint: str = ""
 
     @property
     def limit(self) -> int:
@@ -69,6 +72,7 @@ class Commit:
     processed: int
     failed: int
     checkpoint: ShardCheckpoint
+    last_error: str | None = None
 
 
 class _Signal:
@@ -128,24 +132,47 @@ class ShardWorker:
         self._ok = self._failed = 0
         self._yield_at = YIELD_EVERY
         self._offset = start.offset
-        self._eof = self._lanes_done = False
+        self._eof = self._lanes_done = self._stopping = False
+        self._lanes_scope: anyio.CancelScope | None = None
+        self._last_error: str | None = None
         self._lines_ready, self._space, self._progress, self._batch = (_Signal() for _ in range(4))
 
     async def run(self) -> ShardCheckpoint:
-        """Process the rest of the shard; return its final, durable checkpoint."""
+        """Process the rest of the shard; return its last durable checkpoint."""
         await anyio.to_thread.run_sync(self._open_segments)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._feed)
                 tg.start_soon(self._commit_loop)
-                async with anyio.create_task_group() as lanes:
-                    for _ in range(self.spec.lanes):
-                        lanes.start_soon(self._lane)
+                async with anyio.create_task_group() as work:
+                    work.start_soon(self._feed)
+                    async with anyio.create_task_group() as lanes:
+                        self._lanes_scope = lanes.cancel_scope
+                        for _ in range(self.spec.lanes):
+                            lanes.start_soon(self._lane)
+                    work.cancel_scope.cancel()  # the feeder is not needed any more
                 self._lanes_done = True
                 self._batch.fire()
         finally:
-            await anyio.to_thread.run_sync(self._store.close)
+            self._store.close()
         return self._durable_state
+
+    def stop(self, grace: float) -> None:
+        """Take no new items; give those in flight ``grace`` seconds, then cancel them.
+
+        The committer still makes the ordered prefix durable before the worker returns.
+        """
+        self._stopping = True
+        self._lines_ready.fire()
+        self._progress.fire()
+        if self._lanes_scope is not None:
+            self._lanes_scope.deadline = min(
+                self._lanes_scope.deadline, anyio.current_time() + grace
+            )
+
+    @property
+    def complete(self) -> bool:
+        """Every item of the shard is ordered (not only every item taken)."""
+        return self._eof and not self._lines and self._next == self._taken
 
     def _open_segments(self) -> None:
         self._store.open_segment(self._out_name)
@@ -168,7 +195,9 @@ class ShardWorker:
 
     async def _lane(self) -> None:
         lines, limit = self._lines, self.spec.limit
-        while True:
+        slot = LaneSlot(self.spec.shard.shard_id, self.spec.fingerprint)
+        current_slot.set(slot)
+        while not self._stopping:
             if not lines:
                 if self._eof:
                     return
@@ -182,6 +211,7 @@ class ShardWorker:
                 self._space.fire()
             seq = self._taken
             self._taken += 1
+            slot.index, slot.offset = self._encoder.first_index + seq, start
             out, dead = await self._handle(seq, start, raw)
             if self._finish(seq, end, out, dead):
                 await anyio.lowlevel.checkpoint()
@@ -191,14 +221,20 @@ class ShardWorker:
         try:
             item = self._decode(raw)
         except Exception as exc:
-            return None, self._encoder.dead(seq, start, raw, exc, 0)
+            return None, self._dead_letter(seq, start, raw, exc, 0)
         value, error, attempts = await self._attempts.run(item)
         if error is not None:
-            return None, self._encoder.dead(seq, start, item, error, attempts)
+            return None, self._dead_letter(seq, start, item, error, attempts)
         try:
             return self._encoder.record(seq, value), None
         except Exception as exc:
-            return None, self._encoder.dead(seq, start, item, exc, attempts)
+            return None, self._dead_letter(seq, start, item, exc, attempts)
+
+    def _dead_letter(
+        self, seq: int, start: int, item: Any, error: BaseException, attempts: int
+    ) -> bytes:
+        self._last_error = f"{type(error).__name__}: {error}"
+        return self._encoder.dead(seq, start, item, error, attempts)
 
     def _finish(self, seq: int, end: int, out: bytes | None, dead: bytes | None) -> bool:
         """Record a result; advance the ordered prefix. True when the lane should yield."""
@@ -231,16 +267,13 @@ class ShardWorker:
 
     # -- committer ---------------------------------------------------------------------
 
-    def _finished(self) -> bool:
-        return self._lanes_done and self._next == self._taken
-
     async def _commit_loop(self) -> None:
         while True:
-            if not (self._finished() or self._next - self._durable >= self.spec.batch_size):
+            if not (self._lanes_done or self._next - self._durable >= self.spec.batch_size):
                 with anyio.move_on_after(self.spec.commit_interval):
                     await self._batch.wait()
-            if self._finished():
-                await self._commit(done=True)
+            if self._lanes_done:
+                await self._commit(done=self.complete)
                 return
             if self._next > self._durable:
                 await self._commit(done=False)
@@ -260,7 +293,7 @@ class ShardWorker:
         await anyio.to_thread.run_sync(self._store.commit, data, checkpoint)
         self._durable_state, self._durable = checkpoint, nxt
         self._progress.fire()
-        self._on_commit(Commit(self.spec.shard.shard_id, ok, failed, checkpoint))
+        self._on_commit(Commit(self.spec.shard.shard_id, ok, failed, checkpoint, self._last_error))
 
     def _checkpoint_after(
         self, previous: ShardCheckpoint, ok: int, failed: int, nxt: int, done: bool

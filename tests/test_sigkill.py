@@ -182,6 +182,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
         )
         assert len(calls) - before == ITEMS, (seed, len(calls), before)
         calls = calls[:before] if before else calls
+    print(f"seed {seed}: {len(calls) - ITEMS} calls beyond one per item, {kills} kills")
     bound = ITEMS + kills * (CONCURRENCY + WORKERS * BATCH)
     assert len(calls) <= bound, (
         f"seed {seed}: {len(calls)} processor calls for {ITEMS} items after {kills} kills "
