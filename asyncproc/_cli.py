@@ -135,6 +135,18 @@ def cli() -> None:
     help="Commit at least this often (seconds), even mid-batch.",
 )
 @click.option(
+    "--max-failures",
+    metavar="N|P%",
+    help="Stop cleanly once more than N items (or P% of items done) failed.",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds in-flight items get to finish after Ctrl-C or SIGTERM.",
+)
+@click.option(
     "--simulate-crash",
     type=int,
     metavar="N",

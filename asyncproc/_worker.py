@@ -27,6 +27,7 @@ import anyio.lowlevel
 
 from ._context import LaneSlot, current_slot
 from ._encode import Encoder, decoder_for
+from ._faults import crashpoint
 from ._processors import Processor
 from ._reader import Line, read_lines
 from ._records import SegmentRef, ShardCheckpoint, ShardPlan
@@ -177,6 +178,7 @@ class ShardWorker:
     def _open_segments(self) -> None:
         self._store.open_segment(self._out_name)
         self._store.open_segment(self._dead_name)
+        crashpoint("before_first_commit")
 
     # -- feeder ------------------------------------------------------------------------
 
