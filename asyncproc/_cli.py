@@ -95,7 +95,7 @@ def cli() -> None:
 @click.option(
     "--batch-size",
     type=int,
-    default=100,
+    default=1000,
     show_default=True,
     help="Committed items per checkpoint, per shard.",
 )

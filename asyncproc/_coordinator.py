@@ -283,6 +283,8 @@ class Coordinator:
             batch_size=int(opts["batch_size"]), retries=int(opts["retries"]),
             timeout=opts["timeout"], commit_interval=float(opts["commit_interval"]),
             fingerprint=manifest.input.fingerprint,
+            # --simulate-crash wants the crash on the exact item count: no coalescing.
+            max_batches_per_commit=1 if self.request.options.simulate_crash else 1 << 30,
         )  # fmt: skip
 
     async def _run_shards(

@@ -35,9 +35,7 @@ from ._retry import Attempts
 from ._store import ShardStore
 
 FEED_LOW_WATER = 4096
-# Items lanes may finish beyond the batches being committed: enough to keep lanes busy
-# while a commit's fsyncs run, small enough that a crash redoes a fraction of a second.
-LIMIT_SLACK = 2048
+END_OF_SHARD = 1 << 62
 # Lanes of a processor that never awaits yield this often, so commits keep flowing.
 YIELD_EVERY = 256
 
@@ -58,11 +56,12 @@ class ShardSpec:
     timeout: float | None
     commit_interval: float
     fingerprint: str = ""
+    max_batches_per_commit: int = 1 << 30
 
     @property
     def limit(self) -> int:
         """How far lanes may run ahead of the durable prefix."""
-        return max(4 * self.lanes, 64) + 2 * self.batch_size + LIMIT_SLACK
+        return max(4 * self.lanes, 64) + 4 * self.batch_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +131,7 @@ class ShardWorker:
         self._taken = self._next = self._durable = 0
         self._ok = self._failed = 0
         self._yield_at = YIELD_EVERY
+        self._batch_end = spec.batch_size
         self._offset = start.offset
         self._eof = self._lanes_done = self._stopping = False
         self._lanes_scope: anyio.CancelScope | None = None
@@ -239,18 +239,21 @@ class ShardWorker:
         return self._encoder.dead(seq, start, item, error, attempts)
 
     def _finish(self, seq: int, end: int, out: bytes | None, dead: bytes | None) -> bool:
-        """Record a result; advance the ordered prefix. True when the lane should yield."""
-        if seq != self._next:
+        """Record a result and advance the ordered prefix; True when the lane should yield."""
+        if seq != self._next or seq >= self._batch_end:
             self._results[seq] = (end, out, dead)
             return False
         self._append(end, out, dead)
-        nxt, results = seq + 1, self._results
-        while nxt in results:
+        return self._drain(seq + 1)
+
+    def _drain(self, nxt: int) -> bool:
+        """Move waiting results into the batch, in order, up to the batch's end."""
+        results, stop = self._results, self._batch_end
+        while nxt < stop and nxt in results:
             self._append(*results.pop(nxt))
             nxt += 1
-        batch, was = self.spec.batch_size, self._next - self._durable
         self._next = nxt
-        if was < batch <= nxt - self._durable:
+        if nxt == stop:
             self._batch.fire()
             return True
         if nxt >= self._yield_at:
@@ -270,15 +273,36 @@ class ShardWorker:
     # -- committer ---------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
+        """Commit each batch as it fills (or what there is, every commit interval)."""
         while True:
-            if not (self._lanes_done or self._next - self._durable >= self.spec.batch_size):
+            if not (self._lanes_done or self._next >= self._batch_end):
                 with anyio.move_on_after(self.spec.commit_interval):
                     await self._batch.wait()
             if self._lanes_done:
+                self._batch_end = END_OF_SHARD
+                self._drain(self._next)
                 await self._commit(done=self.complete)
                 return
             if self._next > self._durable:
+                self._absorb_whole_batches()
                 await self._commit(done=False)
+                self._batch_end = self._durable + self.spec.batch_size
+                self._drain(self._next)
+
+    def _absorb_whole_batches(self) -> None:
+        """Let a commit that fell behind take every further batch already complete.
+
+        Checkpoints stay on batch boundaries; a slow fsync means bigger commits, not
+        stalled lanes.
+        """
+        batch, results = self.spec.batch_size, self._results
+        taken = 1
+        while self._next == self._batch_end and taken < self.spec.max_batches_per_commit:
+            if not all(k in results for k in range(self._next, self._next + batch)):
+                return
+            self._batch_end += batch
+            self._drain(self._next)
+            taken += 1
 
     async def _commit(self, *, done: bool) -> None:
         """Snapshot the ordered prefix and make it durable, off the loop."""
