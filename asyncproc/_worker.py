@@ -31,11 +31,13 @@ from ._faults import crashpoint
 from ._processors import Processor
 from ._reader import Line, read_lines
 from ._records import SegmentRef, ShardCheckpoint, ShardPlan
-from ._retry import Attempts
+from ._retry import ITEM_ERRORS, Attempts
 from ._store import ShardStore
 
 FEED_LOW_WATER = 4096
 END_OF_SHARD = 1 << 62
+# Where an item failed: its line, the processor, or encoding the result.
+DECODE, CALL, ENCODE = range(3)
 # Lanes of a processor that never awaits yield this often, so commits keep flowing.
 YIELD_EVERY = 256
 
@@ -199,6 +201,7 @@ class ShardWorker:
         lines, limit = self._lines, self.spec.limit
         slot = LaneSlot(self.spec.shard.shard_id, self.spec.fingerprint)
         current_slot.set(slot)
+        decode, call, encode = self._decode, self._attempts.call, self._encoder.record
         while not self._stopping:
             if not lines:
                 if self._eof:
@@ -214,23 +217,35 @@ class ShardWorker:
             seq = self._taken
             self._taken += 1
             slot.index, slot.offset = self._encoder.first_index + seq, start
-            out, dead = await self._handle(seq, start, raw)
+            # The hot path is inline: one decode, one call, one encode, no extra frames.
+            stage, item = DECODE, raw
+            out: bytes | None
+            dead: bytes | None
+            try:
+                item = decode(raw)
+                stage = CALL
+                value = await call(item)
+                stage = ENCODE
+                out, dead = encode(seq, value), None
+            except ITEM_ERRORS as exc:
+                out, dead = await self._recover(stage, seq, start, item, exc)
             if self._finish(seq, end, out, dead):
                 await anyio.lowlevel.checkpoint()
 
-    async def _handle(self, seq: int, start: int, raw: bytes) -> tuple[bytes | None, bytes | None]:
-        """Turn one line into an encoded record, or into a dead letter."""
-        try:
-            item = self._decode(raw)
-        except Exception as exc:
-            return None, self._dead_letter(seq, start, raw, exc, 0)
-        value, error, attempts = await self._attempts.run(item)
-        if error is not None:
-            return None, self._dead_letter(seq, start, item, error, attempts)
-        try:
-            return self._encoder.record(seq, value), None
-        except Exception as exc:
-            return None, self._dead_letter(seq, start, item, exc, attempts)
+    async def _recover(
+        self, stage: int, seq: int, start: int, item: Any, error: BaseException
+    ) -> tuple[bytes | None, bytes | None]:
+        """Retry a failed call; a bad line or an unencodable result is not retried."""
+        attempts = 0 if stage == DECODE else 1
+        if stage == CALL:
+            value, retry_error, attempts = await self._attempts.retry(item, error)
+            if retry_error is None:
+                try:
+                    return self._encoder.record(seq, value), None
+                except ITEM_ERRORS as exc:
+                    retry_error = exc
+            error = retry_error
+        return None, self._dead_letter(seq, start, item, error, attempts)
 
     def _dead_letter(
         self, seq: int, start: int, item: Any, error: BaseException, attempts: int
