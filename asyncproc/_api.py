@@ -13,7 +13,7 @@ from ._options import Options
 from ._processors import Fn
 from ._summary import Summary
 
-_REQUEST_KEYS = {"checkpoint_dir", "new_run", "resume", "quiet", "handle_signals"}
+_REQUEST_KEYS = {"checkpoint_dir", "new_run", "resume", "quiet", "handle_signals", "retry_failed"}
 
 
 def _request(
@@ -43,7 +43,7 @@ async def process_file(
     """Process ``input`` into ``output``, resuming an unfinished run of the same pair.
 
     ``options`` are the fields of :class:`Options` plus ``checkpoint_dir``, ``new_run``,
-    ``resume`` (a run id), ``quiet`` and ``handle_signals`` (stop gracefully on
+    ``resume`` (a run id), ``quiet``, ``retry_failed`` and ``handle_signals`` (stop gracefully on
     SIGINT/SIGTERM; main thread only).
     """
     return await Coordinator(_request(input, output, processor, options)).run()

@@ -153,6 +153,11 @@ def cli() -> None:
     help="Exit hard after N committed items (to try resuming).",
 )
 @click.option("--resume", "resume", metavar="RUN_ID", help="Resume this run.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Process the run's failed items again; successes take their place in the output.",
+)
 @click.option("--new-run", is_flag=True, help="Start over even if an unfinished run exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def run(input_path: Path, output_path: Path, fmt: str | None, quiet: bool, **options: Any) -> None:

@@ -36,6 +36,7 @@ from ._planning import change_in, check_input, plan
 from ._processors import Fn, Processor, load_processor
 from ._progress import Progress
 from ._records import Manifest, RunStatus, ShardCheckpoint
+from ._retry_failed import retry_failed
 from ._runs import RunDir, find_resumable, hold_lock, new_run_dir
 from ._stopping import Stopper, StopReason
 from ._store import ShardStore
@@ -58,6 +59,7 @@ class Request:
     resume: str | None = None
     quiet: bool = False
     handle_signals: bool = False
+    retry_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +113,13 @@ class Coordinator:
         checkpoint_dir = self._checkpoint_dir()
         with ExitStack() as stack:
             chosen = await anyio.to_thread.run_sync(self._choose, checkpoint_dir, options, stack)
-            return await self._work(chosen, processor, options)
+            if chosen.manifest.status is RunStatus.COMPLETED:
+                summary = Summary.from_dict(chosen.manifest.summary or {})
+            else:
+                summary = await self._work(chosen, processor, options)
+            if req.retry_failed and summary.failed_items_file:
+                summary = await retry_failed(chosen.run, processor, options, summary)
+            return summary
 
     def _checkpoint_dir(self) -> Path:
         path = self.request.checkpoint_dir or self.request.output.parent / ".asyncproc"
@@ -139,13 +147,16 @@ class Coordinator:
             return None
         else:
             found = find_resumable(
-                checkpoint_dir, str(req.input.resolve()), str(req.output.resolve())
+                checkpoint_dir,
+                str(req.input.resolve()),
+                str(req.output.resolve()),
+                completed=req.retry_failed,
             )
             if found is None:
                 return None
             run = found
         manifest = run.read()
-        if manifest.status is RunStatus.COMPLETED:
+        if manifest.status is RunStatus.COMPLETED and not req.retry_failed:
             raise RunError(
                 f"run {run.run_id} is already completed; run without --resume to start anew"
             )

@@ -34,7 +34,7 @@ from ._records import SegmentRef, ShardCheckpoint, ShardPlan
 from ._retry import ITEM_ERRORS, Attempts
 from ._store import ShardStore
 
-FEED_LOW_WATER = 4096
+FEED_LOW_WATER = 1024
 END_OF_SHARD = 1 << 62
 # Where an item failed: its line, the processor, or encoding the result.
 DECODE, CALL, ENCODE = range(3)
