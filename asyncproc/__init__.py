@@ -4,14 +4,17 @@ The public API is what ``__all__`` lists; every other module is private.
 """
 
 from ._api import process_file, run_file
+from ._context import ItemInfo, current_item
 from ._errors import (
     AsyncprocError,
     CheckpointError,
     ConfigError,
     CorruptCheckpointError,
+    FailureLimitError,
     IncompatibleRunError,
     InputChangedError,
     InputError,
+    Interrupted,
     ItemError,
     ItemTimeoutError,
     OutputError,
@@ -32,11 +35,14 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "CorruptCheckpointError",
+    "FailureLimitError",
     "IncompatibleRunError",
     "InputChangedError",
     "InputError",
     "InputFormat",
+    "Interrupted",
     "ItemError",
+    "ItemInfo",
     "ItemTimeoutError",
     "Options",
     "OutputError",
@@ -49,6 +55,7 @@ __all__ = [
     "SimulatedCrash",
     "Summary",
     "__version__",
+    "current_item",
     "process_file",
     "run_file",
 ]
