@@ -10,6 +10,7 @@ All methods block; the worker calls them from a thread, one call per commit.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 def atomic_write(path: Path, data: bytes, point: str = "record") -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of its own per write: two writers (a stale attempt) never share a temp file.
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
     crashpoint(f"write_{point}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -91,12 +93,17 @@ class ShardStore:
                 continue
             if checkpoint is not None:
                 good.append(checkpoint)
+        if not good and not problems and self._has_segments():
+            problems.append("its checkpoint files are missing although its segments exist")
         good.sort(key=lambda c: c.generation, reverse=True)
         for position, checkpoint in enumerate(good):
             if position:
                 problems.append(f"used older generation {checkpoint.generation}")
             return Loaded(checkpoint, tuple(problems))
         return Loaded(None, tuple(problems))
+
+    def _has_segments(self) -> bool:
+        return self.segments_dir.is_dir() and any(self.segments_dir.glob(f"{self.shard_id:04d}.*"))
 
     def _read_slot(self, path: Path) -> ShardCheckpoint | None:
         what = f"shard {self.shard_id} checkpoint {path.name}"

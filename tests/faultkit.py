@@ -1,0 +1,98 @@
+"""Helpers shared by the fault-injection tests: the standard job, run state on disk.
+
+The standard job is a multi-shard run of the default ``text_stats`` processor into a
+``.json`` array, small enough to take a fraction of a second and large enough that every
+shard commits several checkpoint generations.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from conftest import describe, run_cli, run_dirs, summary_of
+
+from asyncproc._records import Manifest, ShardCheckpoint
+from asyncproc._store import ShardStore
+
+ITEMS = 3000
+WORKERS = 3
+BATCH = 100
+RERUN_BOUND = 3
+
+Arg = str | os.PathLike[str]
+
+
+def job_args(source: Path, output: Path, ck: Path, *extra: Arg) -> list[Arg]:
+    """The standard multi-shard job: 3 shards, 100 items per checkpoint."""
+    return [
+        "run", "--input", source, "--output", output, "--checkpoint", ck,
+        "--workers", str(WORKERS), "--batch-size", str(BATCH), *extra,
+    ]  # fmt: skip
+
+
+def write_module(path: Path, source: str) -> Path:
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    return path
+
+
+def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in proc.stderr, describe(proc, "a traceback on stderr")
+
+
+def rerun_until_ok(
+    args: list[Arg], env: Mapping[str, str] | None = None, bound: int = RERUN_BOUND
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """Run the same command again (no fault armed) until it exits 0, at most ``bound`` times."""
+    procs = []
+    for _ in range(bound):
+        proc = run_cli(*args, env=env)
+        procs.append(proc)
+        assert_no_traceback(proc)
+        if proc.returncode == 0:
+            return summary_of(proc), proc
+    raise AssertionError(
+        "\n\n".join(describe(p, f"rerun {i + 1} of {bound} did not exit 0") for i, p in
+                    enumerate(procs))
+    )  # fmt: skip
+
+
+def only_run_dir(ck: Path) -> Path:
+    runs = run_dirs(ck)
+    assert len(runs) == 1, f"expected one run directory under {ck}, found {runs}"
+    return runs[0]
+
+
+def read_manifest(run_dir: Path) -> Manifest:
+    path = run_dir / "manifest.json"
+    return Manifest.from_bytes(path.read_bytes(), str(path))
+
+
+def read_checkpoint(path: Path) -> ShardCheckpoint:
+    return ShardCheckpoint.from_bytes(path.read_bytes(), str(path))
+
+
+def slot_files(run_dir: Path, shard_id: int) -> list[Path]:
+    """The checkpoint slots of one shard that exist, oldest generation first."""
+    files = sorted((run_dir / "shards").glob(f"{shard_id:04d}.*.ckpt"))
+    return sorted(files, key=lambda p: read_checkpoint(p).generation)
+
+
+def load_problems(run_dir: Path) -> dict[int, tuple[str, ...]]:
+    """What loading each shard's newest good checkpoint had to skip."""
+    manifest = read_manifest(run_dir)
+    return {s.shard_id: ShardStore(run_dir, s.shard_id).load().problems for s in manifest.shards}
+
+
+def state_left(run_dir: Path) -> list[str]:
+    """Files left in a run directory, relative to it."""
+    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]

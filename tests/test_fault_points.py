@@ -1,0 +1,168 @@
+"""Deterministic fault injection: die (or fail with an I/O error) at every named point.
+
+``ASYNCPROC_CRASH_AT="name:n"`` makes a real ``asyncproc run`` exit 3 the n-th time it
+passes the point ``name``; ``"name:n:ENOSPC"`` raises that OSError there once. After each
+fault the same command, run again without the fault, must finish with output that is
+byte-identical to a clean run, and leave no state behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from conftest import (
+    describe,
+    error_lines,
+    expected_text_stats_array,
+    numbered_lines,
+    run_cli,
+    run_dirs,
+    run_ok,
+    summary_of,
+    write_lines,
+)
+from faultkit import (
+    ITEMS,
+    WORKERS,
+    assert_no_traceback,
+    job_args,
+    load_problems,
+    only_run_dir,
+    read_manifest,
+    rerun_until_ok,
+    state_left,
+)
+
+from asyncproc._faults import CRASH_EXIT, POINTS
+
+# Every point the engine names, in commit-protocol order. A point added to the engine
+# without being added here fails test_points_are_all_covered.
+COVERED_POINTS = (
+    "before_first_commit",
+    "segment_write",
+    "write_checkpoint",
+    "write_manifest",
+    "after_data_fsync",
+    "before_rename_checkpoint",
+    "after_rename_checkpoint",
+    "before_rename_manifest",
+    "after_rename_manifest",
+    "before_rename_output",
+    "after_output",
+    "before_clear",
+    "after_clear",
+)
+
+INJECTED_ERRORS = (
+    "segment_write:2:ENOSPC",
+    "write_checkpoint:2:EIO",
+    "before_rename_output:1:ENOSPC",
+)
+
+
+class Job:
+    """The standard input and the bytes a clean run makes of it."""
+
+    def __init__(self, source: Path, clean: bytes) -> None:
+        self.source = source
+        self.clean = clean
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
+    base = tmp_path_factory.mktemp("fault_job")
+    source = write_lines(base / "input.txt", numbered_lines(ITEMS))
+    output = base / "clean" / "result.json"
+    output.parent.mkdir()
+    summary = run_ok(*job_args(source, output, base / "ck_clean"))
+    assert summary["processed"] == ITEMS and summary["workers"] == WORKERS, summary
+    clean = output.read_bytes()
+    assert clean == expected_text_stats_array(source.read_bytes())
+    return Job(source, clean)
+
+
+def _paths(tmp_path: Path) -> tuple[Path, Path]:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    return out_dir / "result.json", tmp_path / "ck"
+
+
+def _assert_finished_like_clean(
+    summary: dict[str, object], output: Path, ck: Path, job: Job
+) -> None:
+    assert summary["status"] == "completed", summary
+    assert summary["total_items"] == ITEMS, summary
+    assert summary["processed"] == ITEMS, summary
+    assert summary["failed"] == 0, summary
+    assert summary["checkpoint_cleared"] is True, summary
+    assert output.read_bytes() == job.clean, "output differs from a clean run"
+    assert sorted(p.name for p in output.parent.iterdir()) == [output.name], (
+        "temporary or failed-items files left beside the output"
+    )
+    run_dir = ck / str(summary["run_id"])
+    assert state_left(run_dir) == ["lock", "manifest.json"], "checkpoint state not cleared"
+
+
+def test_points_are_all_covered() -> None:
+    assert tuple(POINTS) == COVERED_POINTS, (
+        "the engine's fault points changed; cover the new ones in this file"
+    )
+    assert len(set(POINTS)) == len(POINTS)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("point", COVERED_POINTS)
+def test_crash_at_point_then_resume(point: str, n: int, job: Job, tmp_path: Path) -> None:
+    output, ck = _paths(tmp_path)
+    args = job_args(job.source, output, ck)
+    crashed = run_cli(*args, env={"ASYNCPROC_CRASH_AT": f"{point}:{n}"})
+    assert_no_traceback(crashed)
+    if n == 1 or crashed.returncode != 0:
+        # Every point is passed at least once by a fresh multi-shard run.
+        assert crashed.returncode == CRASH_EXIT, describe(crashed, f"expected exit {CRASH_EXIT}")
+        assert f"crash point {point} reached" in crashed.stderr, describe(crashed)
+        assert crashed.stdout.strip() == "", describe(crashed, "no summary after a crash")
+    else:
+        # The point is passed fewer than n times: the run finishes untouched.
+        _assert_finished_like_clean(summary_of(crashed), output, ck, job)
+        return
+
+    planned = [r for r in run_dirs(ck) if (r / "manifest.json").is_file()]
+    summary, _ = rerun_until_ok(args)
+    _assert_finished_like_clean(summary, output, ck, job)
+    if planned:
+        # A run whose manifest made it to disk is resumed, not started over.
+        assert [r.name for r in planned] == [summary["run_id"]], (planned, summary)
+        assert summary["resumed"] is True, summary
+
+
+@pytest.mark.parametrize("spec", INJECTED_ERRORS)
+def test_injected_io_error_then_resume(spec: str, job: Job, tmp_path: Path) -> None:
+    name = spec.rpartition(":")[2]
+    output, ck = _paths(tmp_path)
+    args = job_args(job.source, output, ck)
+    failed = run_cli(*args, env={"ASYNCPROC_CRASH_AT": spec})
+    assert_no_traceback(failed)
+    assert failed.returncode == 1, describe(failed, "an I/O error should exit 1")
+    errors = error_lines(failed.stderr)
+    assert len(errors) == 1, describe(failed, "expected exactly one 'asyncproc: error:' line")
+    assert os.strerror(getattr(errno, name)) in errors[0], describe(
+        failed, f"the error line should say what failed ({name})"
+    )
+    assert failed.stdout.strip() == "", describe(failed, "no summary after an error")
+    assert not output.exists(), "an I/O error before the merge finished must leave no output"
+
+    # Every shard still has a checkpoint that loads without falling back.
+    run_dir = only_run_dir(ck)
+    manifest = read_manifest(run_dir)
+    assert manifest.status.value in ("failed", "running"), manifest.status
+    problems = load_problems(run_dir)
+    assert all(not p for p in problems.values()), problems
+
+    summary, _ = rerun_until_ok(args)
+    assert summary["resumed"] is True, summary
+    assert summary["run_id"] == run_dir.name, summary
+    _assert_finished_like_clean(summary, output, ck, job)

@@ -1,0 +1,142 @@
+"""A stale attempt: two attempts at one shard writing at the same time.
+
+A process thought dead may still be writing while a new attempt works on the same shard.
+Here two ``ShardWorker``s start from the same durable checkpoint of a half-done run and
+run concurrently in one event loop; each must write its own segment, and whatever they
+leave behind, running the command again must finish with the clean run's bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import anyio
+from conftest import describe, expected_array, numbered_lines, run_cli, text_items, write_lines
+from faultkit import only_run_dir, read_manifest, write_module
+
+from asyncproc._errors import AsyncprocError
+from asyncproc._processors import load_processor
+from asyncproc._records import Manifest, ShardCheckpoint
+from asyncproc._store import ShardStore
+from asyncproc._worker import Commit, ShardSpec, ShardWorker
+
+ITEMS = 1200
+LANES = {"first": 8, "second": 4}  # different speeds: the attempts drift apart
+
+PROCESSOR = """
+import anyio
+
+
+async def work(item):
+    await anyio.sleep(0.001)
+    return {"item": item, "words": len(item.split())}
+"""
+
+
+def _args(source: Path, out_dir: Path, processor: Path) -> list[Any]:
+    out_dir.mkdir()
+    return ["run", "--input", source, "--output", out_dir / "result.json",
+            "--checkpoint", out_dir / "ck", "--processor", f"{processor}:work",
+            "--workers", "1", "--batch-size", "50", "--concurrency", "16"]  # fmt: skip
+
+
+def _cli(*args: Any, code: int) -> subprocess.CompletedProcess[str]:
+    proc = run_cli(*args)
+    assert proc.returncode == code, describe(proc, f"expected exit code {code}")
+    assert "Traceback" not in proc.stderr, describe(proc)
+    return proc
+
+
+def _spec(run_dir: Path, manifest: Manifest, lanes: int) -> ShardSpec:
+    """The spec the coordinator would build for shard 0 (Coordinator._spec)."""
+    opts = manifest.options
+    return ShardSpec(
+        run_id=run_dir.name, run_dir=str(run_dir), input_path=manifest.input.path,
+        shard=manifest.shards[0], format=str(opts["format"]),
+        output_kind=str(opts["output_kind"]), lanes=lanes,
+        batch_size=int(opts["batch_size"]), retries=int(opts["retries"]),
+        timeout=opts["timeout"], commit_interval=float(opts["commit_interval"]),
+        fingerprint=manifest.input.fingerprint,
+    )  # fmt: skip
+
+
+def _half_done(tmp_path: Path) -> tuple[list[Any], Path, Manifest, ShardCheckpoint, set[str]]:
+    source = write_lines(tmp_path / "input.txt", numbered_lines(ITEMS))
+    processor = write_module(tmp_path / "slowish.py", PROCESSOR)
+    args = _args(source, tmp_path / "stale", processor)
+    _cli(*args, "--simulate-crash", "300", code=3)
+    run_dir = only_run_dir(tmp_path / "stale" / "ck")
+    manifest = read_manifest(run_dir)
+    assert len(manifest.shards) == 1, manifest.shards
+    start = ShardStore(run_dir, 0).load().checkpoint
+    assert start is not None and not start.done and start.next_index >= 300, start
+    segments = set(os.listdir(run_dir / "segments"))
+    return args, run_dir, manifest, start, segments
+
+
+def _clean_bytes(tmp_path: Path) -> bytes:
+    source = tmp_path / "input.txt"
+    processor = tmp_path / "slowish.py"
+    _cli(*_args(source, tmp_path / "clean", processor), code=0)
+    clean = (tmp_path / "clean" / "result.json").read_bytes()
+    items = text_items(source.read_bytes())
+    expected = expected_array((i, {"item": s, "words": len(s.split())}) for i, s in
+                              enumerate(items))  # fmt: skip
+    assert clean == expected
+    return clean
+
+
+async def test_two_attempts_at_one_shard_cannot_corrupt_output(tmp_path: Path) -> None:
+    args, run_dir, manifest, start, before = await anyio.to_thread.run_sync(_half_done, tmp_path)
+    processor = load_processor(str(manifest.options["processor"]))
+
+    order: list[str] = []
+    segment: dict[str, set[str]] = {"first": set(), "second": set()}
+    outcome: dict[str, ShardCheckpoint | BaseException] = {}
+
+    def on_commit(name: str) -> Any:
+        def record(commit: Commit) -> None:
+            assert commit.shard_id == 0
+            order.append(name)
+            segment[name].add(commit.checkpoint.segments[-1].name)
+
+        return record
+
+    async def attempt(name: str) -> None:
+        spec = _spec(run_dir, manifest, LANES[name])
+        worker = ShardWorker(spec, processor, start, on_commit(name))
+        try:
+            outcome[name] = await worker.run()
+        except* (OSError, AsyncprocError) as group:  # a stale attempt may be refused
+            outcome[name] = group
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(attempt, "first")
+        tg.start_soon(attempt, "second")
+
+    # A stale attempt may fail (and only with an OSError or an asyncproc error): what
+    # matters is what it leaves on disk. Print what happened, for the record.
+    print("outcomes:", {k: repr(v)[:300] for k, v in outcome.items()}, "commits:", order)
+    assert order, "no attempt committed anything"
+    assert set(outcome) == {"first", "second"}, outcome
+    for name, result in outcome.items():
+        if isinstance(result, ShardCheckpoint):  # an attempt that returned finished the shard
+            assert result.done and result.next_index == ITEMS, (name, result)
+
+    # Each attempt wrote (segment bytes are written before its checkpoint) its own file.
+    new = sorted(set(os.listdir(run_dir / "segments")) - before)
+    outs = [name for name in new if name.endswith(".out")]
+    assert len(outs) == 2, f"the two attempts should write two different segments: {new}"
+    for name in outs:
+        assert (run_dir / "segments" / name).stat().st_size > 0, f"{name} is empty"
+    assert not segment["first"] & segment["second"], segment
+
+    resumed = await anyio.to_thread.run_sync(lambda: _cli(*args, code=0))
+    clean = await anyio.to_thread.run_sync(_clean_bytes, tmp_path)
+    output = tmp_path / "stale" / "result.json"
+    assert await anyio.Path(output).read_bytes() == clean, describe(
+        resumed, "after two concurrent attempts the output differs from a clean run"
+    )

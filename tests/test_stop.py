@@ -1,0 +1,240 @@
+"""Graceful stop and run locks, with real subprocesses and real signals.
+
+The processor touches a "started" marker on its first call, so the tests know a run is
+working before they signal it; nothing waits on a timer. How it behaves after that is
+chosen by environment variables, so every run of a job uses the same processor spec:
+``ASYNCPROC_TEST_SLOW`` (seconds per item), ``ASYNCPROC_TEST_HANG`` (never return) and
+``ASYNCPROC_TEST_GATE`` (block until this file exists).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from conftest import (
+    cli_command,
+    describe,
+    error_lines,
+    expected_array,
+    numbered_lines,
+    run_cli,
+    run_ok,
+    text_items,
+    write_lines,
+)
+from faultkit import (
+    assert_no_traceback,
+    load_problems,
+    only_run_dir,
+    read_checkpoint,
+    read_manifest,
+    write_module,
+)
+
+ITEMS = 400
+MARKER_TIMEOUT = 30.0
+POLL = 0.01
+
+PROCESSOR = """
+import os
+from pathlib import Path
+
+import anyio
+
+STARTED = os.environ.get("ASYNCPROC_TEST_STARTED")
+SLOW = float(os.environ.get("ASYNCPROC_TEST_SLOW") or 0)
+HANG = os.environ.get("ASYNCPROC_TEST_HANG") == "1"
+GATE = os.environ.get("ASYNCPROC_TEST_GATE")
+
+
+async def work(item):
+    if STARTED and not os.path.exists(STARTED):
+        Path(STARTED).touch()
+    if HANG:
+        await anyio.sleep(3600)
+    if GATE:
+        while not os.path.exists(GATE):
+            await anyio.sleep(0.01)
+    if SLOW:
+        await anyio.sleep(SLOW)
+    return {"item": item, "n": len(item)}
+"""
+
+
+class Job:
+    def __init__(self, source: Path, processor: Path, clean: bytes) -> None:
+        self.source = source
+        self.processor = processor
+        self.clean = clean
+
+    def args(self, tmp_path: Path, *extra: str) -> list[Any]:
+        out_dir = tmp_path / "out"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            "run", "--input", self.source, "--output", out_dir / "result.json",
+            "--checkpoint", tmp_path / "ck", "--processor", f"{self.processor}:work",
+            "--workers", "2", "--concurrency", "8", "--batch-size", "10", *extra,
+        ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
+    base = tmp_path_factory.mktemp("stop_job")
+    source = write_lines(base / "input.txt", numbered_lines(ITEMS))
+    processor = write_module(base / "stoppable.py", PROCESSOR)
+    clean_job = Job(source, processor, b"")
+    run_ok(*clean_job.args(base / "clean"))
+    clean = (base / "clean" / "out" / "result.json").read_bytes()
+    items = text_items(source.read_bytes())
+    assert clean == expected_array((i, {"item": s, "n": len(s)}) for i, s in enumerate(items))
+    return Job(source, processor, clean)
+
+
+def _env(extra: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("ASYNCPROC_CRASH_AT", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def started(
+    args: list[Any], env: Mapping[str, str], stderr: IO[str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
+    """Start ``asyncproc run``; kill it on the way out if the test left it running."""
+    proc = subprocess.Popen(
+        cli_command(*args),
+        stdout=subprocess.PIPE,
+        stderr=stderr if stderr is not None else subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=_env(env),
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=MARKER_TIMEOUT)
+
+
+def wait_until(done: Any, proc: subprocess.Popen[str], what: str) -> None:
+    """Poll ``done()`` until true; fail early if the process ends first."""
+    deadline = time.monotonic() + MARKER_TIMEOUT
+    while not done():
+        assert proc.poll() is None, f"the run exited ({proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(POLL)
+
+
+def _assert_stopped_with_valid_checkpoint(tmp_path: Path) -> int:
+    """The run is marked interrupted and every shard's newest checkpoint loads cleanly."""
+    run_dir = only_run_dir(tmp_path / "ck")
+    assert read_manifest(run_dir).status.value == "interrupted"
+    problems = load_problems(run_dir)
+    assert all(not p for p in problems.values()), problems
+    newest = [
+        max((read_checkpoint(p) for p in (run_dir / "shards").glob(f"{s:04d}.*.ckpt")),
+            key=lambda c: c.generation, default=None)
+        for s in problems
+    ]  # fmt: skip
+    return sum(c.processed + c.failed for c in newest if c is not None)
+
+
+def _resume_and_compare(job: Job, tmp_path: Path, run_id: str) -> None:
+    summary = run_ok(*job.args(tmp_path))
+    assert summary["resumed"] is True, summary
+    assert summary["run_id"] == run_id, summary
+    assert summary["processed"] == ITEMS and summary["failed"] == 0, summary
+    assert (tmp_path / "out" / "result.json").read_bytes() == job.clean
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_graceful_stop_commits_and_resumes(
+    signum: signal.Signals, code: int, job: Job, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    env = {"ASYNCPROC_TEST_STARTED": str(marker), "ASYNCPROC_TEST_SLOW": "0.2"}
+    with started(job.args(tmp_path), env) as proc:
+        wait_until(marker.exists, proc, "the first processor call")
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=MARKER_TIMEOUT)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert_no_traceback(done)
+    assert proc.returncode == code, describe(done, f"{signum.name} should exit {code}")
+    assert stdout.strip() == "", describe(done, "no summary after an interrupted run")
+    errors = error_lines(stderr)
+    assert len(errors) == 1, describe(done, "expected exactly one 'asyncproc: error:' line")
+    assert re.search(r"same command|resume", errors[0], re.IGNORECASE), describe(
+        done, "the last line should say how to resume"
+    )
+    assert not (tmp_path / "out" / "result.json").exists()
+    committed = _assert_stopped_with_valid_checkpoint(tmp_path)
+    # The item that touched the marker was in flight: a graceful stop lets it finish
+    # and commits it; the run was far from done.
+    assert 1 <= committed < ITEMS, committed
+    _resume_and_compare(job, tmp_path, only_run_dir(tmp_path / "ck").name)
+
+
+def test_second_sigint_stops_at_once(job: Job, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    env = {"ASYNCPROC_TEST_STARTED": str(marker), "ASYNCPROC_TEST_HANG": "1"}
+    err_path = tmp_path / "stderr.txt"
+    # A grace period far longer than the test allows: only the second signal can end it.
+    args = job.args(tmp_path, "--grace", "120")
+    with err_path.open("w", encoding="utf-8") as err, started(args, env, err) as proc:
+        wait_until(marker.exists, proc, "the first processor call")
+        proc.send_signal(signal.SIGINT)
+        wait_until(
+            lambda: "SIGINT" in err_path.read_text(encoding="utf-8"),
+            proc,
+            "the run to acknowledge the first SIGINT",
+        )
+        proc.send_signal(signal.SIGINT)
+        try:
+            stdout, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a second SIGINT did not stop a hung run within 10 s")
+    stderr = err_path.read_text(encoding="utf-8")
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert_no_traceback(done)
+    assert proc.returncode == 130, describe(done, "a double SIGINT should exit 130")
+    assert len(error_lines(stderr)) == 1, describe(done)
+    _assert_stopped_with_valid_checkpoint(tmp_path)
+    _resume_and_compare(job, tmp_path, only_run_dir(tmp_path / "ck").name)
+
+
+def test_second_run_refused_and_killed_holder_does_not_block(job: Job, tmp_path: Path) -> None:
+    marker, gate = tmp_path / "started", tmp_path / "gate"
+    env = {"ASYNCPROC_TEST_STARTED": str(marker), "ASYNCPROC_TEST_GATE": str(gate)}
+    args = job.args(tmp_path)
+    with started(args, env) as first:
+        wait_until(marker.exists, first, "the first processor call")
+        second = run_cli(*args, env=env)
+        assert_no_traceback(second)
+        assert second.returncode == 1, describe(second, "a second run should be refused")
+        errors = error_lines(second.stderr)
+        assert len(errors) == 1, describe(second, "expected exactly one error line")
+        assert re.search(rf"\bpid\b\D*\b{first.pid}\b", errors[0]), describe(
+            second, f"the refusal should name the holder, pid {first.pid}"
+        )
+        assert second.stdout.strip() == "", describe(second)
+        assert first.poll() is None, "the refused run must not disturb the holder"
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=MARKER_TIMEOUT)
+    assert first.returncode == -signal.SIGKILL
+    run_id = only_run_dir(tmp_path / "ck").name
+    gate.touch()
+    _resume_and_compare(job, tmp_path, run_id)
