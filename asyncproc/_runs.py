@@ -65,6 +65,8 @@ class RunDir:
         """Remove checkpoints and segments; the manifest (and its summary) stays."""
         for name in ("shards", "segments"):
             shutil.rmtree(self.path / name, ignore_errors=True)
+        for leftover in self.path.glob("*.tmp"):  # a manifest write cut short by a crash
+            leftover.unlink(missing_ok=True)
 
     @contextmanager
     def locked(self) -> Iterator[None]:

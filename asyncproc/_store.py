@@ -20,6 +20,10 @@ from ._faults import crashpoint
 from ._records import SegmentRef, ShardCheckpoint
 
 SLOTS = ("a", "b")
+NO_CHECKPOINT = (
+    "its segments hold data but no checkpoint names them (it crashed before its first "
+    "commit, or its checkpoint files were removed)"
+)
 READ_CHUNK = 1 << 20
 
 
@@ -94,7 +98,7 @@ class ShardStore:
             if checkpoint is not None:
                 good.append(checkpoint)
         if not good and not problems and self._has_segments():
-            problems.append("its checkpoint files are missing although its segments exist")
+            problems.append(NO_CHECKPOINT)
         good.sort(key=lambda c: c.generation, reverse=True)
         for position, checkpoint in enumerate(good):
             if position:
@@ -103,7 +107,10 @@ class ShardStore:
         return Loaded(None, tuple(problems))
 
     def _has_segments(self) -> bool:
-        return self.segments_dir.is_dir() and any(self.segments_dir.glob(f"{self.shard_id:04d}.*"))
+        """Whether an earlier attempt wrote bytes that no checkpoint points at."""
+        if not self.segments_dir.is_dir():
+            return False
+        return any(p.stat().st_size for p in self.segments_dir.glob(f"{self.shard_id:04d}.*"))
 
     def _read_slot(self, path: Path) -> ShardCheckpoint | None:
         what = f"shard {self.shard_id} checkpoint {path.name}"

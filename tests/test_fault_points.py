@@ -37,6 +37,7 @@ from faultkit import (
 )
 
 from asyncproc._faults import CRASH_EXIT, POINTS
+from asyncproc._store import NO_CHECKPOINT
 
 # Every point the engine names, in commit-protocol order. A point added to the engine
 # without being added here fails test_points_are_all_covered.
@@ -159,8 +160,10 @@ def test_injected_io_error_then_resume(spec: str, job: Job, tmp_path: Path) -> N
     run_dir = only_run_dir(ck)
     manifest = read_manifest(run_dir)
     assert manifest.status.value in ("failed", "running"), manifest.status
+    # A shard whose very first checkpoint write failed has data but no checkpoint yet:
+    # that is said, and the shard is redone; anything else would be a real problem.
     problems = load_problems(run_dir)
-    assert all(not p for p in problems.values()), problems
+    assert all(p in ((), (NO_CHECKPOINT,)) for p in problems.values()), problems
 
     summary, _ = rerun_until_ok(args)
     assert summary["resumed"] is True, summary
