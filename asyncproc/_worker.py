@@ -63,7 +63,7 @@ class ShardSpec:
     @property
     def limit(self) -> int:
         """How far lanes may run ahead of the durable prefix."""
-        return max(4 * self.lanes, 64) + 4 * self.batch_size
+        return max(4 * self.lanes, 64) + 8 * self.batch_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +202,7 @@ class ShardWorker:
         slot = LaneSlot(self.spec.shard.shard_id, self.spec.fingerprint)
         current_slot.set(slot)
         decode, call, encode = self._decode, self._attempts.call, self._encoder.record
+        first = self._encoder.first_index
         while not self._stopping:
             if not lines:
                 if self._eof:
@@ -216,7 +217,7 @@ class ShardWorker:
                 self._space.fire()
             seq = self._taken
             self._taken += 1
-            slot.index, slot.offset = self._encoder.first_index + seq, start
+            slot.index, slot.offset = first + seq, start
             # The hot path is inline: one decode, one call, one encode, no extra frames.
             stage, item = DECODE, raw
             out: bytes | None
@@ -254,12 +255,24 @@ class ShardWorker:
         return self._encoder.dead(seq, start, item, error, attempts)
 
     def _finish(self, seq: int, end: int, out: bytes | None, dead: bytes | None) -> bool:
-        """Record a result and advance the ordered prefix; True when the lane should yield."""
+        """Record a result and advance the ordered prefix; True when the lane should yield.
+
+        The in-order case is inline (no further calls): it is most items' only path.
+        """
         if seq != self._next or seq >= self._batch_end:
             self._results[seq] = (end, out, dead)
             return False
-        self._append(end, out, dead)
-        return self._drain(seq + 1)
+        if out is None:
+            self._append(end, out, dead)
+        else:
+            self._out += out
+            self._ok += 1
+            self._offset = end
+        nxt = seq + 1
+        if nxt in self._results or nxt >= self._batch_end or nxt >= self._yield_at:
+            return self._drain(nxt)
+        self._next = nxt
+        return False
 
     def _drain(self, nxt: int) -> bool:
         """Move waiting results into the batch, in order, up to the batch's end."""
