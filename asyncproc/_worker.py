@@ -307,15 +307,29 @@ class ShardWorker:
                 with anyio.move_on_after(self.spec.commit_interval):
                     await self._batch.wait()
             if self._lanes_done:
-                self._batch_end = END_OF_SHARD
-                self._drain(self._next)
-                await self._commit(done=self.complete)
+                await self._commit_tail()
                 return
             if self._next > self._durable:
                 self._absorb_whole_batches()
                 await self._commit(done=False)
                 self._batch_end = self._durable + self.spec.batch_size
                 self._drain(self._next)
+
+    async def _commit_tail(self) -> None:
+        """Commit what the lanes left; batch by batch when commits are capped.
+
+        ``--simulate-crash`` caps commits at one batch so the crash lands where asked,
+        even when the lanes finished the shard long before the committer caught up.
+        """
+        while self.spec.max_batches_per_commit == 1:
+            self._drain(self._next)
+            if self._next < self._batch_end:
+                break
+            await self._commit(done=False)
+            self._batch_end = self._durable + self.spec.batch_size
+        self._batch_end = END_OF_SHARD
+        self._drain(self._next)
+        await self._commit(done=self.complete)
 
     def _absorb_whole_batches(self) -> None:
         """Let a commit that fell behind take every further batch already complete.
