@@ -246,6 +246,7 @@ class Coordinator:
             output_kind=str(opts["output_kind"]), lanes=lanes,
             batch_size=int(opts["batch_size"]), retries=int(opts["retries"]),
             timeout=opts["timeout"], commit_interval=float(opts["commit_interval"]),
+            durable=bool(opts.get("durable", True)),
         )  # fmt: skip
 
     async def _run_shards(

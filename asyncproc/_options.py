@@ -63,6 +63,7 @@ class Options:
     timeout: float | None = None
     commit_interval: float = DEFAULT_COMMIT_INTERVAL
     simulate_crash: int | None = None
+    durable: bool = True  # False: no fsyncs, no checkpoint files; a crash redoes the run
 
     def __post_init__(self) -> None:
         _at_least("--batch-size", self.batch_size, 1)
@@ -76,6 +77,10 @@ class Options:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout}")
         if not self.commit_interval > 0:
             raise ConfigError("the commit interval must be a positive number of seconds")
+        if not self.durable and self.simulate_crash is not None:
+            raise ConfigError(
+                "--simulate-crash needs checkpoints to resume from; drop --no-checkpoint"
+            )
 
     def resolved(self, input_path: Path, output_path: Path) -> Options:
         """Fill in the choices that depend on the paths."""
