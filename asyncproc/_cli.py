@@ -140,6 +140,13 @@ def cli() -> None:
     metavar="N",
     help="Exit hard after N committed items (to try resuming).",
 )
+@click.option(
+    "--no-checkpoint",
+    "durable",
+    flag_value=False,
+    default=True,
+    help="No fsyncs, no checkpoint files: faster, but a crash means starting over.",
+)
 @click.option("--resume", "resume", metavar="RUN_ID", help="Resume this run.")
 @click.option("--new-run", is_flag=True, help="Start over even if an unfinished run exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
@@ -177,3 +184,6 @@ def _guarded(call: Callable[[], Any]) -> int:
     except OSError as exc:
         return _fail(f"{exc}; fix the cause and run the same command again to resume", 1)
     return result if isinstance(result, int) else 0
+
+
+from . import _cli_bench  # noqa: E402, F401 - registers ``asyncproc bench`` on ``cli``
