@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -72,13 +73,11 @@ def show(levels: Sequence[LevelResult], knee: int, durability: Durability | None
 def require_matplotlib() -> ModuleType:
     """Import matplotlib with a file-only backend, or fail with the install hint."""
     try:
-        import matplotlib
+        matplotlib = importlib.import_module("matplotlib")
     except ImportError:
         raise ConfigError(PLOT_HINT) from None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt  # type: ignore[no-any-return]
+    return importlib.import_module("matplotlib.pyplot")
 
 
 def plot(levels: Sequence[LevelResult], knee: int, path: Path) -> None:

@@ -18,6 +18,7 @@ import orjson
 
 from ._api import process_file
 from ._errors import AsyncprocError
+from ._loops import LoopChoice, backend_options
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -150,11 +151,21 @@ def cli() -> None:
 @click.option("--resume", "resume", metavar="RUN_ID", help="Resume this run.")
 @click.option("--new-run", is_flag=True, help="Start over even if an unfinished run exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def run(input_path: Path, output_path: Path, fmt: str | None, quiet: bool, **options: Any) -> None:
+@click.option(
+    "--loop",
+    type=click.Choice([c.value for c in LoopChoice]),
+    default="auto",
+    show_default=True,
+    help="Event loop: auto = uvloop when installed (pip install 'asyncproc[fast]').",
+)
+def run(
+    input_path: Path, output_path: Path, fmt: str | None, quiet: bool, loop: str, **options: Any
+) -> None:
     """Process INPUT into OUTPUT, resuming an unfinished run of the same pair."""
     _setup_logging(quiet)
     summary = anyio.run(
-        lambda: process_file(input_path, output_path, format=fmt, quiet=quiet, **options)
+        lambda: process_file(input_path, output_path, format=fmt, quiet=quiet, **options),
+        backend_options=backend_options(loop),
     )
     sys.stdout.buffer.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()

@@ -20,6 +20,7 @@ from ._bench_durability import Durability, durability_cost, items_for
 from ._bench_input import Sample, load_sample, synthetic
 from ._cli import _key_values, cli
 from ._errors import ConfigError
+from ._loops import LoopChoice, backend_options, running_loop
 from ._options import format_for
 from ._processors import Processor, load_processor
 
@@ -37,6 +38,16 @@ class BenchRequest:
     durability: bool
     durability_items: int | None
     quiet: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    """What a bench measured, and on which loop."""
+
+    levels: list[LevelResult]
+    knee: int
+    durability: Durability | None
+    loop: str
 
 
 def _sample(input_path: Path | None, count: int | None, fmt: str | None) -> Sample:
@@ -68,17 +79,20 @@ def _report_level(quiet: bool) -> Any:
     return report
 
 
-async def _measure(req: BenchRequest) -> tuple[list[LevelResult], int, Durability | None]:
+async def _measure(req: BenchRequest) -> BenchResult:
     call = _call(req.processor)
     levels = await sweep(call, req.sample.items, req.levels, req.budget, _report_level(req.quiet))
     knee = find_knee(levels)
-    if not req.durability:
-        return levels, knee, None
+    cost = await _durability(req, levels, knee) if req.durability else None
+    return BenchResult(levels, knee, cost, running_loop())
+
+
+async def _durability(req: BenchRequest, levels: list[LevelResult], knee: int) -> Durability:
     best = max(level.items_per_s for level in levels)
     count = req.durability_items or items_for(best)
     if not req.quiet:
         sys.stderr.write(f"asyncproc: cost of durability: {count} items through the engine\n")
-    return levels, knee, await durability_cost(req.processor.fn, req.sample, knee, count)
+    return await durability_cost(req.processor.fn, req.sample, knee, count)
 
 
 @cli.command()
@@ -110,11 +124,15 @@ async def _measure(req: BenchRequest) -> tuple[list[LevelResult], int, Durabilit
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write a PNG plot.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-level lines on stderr.")
+@click.option(
+    "--loop", type=click.Choice([c.value for c in LoopChoice]), default="auto",
+    show_default=True, help="Event loop: auto = uvloop when installed.",
+)  # fmt: skip
 def bench(
     processor: str, processor_args: dict[str, str], input_path: Path | None,
     synthetic: int | None, fmt: str | None, levels: str, items: int | None,
     duration: float | None, durability: bool, durability_items: int | None,
-    as_json: bool, plot_path: Path | None, quiet: bool,
+    as_json: bool, plot_path: Path | None, quiet: bool, loop: str,
 ) -> None:  # fmt: skip
     """Measure PROCESSOR at several concurrency levels; find the knee."""
     if plot_path is not None:
@@ -129,21 +147,18 @@ def bench(
         budget=_budget(items, duration), durability=durability,
         durability_items=durability_items, quiet=quiet,
     )  # fmt: skip
-    results, knee, cost = anyio.run(_measure, req)
-    _output(req, results, knee, cost, as_json, plot_path)
+    result = anyio.run(_measure, req, backend_options=backend_options(loop))
+    _output(req.processor.spec, result, as_json, plot_path)
 
 
-def _output(
-    req: BenchRequest, levels: list[LevelResult], knee: int, cost: Durability | None,
-    as_json: bool, plot_path: Path | None,
-) -> None:  # fmt: skip
+def _output(spec: str, result: BenchResult, as_json: bool, plot_path: Path | None) -> None:
     from ._bench_report import document, plot, show
 
     if plot_path is not None:
-        plot(levels, knee, plot_path)
+        plot(result.levels, result.knee, plot_path)
     if as_json:
-        doc = document(req.processor.spec, "asyncio", levels, knee, cost)
+        doc = document(spec, result.loop, result.levels, result.knee, result.durability)
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
         sys.stdout.flush()
     else:
-        show(levels, knee, cost)
+        show(result.levels, result.knee, result.durability)

@@ -258,3 +258,13 @@ def test_summarize_in_milliseconds() -> None:
     assert (result.p50_ms, result.p95_ms, result.p99_ms, result.max_ms) == (50, 95, 99, 100)
     assert result.items == 100 and result.items_per_s == 45.0 and result.error_rate == 0.1
     assert summarize(1, [], 0, 0.0).items_per_s == 0.0
+
+
+def test_plot_draws_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "knee.png"
+    run_cli(
+        "bench", "--processor", "identity", "--synthetic", "5", "--concurrency", "1,2,4",
+        "--items", "20", "--no-durability", "--json", "--plot", png, check=0,
+    )  # fmt: skip
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
