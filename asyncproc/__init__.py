@@ -20,6 +20,7 @@ from ._errors import (
     RunLockedError,
     RunNotFoundError,
     SimulatedCrash,
+    WorkerProcessError,
 )
 from ._options import InputFormat, Options, OutputKind
 from ._records import RunStatus
@@ -48,6 +49,7 @@ __all__ = [
     "RunStatus",
     "SimulatedCrash",
     "Summary",
+    "WorkerProcessError",
     "__version__",
     "process_file",
     "run_file",

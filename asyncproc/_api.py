@@ -29,6 +29,8 @@ def _request(
     extra = {k: options.pop(k) for k in list(options) if k in _REQUEST_KEYS}
     if extra.get("checkpoint_dir") is not None:
         extra["checkpoint_dir"] = Path(extra["checkpoint_dir"])
+    if callable(processor) and options.get("processes", 1) > 1:
+        raise ConfigError("processes > 1 needs a processor named by a string, not a callable")
     try:
         opts = Options(**options)
     except TypeError as exc:

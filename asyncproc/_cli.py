@@ -87,6 +87,13 @@ def cli() -> None:
 )
 @click.option("--workers", type=int, help="Number of shards [default: by input size, at most 8].")
 @click.option(
+    "--processes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes on this machine, each with its own event loop.",
+)
+@click.option(
     "--concurrency",
     type=int,
     default=64,

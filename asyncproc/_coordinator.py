@@ -30,6 +30,7 @@ from ._faults import CRASH_EXIT
 from ._merge import merge
 from ._options import Options, auto_workers
 from ._planning import check_input, identify, plan
+from ._processes import run_in_processes
 from ._processors import Fn, Processor, load_processor
 from ._progress import Progress
 from ._records import Manifest, RunStatus, ShardCheckpoint
@@ -166,7 +167,9 @@ class Coordinator:
     def _plan(self, checkpoint_dir: Path, options: Options) -> Chosen:
         req = self.request
         size = req.input.stat().st_size
-        identity, shards = plan(req.input, options.workers, auto_workers(size))
+        identity, shards = plan(
+            req.input, options.workers, max(options.processes, auto_workers(size))
+        )
         run = new_run_dir(checkpoint_dir)
         now = time.time()
         manifest = Manifest(
@@ -259,6 +262,15 @@ class Coordinator:
         failed = sum(c.failed for c in self._states.values())
         with Progress(manifest.total_items, done, failed, quiet=self.request.quiet) as progress:
             self._progress = progress
+            if options.processes > 1:
+                jobs = [
+                    (self._spec(run, manifest, s.shard_id, n), s)
+                    for s, n in zip(pending, lanes, strict=True)
+                ]
+                await run_in_processes(
+                    jobs, processor.spec, options.processor_args, options.processes, self._on_commit
+                )
+                return
             async with anyio.create_task_group() as tg:
                 for state, count in zip(pending, lanes, strict=True):
                     spec = self._spec(run, manifest, state.shard_id, count)

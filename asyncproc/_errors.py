@@ -14,6 +14,7 @@
     │   ├── RunNotFoundError        no run with that id
     │   ├── InputChangedError       the input differs from the one planned
     │   ├── IncompatibleRunError    options would change the results
+    │   ├── WorkerProcessError      a ``--processes`` child died mid-run
     │   └── SimulatedCrash          ``--simulate-crash`` fired
     └── ItemError                   one item failed (kept in the dead-letter part)
         └── ItemTimeoutError        one attempt ran past ``--timeout``
@@ -78,6 +79,10 @@ class InputChangedError(RunError):
 
 class IncompatibleRunError(RunError):
     """Resuming with these options would change the results."""
+
+
+class WorkerProcessError(RunError):
+    """A worker process of ``--processes`` ended before finishing its shards."""
 
 
 class SimulatedCrash(RunError):

@@ -64,11 +64,13 @@ class Options:
     commit_interval: float = DEFAULT_COMMIT_INTERVAL
     simulate_crash: int | None = None
     durable: bool = True  # False: no fsyncs, no checkpoint files; a crash redoes the run
+    processes: int = 1  # worker processes on this machine, each with its own loop
 
     def __post_init__(self) -> None:
         _at_least("--batch-size", self.batch_size, 1)
         _at_least("--concurrency", self.concurrency, 1)
         _at_least("--retries", self.retries, 0)
+        _at_least("--processes", self.processes, 1)
         if self.workers is not None:
             _at_least("--workers", self.workers, 1)
         if self.simulate_crash is not None:
