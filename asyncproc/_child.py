@@ -76,13 +76,24 @@ async def _serve(job: dict[str, Any], channel: _Channel) -> None:
             tg.start_soon(ShardWorker(spec, processor, start, channel.emit).run)
 
 
+def _report(exc: BaseException) -> None:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    sys.stderr.write(f"asyncproc: worker process {os.getpid()}: {type(exc).__name__}: {exc}\n")
+    sys.stderr.flush()
+
+
 def main() -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = _Channel()
     job = orjson.loads(sys.stdin.buffer.readline())
     threading.Thread(target=_exit_on_eof, daemon=True).start()
-    anyio.run(_serve, job, channel, backend_options=backend_options(job["loop"]))
+    try:
+        anyio.run(_serve, job, channel, backend_options=backend_options(job["loop"]))
+    except Exception as exc:  # reported in one line; the parent names the shards
+        _report(exc)
+        os._exit(1)
     channel.send(DONE)
     os._exit(0)  # the stdin watcher is still blocked in read()
 

@@ -7,15 +7,15 @@ registering the command costs ``asyncproc run`` no start-up time.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import click
 import orjson
 
-from ._bench import Budget, LevelResult, find_knee, parse_levels, sweep
+from ._bench import Budget, Call, LevelResult, find_knee, parse_levels, sweep
 from ._bench_durability import Durability, durability_cost, items_for
 from ._bench_input import Sample, load_sample, synthetic
 from ._cli import _key_values, cli
@@ -64,11 +64,12 @@ def _budget(items: int | None, duration: float | None) -> Budget:
     return Budget(items, duration)
 
 
-def _call(processor: Processor) -> Any:
-    return processor.fn if processor.is_async else processor.__call__
+def _call(processor: Processor) -> Call:
+    call: Call = processor.fn if processor.is_async else processor.__call__
+    return call
 
 
-def _report_level(quiet: bool) -> Any:
+def _report_level(quiet: bool) -> Callable[[LevelResult], None]:
     def report(level: LevelResult) -> None:
         if not quiet:
             sys.stderr.write(
