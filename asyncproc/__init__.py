@@ -4,14 +4,17 @@ The public API is what ``__all__`` lists; every other module is private.
 """
 
 from ._api import process_file, run_file
+from ._context import ItemInfo, current_item
 from ._errors import (
     AsyncprocError,
     CheckpointError,
     ConfigError,
     CorruptCheckpointError,
+    FailureLimitError,
     IncompatibleRunError,
     InputChangedError,
     InputError,
+    Interrupted,
     ItemError,
     ItemTimeoutError,
     OutputError,
@@ -33,11 +36,14 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "CorruptCheckpointError",
+    "FailureLimitError",
     "IncompatibleRunError",
     "InputChangedError",
     "InputError",
     "InputFormat",
+    "Interrupted",
     "ItemError",
+    "ItemInfo",
     "ItemTimeoutError",
     "Options",
     "OutputError",
@@ -51,6 +57,7 @@ __all__ = [
     "Summary",
     "WorkerProcessError",
     "__version__",
+    "current_item",
     "process_file",
     "run_file",
 ]

@@ -15,7 +15,7 @@ from ._options import Options
 from ._processors import Fn
 from ._summary import Summary
 
-_REQUEST_KEYS = {"checkpoint_dir", "new_run", "resume", "quiet"}
+_REQUEST_KEYS = {"checkpoint_dir", "new_run", "resume", "quiet", "handle_signals", "retry_failed"}
 
 
 def _request(
@@ -47,7 +47,8 @@ async def process_file(
     """Process ``input`` into ``output``, resuming an unfinished run of the same pair.
 
     ``options`` are the fields of :class:`Options` plus ``checkpoint_dir``, ``new_run``,
-    ``resume`` (a run id) and ``quiet``.
+    ``resume`` (a run id), ``quiet``, ``retry_failed`` and ``handle_signals`` (stop gracefully on
+    SIGINT/SIGTERM; main thread only).
     """
     summary = await Coordinator(_request(input, output, processor, options)).run()
     return replace(summary, loop=running_loop())

@@ -5,8 +5,9 @@ checkpoint to resume from, plus the processor and the loop), runs those shards o
 own event loop and prints one JSON line per durable commit on stdout, then ``{"done":
 true}``. It dies with its parent: the kernel sends it SIGKILL when the parent dies
 (``PR_SET_PDEATHSIG`` on Linux), and it exits at once when its stdin reaches EOF, which
-is how the parent stops it. It runs in a session of its own and ignores SIGINT: Ctrl-C
-is the parent's to handle.
+is how the parent stops it at once; a line ``stop GRACE`` asks for a graceful stop (the
+workers finish their items in flight for up to GRACE seconds and commit). It runs in a
+session of its own and ignores SIGINT: Ctrl-C is the parent's to handle.
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import threading
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import orjson
+from anyio.lowlevel import EventLoopToken
 
 from ._loops import backend_options
 from ._processors import Processor, load_processor
 from ._records import ShardCheckpoint
-from ._wire import DONE, PARENT_ENV, commit_line, decode_spec
+from ._wire import DONE, PARENT_ENV, STOP, commit_line, decode_spec
 from ._worker import Commit, ShardWorker
 
 PR_SET_PDEATHSIG = 1
@@ -41,10 +45,18 @@ def _die_with_parent() -> None:
         os._exit(EXIT_ORPHANED)
 
 
-def _exit_on_eof() -> None:
-    """Block on stdin; EOF means the parent wants this process gone, now."""
-    sys.stdin.buffer.read()
+def _watch_stdin(token: EventLoopToken, workers: list[ShardWorker]) -> None:
+    """Read the parent's stop lines; EOF means the parent wants this process gone, now."""
+    for line in sys.stdin.buffer:
+        if line.startswith(STOP):
+            grace = float(line.split()[1])
+            anyio.from_thread.run_sync(_stop_all, workers, grace, token=token)
     os._exit(0)
+
+
+def _stop_all(workers: list[ShardWorker], grace: float) -> None:
+    for worker in workers:
+        worker.stop(grace)
 
 
 class _Channel:
@@ -69,11 +81,20 @@ class _Channel:
 
 async def _serve(job: dict[str, Any], channel: _Channel) -> None:
     processor: Processor = load_processor(job["processor"], job["processor_args"])
+    workers = [
+        ShardWorker(
+            decode_spec(shard["spec"]),
+            processor,
+            ShardCheckpoint.from_bytes(shard["start"].encode(), "shard start"),
+            channel.emit,
+        )
+        for shard in job["shards"]
+    ]
+    token = anyio.lowlevel.current_token()
+    threading.Thread(target=_watch_stdin, args=(token, workers), daemon=True).start()
     async with anyio.create_task_group() as tg:
-        for shard in job["shards"]:
-            spec = decode_spec(shard["spec"])
-            start = ShardCheckpoint.from_bytes(shard["start"].encode(), "shard start")
-            tg.start_soon(ShardWorker(spec, processor, start, channel.emit).run)
+        for worker in workers:
+            tg.start_soon(worker.run)
 
 
 def _report(exc: BaseException) -> None:
@@ -88,7 +109,6 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = _Channel()
     job = orjson.loads(sys.stdin.buffer.readline())
-    threading.Thread(target=_exit_on_eof, daemon=True).start()
     try:
         anyio.run(_serve, job, channel, backend_options=backend_options(job["loop"]))
     except Exception as exc:  # reported in one line; the parent names the shards

@@ -103,7 +103,7 @@ def cli() -> None:
 @click.option(
     "--batch-size",
     type=int,
-    default=100,
+    default=1000,
     show_default=True,
     help="Committed items per checkpoint, per shard.",
 )
@@ -143,6 +143,18 @@ def cli() -> None:
     help="Commit at least this often (seconds), even mid-batch.",
 )
 @click.option(
+    "--max-failures",
+    metavar="N|P%",
+    help="Stop cleanly once more than N items (or P% of items done) failed.",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds in-flight items get to finish after Ctrl-C or SIGTERM.",
+)
+@click.option(
     "--simulate-crash",
     type=int,
     metavar="N",
@@ -156,6 +168,11 @@ def cli() -> None:
     help="No fsyncs, no checkpoint files: faster, but a crash means starting over.",
 )
 @click.option("--resume", "resume", metavar="RUN_ID", help="Resume this run.")
+@click.option(
+    "--retry-failed",
+    is_flag=True,
+    help="Process the run's failed items again; successes take their place in the output.",
+)
 @click.option("--new-run", is_flag=True, help="Start over even if an unfinished run exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @click.option(
@@ -171,7 +188,9 @@ def run(
     """Process INPUT into OUTPUT, resuming an unfinished run of the same pair."""
     _setup_logging(quiet)
     summary = anyio.run(
-        lambda: process_file(input_path, output_path, format=fmt, quiet=quiet, **options),
+        lambda: process_file(
+            input_path, output_path, format=fmt, quiet=quiet, handle_signals=True, **options
+        ),
         backend_options=backend_options(loop),
     )
     sys.stdout.buffer.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")

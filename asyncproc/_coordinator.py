@@ -21,20 +21,25 @@ from ._errors import (
     AsyncprocError,
     CheckpointError,
     ConfigError,
+    FailureLimitError,
     IncompatibleRunError,
     InputChangedError,
+    Interrupted,
     OutputError,
     RunError,
+    unwrap_group,
 )
-from ._faults import CRASH_EXIT
+from ._faults import CRASH_EXIT, crashpoint
 from ._merge import merge
 from ._options import Options, auto_workers
-from ._planning import check_input, identify, plan
+from ._planning import change_in, check_input, plan
 from ._processes import run_in_processes
 from ._processors import Fn, Processor, load_processor
 from ._progress import Progress
 from ._records import Manifest, RunStatus, ShardCheckpoint
+from ._retry_failed import retry_failed
 from ._runs import RunDir, find_resumable, hold_lock, new_run_dir
+from ._stopping import Stopper, StopReason
 from ._store import ShardStore
 from ._summary import Summary
 from ._worker import Commit, ShardSpec, ShardWorker, first_checkpoint
@@ -54,6 +59,8 @@ class Request:
     new_run: bool = False
     resume: str | None = None
     quiet: bool = False
+    handle_signals: bool = False
+    retry_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,10 @@ class Coordinator:
         self._committed_here = 0
         self._states: dict[int, ShardCheckpoint] = {}
         self._progress: Progress | None = None
+        self._stopper = Stopper(request.options.grace)
+        self._failure_limit = request.options.failure_limit()
+        self._failed_here = 0
+        self._last_error: str | None = None
 
     async def run(self) -> Summary:
         req = self.request
@@ -103,7 +114,13 @@ class Coordinator:
         checkpoint_dir = self._checkpoint_dir()
         with ExitStack() as stack:
             chosen = await anyio.to_thread.run_sync(self._choose, checkpoint_dir, options, stack)
-            return await self._work(chosen, processor, options)
+            if chosen.manifest.status is RunStatus.COMPLETED:
+                summary = Summary.from_dict(chosen.manifest.summary or {})
+            else:
+                summary = await self._work(chosen, processor, options)
+            if req.retry_failed and summary.failed_items_file:
+                summary = await retry_failed(chosen.run, processor, options, summary)
+            return summary
 
     def _checkpoint_dir(self) -> Path:
         path = self.request.checkpoint_dir or self.request.output.parent / ".asyncproc"
@@ -131,13 +148,16 @@ class Coordinator:
             return None
         else:
             found = find_resumable(
-                checkpoint_dir, str(req.input.resolve()), str(req.output.resolve())
+                checkpoint_dir,
+                str(req.input.resolve()),
+                str(req.output.resolve()),
+                completed=req.retry_failed,
             )
             if found is None:
                 return None
             run = found
         manifest = run.read()
-        if manifest.status is RunStatus.COMPLETED:
+        if manifest.status is RunStatus.COMPLETED and not req.retry_failed:
             raise RunError(
                 f"run {run.run_id} is already completed; run without --resume to start anew"
             )
@@ -145,17 +165,11 @@ class Coordinator:
         return Chosen(run, manifest, resumed=True)
 
     def _verify(self, run: RunDir, manifest: Manifest, options: Options) -> None:
-        now = identify(self.request.input)
-        then = manifest.input
-        if (now.size, now.mtime_ns, now.fingerprint) != (
-            then.size,
-            then.mtime_ns,
-            then.fingerprint,
-        ):
-            what = "size" if now.size != then.size else "contents or mtime"
+        change = change_in(manifest.input)
+        if change:
             raise InputChangedError(
-                f"input {then.path} changed ({what}) since run {run.run_id} was planned; "
-                "restore it, or start over with --new-run"
+                f"input {manifest.input.path} changed ({change}) since run {run.run_id} was "
+                "planned; restore it, or start over with --new-run"
             )
         differences = options.result_differences(manifest.options)
         if differences:
@@ -194,10 +208,43 @@ class Coordinator:
         manifest = self._record_options(run, manifest, options)
         try:
             await self._run_shards(run, manifest, processor, options)
+        except BaseExceptionGroup as group:
+            await self._stopped(run, manifest, RunStatus.FAILED, str(unwrap_group(group)))
+            cause = unwrap_group(group)
+            raise cause from (None if cause is group else group)
         except (AsyncprocError, OSError) as exc:
-            await anyio.to_thread.run_sync(self._mark_failed, run, manifest, exc)
+            await self._stopped(run, manifest, RunStatus.FAILED, str(exc))
             raise
+        if self._stopper.reason is not None:
+            raise await self._stopped_early(run, manifest, self._stopper.reason)
+        await anyio.to_thread.run_sync(self._check_input_unchanged, run, manifest)
         return await anyio.to_thread.run_sync(self._merge_and_finish, run, manifest, chosen.resumed)
+
+    async def _stopped(self, run: RunDir, manifest: Manifest, status: RunStatus, why: str) -> None:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._mark, run, manifest, status, why)
+
+    async def _stopped_early(self, run: RunDir, manifest: Manifest, reason: StopReason) -> RunError:
+        done = sum(c.processed + c.failed for c in self._states.values())
+        resume = "run the same command again to resume"
+        if reason.signum is None:
+            await self._stopped(run, manifest, RunStatus.FAILED, reason.message)
+            return FailureLimitError(
+                f"{reason.message}; run {run.run_id} stopped after "
+                f"committing {done} items; fix the cause and {resume}"
+            )
+        await self._stopped(run, manifest, RunStatus.INTERRUPTED, reason.message)
+        return Interrupted(f"{reason.message}; run {run.run_id} has {done} of "
+                           f"{manifest.total_items} items committed; {resume}",
+                           signum=reason.signum)  # fmt: skip
+
+    def _check_input_unchanged(self, run: RunDir, manifest: Manifest) -> None:
+        change = change_in(manifest.input)
+        if change:
+            raise InputChangedError(
+                f"input {manifest.input.path} changed ({change}) while run {run.run_id} was "
+                "running; its output would mix two versions: start over with --new-run"
+            )
 
     def _record_options(self, run: RunDir, manifest: Manifest, options: Options) -> Manifest:
         stored = {**options.to_dict(), "workers": len(manifest.shards)}
@@ -250,6 +297,9 @@ class Coordinator:
             batch_size=int(opts["batch_size"]), retries=int(opts["retries"]),
             timeout=opts["timeout"], commit_interval=float(opts["commit_interval"]),
             durable=bool(opts.get("durable", True)),
+            fingerprint=manifest.input.fingerprint,
+            # --simulate-crash wants the crash on the exact item count: no coalescing.
+            max_batches_per_commit=1 if self.request.options.simulate_crash else 1 << 30,
         )  # fmt: skip
 
     async def _run_shards(
@@ -262,33 +312,56 @@ class Coordinator:
         failed = sum(c.failed for c in self._states.values())
         with Progress(manifest.total_items, done, failed, quiet=self.request.quiet) as progress:
             self._progress = progress
-            if options.processes > 1:
-                jobs = [
-                    (self._spec(run, manifest, s.shard_id, n), s)
-                    for s, n in zip(pending, lanes, strict=True)
-                ]
-                await run_in_processes(
-                    jobs, processor.spec, options.processor_args, options.processes, self._on_commit
-                )
-                return
-            async with anyio.create_task_group() as tg:
-                for state, count in zip(pending, lanes, strict=True):
-                    spec = self._spec(run, manifest, state.shard_id, count)
-                    worker = ShardWorker(spec, processor, state, self._on_commit)
-                    tg.start_soon(self._run_one, worker, limiter)
+            async with anyio.create_task_group() as outer:
+                if self.request.handle_signals:
+                    outer.start_soon(self._stopper.watch_signals)
+                async with anyio.create_task_group() as tg:
+                    self._stopper.scope = tg.cancel_scope
+                    if options.processes > 1:
+                        jobs = [
+                            (self._spec(run, manifest, s.shard_id, n), s)
+                            for s, n in zip(pending, lanes, strict=True)
+                        ]
+                        tg.start_soon(
+                            run_in_processes,
+                            jobs,
+                            processor.spec,
+                            options,
+                            self._stopper,
+                            self._on_commit,
+                        )
+                        pending, lanes = [], []
+                    for state, count in zip(pending, lanes, strict=True):
+                        spec = self._spec(run, manifest, state.shard_id, count)
+                        worker = ShardWorker(spec, processor, state, self._on_commit)
+                        tg.start_soon(self._run_one, worker, limiter)
+                outer.cancel_scope.cancel()
 
     async def _run_one(self, worker: ShardWorker, limiter: anyio.CapacityLimiter) -> None:
         async with limiter:
-            await worker.run()
+            if not self._stopper.attach(worker):
+                return
+            try:
+                await worker.run()
+            finally:
+                self._stopper.detach(worker)
 
     def _on_commit(self, commit: Commit) -> None:
         self._states[commit.shard_id] = commit.checkpoint
         if self._progress is not None:
             self._progress.advance(commit.processed, commit.failed)
         self._committed_here += commit.processed + commit.failed
+        self._failed_here += commit.failed
+        self._last_error = commit.last_error or self._last_error
         crash_after = self.request.options.simulate_crash
         if crash_after is not None and self._committed_here >= crash_after:
             self._simulated_crash(commit.checkpoint.run_id)
+        limit = self._failure_limit
+        if limit is not None and limit.exceeded(self._failed_here, self._committed_here):
+            self._stopper.request(StopReason(None, (
+                f"{self._failed_here} of {self._committed_here} items failed, over "
+                f"--max-failures {limit} (last error: {self._last_error})"
+            )))  # fmt: skip
 
     def _simulated_crash(self, run_id: str) -> None:
         sys.stderr.write(
@@ -298,11 +371,11 @@ class Coordinator:
         sys.stderr.flush()
         os._exit(CRASH_EXIT)
 
-    def _mark_failed(self, run: RunDir, manifest: Manifest, exc: BaseException) -> None:
+    def _mark(self, run: RunDir, manifest: Manifest, status: RunStatus, why: str) -> None:
         try:
-            run.set_status(manifest, RunStatus.FAILED, summary={"error": str(exc)})
+            run.set_status(manifest, status, summary={"error": why})
         except OSError:
-            log.warning("could not record the failure of run %s", run.run_id)
+            log.warning("could not record in its manifest why run %s stopped", run.run_id)
 
     # -- finishing (blocking, in a thread) -------------------------------------------------
 
@@ -317,7 +390,9 @@ class Coordinator:
         return self._finish(run, manifest, resumed)
 
     def _finish(self, run: RunDir, manifest: Manifest, resumed: bool) -> Summary:
+        crashpoint("before_clear")
         run.clear_state()
+        crashpoint("after_clear")
         manifest = run.set_status(manifest, RunStatus.COMPLETED)
         summary = Summary.from_dict(manifest.summary or {})
         return replace(summary, resumed=resumed, checkpoint_cleared=True)

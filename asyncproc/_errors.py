@@ -15,6 +15,8 @@
     │   ├── InputChangedError       the input differs from the one planned
     │   ├── IncompatibleRunError    options would change the results
     │   ├── WorkerProcessError      a ``--processes`` child died mid-run
+    │   ├── Interrupted             SIGINT / SIGTERM: stopped after a final commit
+    │   ├── FailureLimitError       ``--max-failures`` exceeded: stopped after a commit
     │   └── SimulatedCrash          ``--simulate-crash`` fired
     └── ItemError                   one item failed (kept in the dead-letter part)
         └── ItemTimeoutError        one attempt ran past ``--timeout``
@@ -85,6 +87,19 @@ class WorkerProcessError(RunError):
     """A worker process of ``--processes`` ended before finishing its shards."""
 
 
+class Interrupted(RunError):
+    """A signal stopped the run; everything finished before it is committed."""
+
+    def __init__(self, message: str, *, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class FailureLimitError(RunError):
+    """More items failed than ``--max-failures`` allows; the run stopped cleanly."""
+
+
 class SimulatedCrash(RunError):
     """``--simulate-crash`` stopped the run after a durable commit."""
 
@@ -102,3 +117,16 @@ class ItemError(AsyncprocError):
 
 class ItemTimeoutError(ItemError):
     """One attempt at an item ran past the per-attempt timeout."""
+
+
+def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a task group's failure is about: its first asyncproc or OS error.
+
+    Task groups wrap what their tasks raise; callers want the one line that says what
+    went wrong. A group holding anything else (a bug) is returned whole.
+    """
+    for exc in group.exceptions:
+        leaf = unwrap_group(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if isinstance(leaf, AsyncprocError | OSError):
+            return leaf
+    return group

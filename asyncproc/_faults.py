@@ -1,35 +1,61 @@
-"""Deterministic crash points for the fault-injection tests.
+"""Deterministic fault points for the fault-injection tests.
 
 ``ASYNCPROC_CRASH_AT="name:n"`` makes the process ``os._exit(3)`` the n-th time it
-passes the point called ``name`` (several may be given, comma-separated). Unset, a
-crash point costs one dictionary lookup.
+passes the point called ``name``; ``"name:n:ENOSPC"`` (any errno name) raises that
+``OSError`` there instead, once. Several entries may be given, comma-separated. Unset,
+a fault point costs one dictionary lookup.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
 CRASH_EXIT = 3
 
+# Every named point, so that tests can cover each one and a typo is caught.
+POINTS = (
+    "before_first_commit",  # a shard's segments exist, nothing committed yet
+    "segment_write",  # about to append a commit's bytes to a segment
+    "write_checkpoint",  # about to write a checkpoint's temporary file
+    "write_manifest",
+    "after_data_fsync",  # segment bytes durable, checkpoint not yet replaced
+    "before_rename_checkpoint",  # new checkpoint fsynced in its temporary file
+    "after_rename_checkpoint",  # renamed, directory not yet fsynced
+    "before_rename_manifest",
+    "after_rename_manifest",
+    "before_rename_output",  # merged output fsynced in its temporary file
+    "after_output",  # output in place, failed-items file not yet written
+    "before_clear",  # run marked merged, checkpoints and segments still there
+    "after_clear",  # state cleared, run not yet marked completed
+)
 
-def _parse(spec: str) -> dict[str, int]:
-    points: dict[str, int] = {}
+
+def _parse(spec: str) -> dict[str, tuple[int, str | None]]:
+    armed: dict[str, tuple[int, str | None]] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        name, _, count = part.partition(":")
-        points[name] = int(count or "1")
-    return points
+        name, _, rest = part.partition(":")
+        count, _, error = rest.partition(":")
+        armed[name] = (int(count or "1"), error or None)
+    return armed
 
 
 _armed = _parse(os.environ.get("ASYNCPROC_CRASH_AT", ""))
 
 
 def crashpoint(name: str) -> None:
-    """Die here, hard, if the environment armed this point and its count ran out."""
+    """Die (or fail with the armed OSError) here, if armed and the count ran out."""
     if name not in _armed:
         return
-    _armed[name] -= 1
-    if _armed[name] <= 0:
-        sys.stderr.write(f"asyncproc: crash point {name} reached, exiting hard\n")
-        sys.stderr.flush()
-        os._exit(CRASH_EXIT)
+    count, error = _armed[name]
+    if count > 1:
+        _armed[name] = (count - 1, error)
+        return
+    del _armed[name]
+    if error is not None:
+        code = getattr(errno, error)
+        raise OSError(code, f"{os.strerror(code)} (injected at {name})")
+    sys.stderr.write(f"asyncproc: crash point {name} reached, exiting hard\n")
+    sys.stderr.flush()
+    os._exit(CRASH_EXIT)

@@ -11,9 +11,11 @@ from typing import Any
 from ._errors import ConfigError
 
 DEFAULT_CONCURRENCY = 64
-DEFAULT_BATCH_SIZE = 100
+DEFAULT_BATCH_SIZE = 1000
 DEFAULT_RETRIES = 2
 DEFAULT_COMMIT_INTERVAL = 5.0
+DEFAULT_GRACE = 10.0
+RATE_MIN_SAMPLE = 100  # items done before a failure rate can stop a run
 MAX_AUTO_WORKERS = 8
 BYTES_PER_AUTO_WORKER = 16 * 1024 * 1024
 
@@ -49,6 +51,41 @@ def auto_workers(size: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class FailureLimit:
+    """How many failed items a run tolerates before it stops itself."""
+
+    count: int | None
+    rate: float | None
+
+    @classmethod
+    def parse(cls, value: int | str) -> FailureLimit:
+        text = str(value).strip()
+        try:
+            if text.endswith("%"):
+                rate = float(text[:-1]) / 100
+                if not 0 <= rate < 1:
+                    raise ValueError
+                return cls(None, rate)
+            count = int(text)
+            if count < 0:
+                raise ValueError
+            return cls(count, None)
+        except ValueError:
+            raise ConfigError(
+                f"--max-failures takes a count like 10 or a rate like 5%, got {value!r}"
+            ) from None
+
+    def exceeded(self, failed: int, done: int) -> bool:
+        if self.count is not None:
+            return failed > self.count
+        assert self.rate is not None
+        return done >= RATE_MIN_SAMPLE and failed > self.rate * done
+
+    def __str__(self) -> str:
+        return f"{self.count}" if self.count is not None else f"{(self.rate or 0) * 100:g}%"
+
+
+@dataclass(frozen=True, slots=True)
 class Options:
     """Everything that shapes a run besides its input and output paths."""
 
@@ -62,6 +99,8 @@ class Options:
     retries: int = DEFAULT_RETRIES
     timeout: float | None = None
     commit_interval: float = DEFAULT_COMMIT_INTERVAL
+    max_failures: int | str | None = None
+    grace: float = DEFAULT_GRACE
     simulate_crash: int | None = None
     durable: bool = True  # False: no fsyncs, no checkpoint files; a crash redoes the run
     processes: int = 1  # worker processes on this machine, each with its own loop
@@ -83,6 +122,13 @@ class Options:
             raise ConfigError(
                 "--simulate-crash needs checkpoints to resume from; drop --no-checkpoint"
             )
+        if not self.grace >= 0:
+            raise ConfigError(f"--grace must be zero or more seconds, got {self.grace}")
+        self.failure_limit()
+
+    def failure_limit(self) -> FailureLimit | None:
+        """``--max-failures`` as a count (``10``) or a rate of items done (``5%``)."""
+        return None if self.max_failures is None else FailureLimit.parse(self.max_failures)
 
     def resolved(self, input_path: Path, output_path: Path) -> Options:
         """Fill in the choices that depend on the paths."""

@@ -63,6 +63,18 @@ def identify(path: Path) -> InputIdentity:
     return InputIdentity(str(path.resolve()), st.st_size, st.st_mtime_ns, digest)
 
 
+def change_in(then: InputIdentity) -> str | None:
+    """What changed in the input since ``then`` was taken, or None if nothing did."""
+    now = identify(Path(then.path))
+    if now.size != then.size:
+        return f"size {then.size} -> {now.size} bytes"
+    if now.mtime_ns != then.mtime_ns:
+        return "modification time"
+    if now.fingerprint != then.fingerprint:
+        return "contents"
+    return None
+
+
 def cut_points(fh: BinaryIO, size: int, workers: int) -> list[int]:
     """Shard boundaries: each target moved forward to just past the next newline."""
     points = [0]

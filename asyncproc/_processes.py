@@ -18,13 +18,15 @@ from typing import Any
 
 import anyio
 import orjson
-from anyio.abc import Process
+from anyio.abc import ByteSendStream, Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ._errors import AsyncprocError, WorkerProcessError
+from ._errors import WorkerProcessError, unwrap_group
 from ._loops import running_loop
+from ._options import Options
 from ._records import ShardCheckpoint
-from ._wire import PARENT_ENV, decode_commit, encode_spec
+from ._stopping import Stopper
+from ._wire import PARENT_ENV, STOP, decode_commit, encode_spec
 from ._worker import Commit, ShardSpec
 
 MAX_LINE = 64 * 1024 * 1024
@@ -44,50 +46,69 @@ def payload(group: Sequence[Job], processor: str, args: dict[str, str]) -> bytes
     return orjson.dumps(job) + b"\n"
 
 
+class _ChildStop:
+    """Stands for one child in the :class:`Stopper`: a stop becomes a line on its stdin."""
+
+    def __init__(self, stdin: ByteSendStream, tg: TaskGroup) -> None:
+        self._stdin = stdin
+        self._tg = tg
+
+    def stop(self, grace: float) -> None:
+        self._tg.start_soon(self._stdin.send, STOP + f" {grace}\n".encode())
+
+
 async def run_in_processes(
-    jobs: Sequence[Job], processor: str, args: dict[str, str], processes: int,
+    jobs: Sequence[Job], processor: str, options: Options, stopper: Stopper,
     on_commit: Callable[[Commit], None],
 ) -> None:  # fmt: skip
     """Run every job in child processes; return when all of them finished."""
+    args = options.processor_args
     try:
         async with anyio.create_task_group() as tg:
-            for group in deal(jobs, processes):
-                tg.start_soon(_one_child, payload(group, processor, args), group, on_commit)
+            for group in deal(jobs, options.processes):
+                child = _Child(payload(group, processor, args), group, stopper, on_commit)
+                tg.start_soon(child.run)
     except ExceptionGroup as group:
-        first = _first_error(group)
-        if first is None:
-            raise
-        raise first from None
+        raise unwrap_group(group) from None
 
 
-def _first_error(group: BaseExceptionGroup[BaseException]) -> AsyncprocError | None:
-    """The first asyncproc error in a task group's exceptions, for a one-line report."""
-    for exc in group.exceptions:
-        found = _first_error(exc) if isinstance(exc, BaseExceptionGroup) else exc
-        if isinstance(found, AsyncprocError):
-            return found
-    return None
+class _Child:
+    """One worker process, from start to exit."""
 
+    def __init__(
+        self, data: bytes, group: Sequence[Job], stopper: Stopper,
+        on_commit: Callable[[Commit], None],
+    ) -> None:  # fmt: skip
+        self._data = data
+        self._group = group
+        self._stopper = stopper
+        self._on_commit = on_commit
 
-async def _one_child(
-    data: bytes, group: Sequence[Job], on_commit: Callable[[Commit], None]
-) -> None:
-    env = {**os.environ, PARENT_ENV: str(os.getpid())}
-    command = [sys.executable, "-m", "asyncproc._child"]
-    async with await anyio.open_process(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=None,
-        env=env,
-        start_new_session=True,  # Ctrl-C is for the parent; children die with it
-    ) as process:
+    async def run(self) -> None:
+        env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        command = [sys.executable, "-m", "asyncproc._child"]
+        async with await anyio.open_process(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env,
+            start_new_session=True,  # Ctrl-C is for the parent; children die with it
+        ) as process:  # fmt: skip
+            done = await self._talk(process)
+            code = await process.wait()
+        if not done or code != 0:
+            _child_failed(self._group, code)
+
+    async def _talk(self, process: Process) -> bool:
+        """Send the job, relay stop requests, follow the commits until the child is done."""
         assert process.stdin is not None
-        await process.stdin.send(data)
-        done = await _follow(process, on_commit)
-        code = await process.wait()
-    if not done or code != 0:
-        _child_failed(group, code)
+        await process.stdin.send(self._data)
+        async with anyio.create_task_group() as tg:
+            handle = _ChildStop(process.stdin, tg)
+            if not self._stopper.attach(handle):
+                handle.stop(0)
+            try:
+                done = await _follow(process, self._on_commit)
+            finally:
+                self._stopper.detach(handle)
+        return done
 
 
 async def _follow(process: Process, on_commit: Callable[[Commit], None]) -> bool:

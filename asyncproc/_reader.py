@@ -9,7 +9,7 @@ import aiofiles
 
 from ._errors import InputChangedError
 
-CHUNK = 1 << 20
+CHUNK = 1 << 18  # 256 KiB: one thread round trip per chunk, a few MB of lines in memory
 
 # (start offset, end offset just past the newline, the raw line without its newline)
 Line = tuple[int, int, bytes]

@@ -14,6 +14,11 @@ from ._processors import Processor
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 10.0
 
+# What a processor may raise about one item without stopping the run. SystemExit and
+# KeyboardInterrupt from user code are the item's failure too: real signals reach the
+# run through its own handlers, and cancellation is never caught here.
+ITEM_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
 # (value, error, attempts): error is None when the item succeeded.
 Outcome = tuple[Any, BaseException | None, int]
 
@@ -25,24 +30,29 @@ def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) 
 
 
 class Attempts:
-    """Runs the processor on one item up to ``retries + 1`` times."""
+    """Runs the processor on one item up to ``retries + 1`` times.
+
+    Lanes call ``call`` directly for the first attempt (the hot path) and ``retry``
+    only after it failed.
+    """
 
     def __init__(self, processor: Processor, retries: int, timeout: float | None) -> None:
         self._retries = retries
-        self._call = _caller(processor, timeout)
+        self.call = _caller(processor, timeout)
 
     async def run(self, item: Any) -> Outcome:
         try:
-            return await self._call(item), None, 1
-        except Exception as exc:  # an item's failure is data, not a crash
-            return await self._retry(item, exc)
+            return await self.call(item), None, 1
+        except ITEM_ERRORS as exc:  # an item's failure is data, not a crash
+            return await self.retry(item, exc)
 
-    async def _retry(self, item: Any, error: Exception) -> Outcome:
+    async def retry(self, item: Any, error: BaseException) -> Outcome:
+        """After a failed first attempt: back off and try again, up to the limit."""
         for attempt in range(1, self._retries + 1):
             await anyio.sleep(backoff(attempt))
             try:
-                return await self._call(item), None, attempt + 1
-            except Exception as exc:
+                return await self.call(item), None, attempt + 1
+            except ITEM_ERRORS as exc:
                 error = exc
         return None, error, self._retries + 1
 

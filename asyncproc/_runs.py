@@ -135,8 +135,10 @@ def _sort_key(run_id: str) -> tuple[str, int]:
     return base, int(tail) if tail.isdigit() else 0
 
 
-def find_resumable(checkpoint_dir: Path, input_path: str, output_path: str) -> RunDir | None:
-    """The newest unfinished run of this input into this output, if any."""
+def find_resumable(
+    checkpoint_dir: Path, input_path: str, output_path: str, *, completed: bool = False
+) -> RunDir | None:
+    """The newest unfinished run of this input into this output (or newest of any status)."""
     for run in run_dirs(checkpoint_dir):
         try:
             manifest = run.read()
@@ -146,7 +148,7 @@ def find_resumable(checkpoint_dir: Path, input_path: str, output_path: str) -> R
             ) from exc
         except RunNotFoundError:
             continue
-        if manifest.status is RunStatus.COMPLETED:
+        if manifest.status is RunStatus.COMPLETED and not completed:
             continue
         if manifest.input.path == input_path and manifest.output == output_path:
             return run

@@ -39,6 +39,7 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 def atomic_write(path: Path, data: bytes, point: str = "record") -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one."""
     tmp = path.with_name(path.name + ".tmp")
+    crashpoint(f"write_{point}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         write_all(fd, data)
@@ -135,6 +136,7 @@ class ShardStore:
         """Make ``data`` durable in its segments, then point the checkpoint at it."""
         for name, payload in data.items():
             if payload:
+                crashpoint("segment_write")
                 write_all(self._fds[name], payload)
                 os.fsync(self._fds[name])
         if self._unsynced_dir:

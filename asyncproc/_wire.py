@@ -16,6 +16,7 @@ from ._worker import Commit, ShardSpec
 
 PARENT_ENV = "ASYNCPROC_PARENT_PID"
 DONE = b'{"done": true}\n'
+STOP = b"stop"  # parent to child, after the job: "stop GRACE\n" asks for a graceful stop
 
 
 def encode_spec(spec: ShardSpec) -> dict[str, Any]:
@@ -35,10 +36,15 @@ def commit_line(commit: Commit) -> bytes:
     """One stdout line for one durable commit."""
     checkpoint = commit.checkpoint.to_bytes().decode()
     body = {"shard_id": commit.shard_id, "processed": commit.processed,
-            "failed": commit.failed, "checkpoint": checkpoint}  # fmt: skip
+            "failed": commit.failed, "checkpoint": checkpoint,
+            "last_error": commit.last_error}  # fmt: skip
     return orjson.dumps(body) + b"\n"
 
 
 def decode_commit(data: dict[str, Any]) -> Commit:
     checkpoint = ShardCheckpoint.from_bytes(data["checkpoint"].encode(), "child commit")
-    return Commit(int(data["shard_id"]), int(data["processed"]), int(data["failed"]), checkpoint)
+    error = data.get("last_error")
+    return Commit(
+        int(data["shard_id"]), int(data["processed"]), int(data["failed"]), checkpoint,
+        str(error) if error is not None else None,
+    )  # fmt: skip

@@ -20,21 +20,24 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 
+from ._context import LaneSlot, current_slot
 from ._encode import Encoder, decoder_for
+from ._faults import crashpoint
 from ._processors import Processor
 from ._reader import Line, read_lines
 from ._records import SegmentRef, ShardCheckpoint, ShardPlan
-from ._retry import Attempts
+from ._retry import ITEM_ERRORS, Attempts
 from ._volatile import store_for
 
-FEED_LOW_WATER = 4096
-# Items lanes may finish beyond the batches being committed: enough to keep lanes busy
-# while a commit's fsyncs run, small enough that a crash redoes a fraction of a second.
-LIMIT_SLACK = 2048
+FEED_LOW_WATER = 1024
+END_OF_SHARD = 1 << 62
+# Where an item failed: its line, the processor, or encoding the result.
+DECODE, CALL, ENCODE = range(3)
 # Lanes of a processor that never awaits yield this often, so commits keep flowing.
 YIELD_EVERY = 256
 
@@ -55,11 +58,13 @@ class ShardSpec:
     timeout: float | None
     commit_interval: float
     durable: bool = True
+    fingerprint: str = ""
+    max_batches_per_commit: int = 1 << 30
 
     @property
     def limit(self) -> int:
         """How far lanes may run ahead of the durable prefix."""
-        return max(4 * self.lanes, 64) + 2 * self.batch_size + LIMIT_SLACK
+        return max(4 * self.lanes, 64) + 4 * self.batch_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,7 @@ class Commit:
     processed: int
     failed: int
     checkpoint: ShardCheckpoint
+    last_error: str | None = None
 
 
 class _Signal:
@@ -128,29 +134,54 @@ class ShardWorker:
         self._taken = self._next = self._durable = 0
         self._ok = self._failed = 0
         self._yield_at = YIELD_EVERY
+        self._batch_end = spec.batch_size
         self._offset = start.offset
-        self._eof = self._lanes_done = False
+        self._eof = self._lanes_done = self._stopping = False
+        self._lanes_scope: anyio.CancelScope | None = None
+        self._last_error: str | None = None
         self._lines_ready, self._space, self._progress, self._batch = (_Signal() for _ in range(4))
 
     async def run(self) -> ShardCheckpoint:
-        """Process the rest of the shard; return its final, durable checkpoint."""
+        """Process the rest of the shard; return its last durable checkpoint."""
         await anyio.to_thread.run_sync(self._open_segments)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._feed)
                 tg.start_soon(self._commit_loop)
-                async with anyio.create_task_group() as lanes:
-                    for _ in range(self.spec.lanes):
-                        lanes.start_soon(self._lane)
+                async with anyio.create_task_group() as work:
+                    work.start_soon(self._feed)
+                    async with anyio.create_task_group() as lanes:
+                        self._lanes_scope = lanes.cancel_scope
+                        for _ in range(self.spec.lanes):
+                            lanes.start_soon(self._lane)
+                    work.cancel_scope.cancel()  # the feeder is not needed any more
                 self._lanes_done = True
                 self._batch.fire()
         finally:
-            await anyio.to_thread.run_sync(self._store.close)
+            self._store.close()
         return self._durable_state
+
+    def stop(self, grace: float) -> None:
+        """Take no new items; give those in flight ``grace`` seconds, then cancel them.
+
+        The committer still makes the ordered prefix durable before the worker returns.
+        """
+        self._stopping = True
+        self._lines_ready.fire()
+        self._progress.fire()
+        if self._lanes_scope is not None:
+            self._lanes_scope.deadline = min(
+                self._lanes_scope.deadline, anyio.current_time() + grace
+            )
+
+    @property
+    def complete(self) -> bool:
+        """Every item of the shard is ordered (not only every item taken)."""
+        return self._eof and not self._lines and self._next == self._taken
 
     def _open_segments(self) -> None:
         self._store.open_segment(self._out_name)
         self._store.open_segment(self._dead_name)
+        crashpoint("before_first_commit")
 
     # -- feeder ------------------------------------------------------------------------
 
@@ -169,7 +200,10 @@ class ShardWorker:
 
     async def _lane(self) -> None:
         lines, limit = self._lines, self.spec.limit
-        while True:
+        slot = LaneSlot(self.spec.shard.shard_id, self.spec.fingerprint)
+        current_slot.set(slot)
+        decode, call, encode = self._decode, self._attempts.call, self._encoder.record
+        while not self._stopping:
             if not lines:
                 if self._eof:
                     return
@@ -183,37 +217,59 @@ class ShardWorker:
                 self._space.fire()
             seq = self._taken
             self._taken += 1
-            out, dead = await self._handle(seq, start, raw)
+            slot.index, slot.offset = self._encoder.first_index + seq, start
+            # The hot path is inline: one decode, one call, one encode, no extra frames.
+            stage, item = DECODE, raw
+            out: bytes | None
+            dead: bytes | None
+            try:
+                item = decode(raw)
+                stage = CALL
+                value = await call(item)
+                stage = ENCODE
+                out, dead = encode(seq, value), None
+            except ITEM_ERRORS as exc:
+                out, dead = await self._recover(stage, seq, start, item, exc)
             if self._finish(seq, end, out, dead):
                 await anyio.lowlevel.checkpoint()
 
-    async def _handle(self, seq: int, start: int, raw: bytes) -> tuple[bytes | None, bytes | None]:
-        """Turn one line into an encoded record, or into a dead letter."""
-        try:
-            item = self._decode(raw)
-        except Exception as exc:
-            return None, self._encoder.dead(seq, start, raw, exc, 0)
-        value, error, attempts = await self._attempts.run(item)
-        if error is not None:
-            return None, self._encoder.dead(seq, start, item, error, attempts)
-        try:
-            return self._encoder.record(seq, value), None
-        except Exception as exc:
-            return None, self._encoder.dead(seq, start, item, exc, attempts)
+    async def _recover(
+        self, stage: int, seq: int, start: int, item: Any, error: BaseException
+    ) -> tuple[bytes | None, bytes | None]:
+        """Retry a failed call; a bad line or an unencodable result is not retried."""
+        attempts = 0 if stage == DECODE else 1
+        if stage == CALL:
+            value, retry_error, attempts = await self._attempts.retry(item, error)
+            if retry_error is None:
+                try:
+                    return self._encoder.record(seq, value), None
+                except ITEM_ERRORS as exc:
+                    retry_error = exc
+            error = retry_error
+        return None, self._dead_letter(seq, start, item, error, attempts)
+
+    def _dead_letter(
+        self, seq: int, start: int, item: Any, error: BaseException, attempts: int
+    ) -> bytes:
+        self._last_error = f"{type(error).__name__}: {error}"
+        return self._encoder.dead(seq, start, item, error, attempts)
 
     def _finish(self, seq: int, end: int, out: bytes | None, dead: bytes | None) -> bool:
-        """Record a result; advance the ordered prefix. True when the lane should yield."""
-        if seq != self._next:
+        """Record a result and advance the ordered prefix; True when the lane should yield."""
+        if seq != self._next or seq >= self._batch_end:
             self._results[seq] = (end, out, dead)
             return False
         self._append(end, out, dead)
-        nxt, results = seq + 1, self._results
-        while nxt in results:
+        return self._drain(seq + 1)
+
+    def _drain(self, nxt: int) -> bool:
+        """Move waiting results into the batch, in order, up to the batch's end."""
+        results, stop = self._results, self._batch_end
+        while nxt < stop and nxt in results:
             self._append(*results.pop(nxt))
             nxt += 1
-        batch, was = self.spec.batch_size, self._next - self._durable
         self._next = nxt
-        if was < batch <= nxt - self._durable:
+        if nxt == stop:
             self._batch.fire()
             return True
         if nxt >= self._yield_at:
@@ -232,19 +288,37 @@ class ShardWorker:
 
     # -- committer ---------------------------------------------------------------------
 
-    def _finished(self) -> bool:
-        return self._lanes_done and self._next == self._taken
-
     async def _commit_loop(self) -> None:
+        """Commit each batch as it fills (or what there is, every commit interval)."""
         while True:
-            if not (self._finished() or self._next - self._durable >= self.spec.batch_size):
+            if not (self._lanes_done or self._next >= self._batch_end):
                 with anyio.move_on_after(self.spec.commit_interval):
                     await self._batch.wait()
-            if self._finished():
-                await self._commit(done=True)
+            if self._lanes_done:
+                self._batch_end = END_OF_SHARD
+                self._drain(self._next)
+                await self._commit(done=self.complete)
                 return
             if self._next > self._durable:
+                self._absorb_whole_batches()
                 await self._commit(done=False)
+                self._batch_end = self._durable + self.spec.batch_size
+                self._drain(self._next)
+
+    def _absorb_whole_batches(self) -> None:
+        """Let a commit that fell behind take every further batch already complete.
+
+        Checkpoints stay on batch boundaries; a slow fsync means bigger commits, not
+        stalled lanes.
+        """
+        batch, results = self.spec.batch_size, self._results
+        taken = 1
+        while self._next == self._batch_end and taken < self.spec.max_batches_per_commit:
+            if not all(k in results for k in range(self._next, self._next + batch)):
+                return
+            self._batch_end += batch
+            self._drain(self._next)
+            taken += 1
 
     async def _commit(self, *, done: bool) -> None:
         """Snapshot the ordered prefix and make it durable, off the loop."""
@@ -261,7 +335,7 @@ class ShardWorker:
         await anyio.to_thread.run_sync(self._store.commit, data, checkpoint)
         self._durable_state, self._durable = checkpoint, nxt
         self._progress.fire()
-        self._on_commit(Commit(self.spec.shard.shard_id, ok, failed, checkpoint))
+        self._on_commit(Commit(self.spec.shard.shard_id, ok, failed, checkpoint, self._last_error))
 
     def _checkpoint_after(
         self, previous: ShardCheckpoint, ok: int, failed: int, nxt: int, done: bool

@@ -312,8 +312,67 @@ def test_simulated_crash_then_resume(make_input: Callable[..., Path], tmp_path: 
     assert output.read_bytes() == expected_text_stats_array(source.read_bytes())
 
 
-def test_resume_after_input_changed_needs_new_run(
+COUNTING_PROCESSOR = """
+import os
+
+import anyio
+
+LOG = os.environ["ASYNCPROC_TEST_CALL_LOG"]
+
+
+async def work(item):
+    fd = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (item + "\\n").encode("utf-8"))
+    finally:
+        os.close(fd)
+    await anyio.sleep(0)
+    return item
+"""
+
+
+def test_checkpoints_commit_batch_size_items(
     make_input: Callable[..., Path], tmp_path: Path
+) -> None:
+    """--batch-size N commits N items per checkpoint, so the crash lands at exactly 100."""
+    source = make_input(1000)
+    module = _write_module(tmp_path / "counting.py", COUNTING_PROCESSOR)
+    output = tmp_path / "result.json"
+    args = ["run", "--input", source, "--output", output, "--checkpoint", tmp_path / "ck",
+            "--processor", f"{module}:work", "--workers", "1", "--concurrency", "4",
+            "--batch-size", "50"]  # fmt: skip
+    crash_log, resume_log = tmp_path / "crash.log", tmp_path / "resume.log"
+    run_cli(*args, "--simulate-crash", "100", env={"ASYNCPROC_TEST_CALL_LOG": str(crash_log)},
+            check=3)  # fmt: skip
+    summary = summary_of(run_cli(*args, env={"ASYNCPROC_TEST_CALL_LOG": str(resume_log)}, check=0))
+    assert summary["resumed"] is True
+    redo = resume_log.read_text(encoding="utf-8").splitlines()
+    items = text_items(source.read_bytes())
+    assert redo == items[100:] or sorted(redo) == sorted(items[100:]), (
+        f"after two checkpoints of 50 items the resumed run should process items 100..999; "
+        f"it processed {len(redo)} items starting near {min(redo) if redo else None!r}"
+    )
+    assert output.read_bytes() == expected_array(enumerate(items))
+
+
+def _change_input(source: Path, how: str) -> None:
+    st = source.stat()
+    if how == "append":
+        with source.open("ab") as fh:
+            fh.write(b"one appended line\n")
+    elif how == "touch":  # same bytes, newer mtime
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000_000))
+    else:  # same size and mtime, one byte changed near the start
+        raw = bytearray(source.read_bytes())
+        raw[0:4] = b"LINE"
+        source.write_bytes(bytes(raw))
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert source.stat().st_size == st.st_size
+
+
+@pytest.mark.parametrize("how", ["append", "touch", "same-size-and-mtime"])
+def test_resume_after_input_changed_needs_new_run(
+    how: str, make_input: Callable[..., Path], tmp_path: Path
 ) -> None:
     source = make_input(2000)
     output = tmp_path / "result.json"
@@ -321,20 +380,21 @@ def test_resume_after_input_changed_needs_new_run(
     args = _crash_then_resume_args(source, output, ck)
     run_cli(*args, "--simulate-crash", "500", check=3)
 
-    with source.open("ab") as fh:
-        fh.write(b"one appended line\n")
+    _change_input(source, how)
     refused = run_cli(*args, check=1)
     assert "Traceback" not in refused.stderr, describe(refused)
     errors = error_lines(refused.stderr)
     assert len(errors) == 1, describe(refused, "expected exactly one 'asyncproc: error:' line")
     assert "--new-run" in errors[0], describe(refused)
+    assert refused.stderr.strip() == errors[0], describe(refused, "stderr should be one line")
     assert refused.stdout.strip() == "", describe(refused, "no summary on a refused resume")
     assert not output.exists()
 
+    items = 2001 if how == "append" else 2000
     fresh = run_ok(*args, "--new-run")
     assert fresh["resumed"] is False
-    assert fresh["total_items"] == 2001
-    assert fresh["processed"] == 2001
+    assert fresh["total_items"] == items
+    assert fresh["processed"] == items
     assert output.read_bytes() == expected_text_stats_array(source.read_bytes())
 
 

@@ -163,3 +163,20 @@ def test_processes_must_be_positive(tmp_path: Path, source: Path) -> None:
     proc = run_cli(*_args(source, tmp_path / "o.json", tmp_path / "ck", 0))
     assert proc.returncode == 2
     assert "--processes must be at least 1" in proc.stderr
+
+
+def test_sigint_stops_children_gracefully_then_resume_is_exact(
+    tmp_path: Path, source: Path, expected: bytes
+) -> None:
+    out, ck = tmp_path / "out.json", tmp_path / "ck"
+    with _popen(_args(source, out, ck, 2)) as proc:
+        _wait_for(lambda: len(_children(proc.pid)) == 2 and _committed(ck), "a commit")
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=CLI_TIMEOUT)
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert len(error_lines(stderr.decode())) == 1, stderr
+    _wait_for(_gone(children), "the children to exit")
+    summary = run_ok(*_args(source, out, ck, 2))
+    assert summary["resumed"] is True
+    assert out.read_bytes() == expected
