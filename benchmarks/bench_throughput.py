@@ -9,8 +9,9 @@ Scenarios (``--only``):
 * ``sleep``: 100,000 items sleeping 10 ms at concurrency 1000. asyncproc on uvloop
   against the ideal 100,000 items/s (target >= 85%); asyncproc on asyncio against
   ``bare_asyncio.py`` on asyncio (target >= 0.9x).
-* ``cpu``: 40,000 items each burning ~50 us of CPU; ``--processes 2`` against
-  ``--processes 1`` (target >= 1.6x).
+* ``cpu``: 60,000 items each burning ~50 us of CPU; ``--processes 2`` against
+  ``--processes 1`` (target >= 1.6x), next to a control: plain Python spinning in two
+  processes against one, which shows how much of a second core the machine gives now.
 * ``durable``: the ``sleep`` job at ``--batch-size 1000``, checkpoints on against off
   (target >= 0.95x).
 * ``bench``: wall time of ``asyncproc bench`` over 6 levels with ``--duration 3``
@@ -34,7 +35,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 MARKER = "THROUGHPUT "
-SLEEP_ITEMS, CPU_ITEMS = 100_000, 40_000
+SLEEP_ITEMS, CPU_ITEMS = 100_000, 60_000
 BURN = f"{HERE / '_cpu_burn.py'}:burn"
 
 
@@ -130,6 +131,26 @@ def sleep_scenario(tmp: Path, repeats: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _spin(count: int) -> None:
+    total = 0
+    for i in range(count):
+        total += i
+
+
+def spin_rate(processes: int) -> float:
+    """Control: pure-Python spinning in ``processes`` processes, in spins per second."""
+    import multiprocessing
+
+    count = 10_000_000
+    workers = [multiprocessing.Process(target=_spin, args=(count,)) for _ in range(processes)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return processes * count / (time.perf_counter() - started)
+
+
 def cpu_scenario(tmp: Path, repeats: int) -> list[dict[str, Any]]:
     inp = write_input(tmp / "cpu.txt", CPU_ITEMS)
     cpu = {"workers": 4, "concurrency": 64, "batch_size": 1000}
@@ -137,11 +158,17 @@ def cpu_scenario(tmp: Path, repeats: int) -> list[dict[str, Any]]:
         {
             "processes 2": lambda: asyncproc_rate(tmp, inp, BURN, processes=2, **cpu),
             "processes 1": lambda: asyncproc_rate(tmp, inp, BURN, processes=1, **cpu),
+            "spin 2": lambda: spin_rate(2),
+            "spin 1": lambda: spin_rate(1),
         },
         repeats,
     )
     value = ratio(rates, "processes 2", "processes 1")
-    return [row("--processes 2 vs 1 (50 us CPU)", value, 1.6, rates, "processes 2", "processes 1")]
+    control = ratio(rates, "spin 2", "spin 1")
+    return [
+        row("--processes 2 vs 1 (50 us CPU)", value, 1.6, rates, "processes 2", "processes 1"),
+        row("control: 2 spinning processes vs 1", control, 1.6, rates, "spin 2", "spin 1"),
+    ]
 
 
 def durable_scenario(tmp: Path, repeats: int) -> list[dict[str, Any]]:
