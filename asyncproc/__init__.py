@@ -23,6 +23,7 @@ from ._errors import (
     RunLockedError,
     RunNotFoundError,
     SimulatedCrash,
+    WorkerProcessError,
 )
 from ._options import InputFormat, Options, OutputKind
 from ._records import RunStatus
@@ -54,6 +55,7 @@ __all__ = [
     "RunStatus",
     "SimulatedCrash",
     "Summary",
+    "WorkerProcessError",
     "__version__",
     "current_item",
     "process_file",

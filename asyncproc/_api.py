@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import anyio
 
 from ._coordinator import Coordinator, Request
 from ._errors import ConfigError
+from ._loops import backend_options, running_loop
 from ._options import Options
 from ._processors import Fn
 from ._summary import Summary
@@ -27,6 +29,8 @@ def _request(
     extra = {k: options.pop(k) for k in list(options) if k in _REQUEST_KEYS}
     if extra.get("checkpoint_dir") is not None:
         extra["checkpoint_dir"] = Path(extra["checkpoint_dir"])
+    if callable(processor) and options.get("processes", 1) > 1:
+        raise ConfigError("processes > 1 needs a processor named by a string, not a callable")
     try:
         opts = Options(**options)
     except TypeError as exc:
@@ -46,15 +50,26 @@ async def process_file(
     ``resume`` (a run id), ``quiet``, ``retry_failed`` and ``handle_signals`` (stop gracefully on
     SIGINT/SIGTERM; main thread only).
     """
-    return await Coordinator(_request(input, output, processor, options)).run()
+    summary = await Coordinator(_request(input, output, processor, options)).run()
+    return replace(summary, loop=running_loop())
 
 
 def run_file(
     input: str | os.PathLike[str],
     output: str | os.PathLike[str],
     processor: str | Fn = "text_stats",
+    *,
+    loop: str = "auto",
     **options: Any,
 ) -> Summary:
-    """Blocking form of :func:`process_file`, for code that is not async."""
+    """Blocking form of :func:`process_file`, for code that is not async.
+
+    ``loop`` is ``auto`` (uvloop when installed), ``asyncio`` or ``uvloop``.
+    """
+    backend = backend_options(loop)
     request = _request(input, output, processor, options)
-    return anyio.run(Coordinator(request).run)
+
+    async def main() -> Summary:
+        return replace(await Coordinator(request).run(), loop=running_loop())
+
+    return anyio.run(main, backend_options=backend)

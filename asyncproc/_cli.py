@@ -18,6 +18,7 @@ import orjson
 
 from ._api import process_file
 from ._errors import AsyncprocError
+from ._loops import LoopChoice, backend_options
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -86,6 +87,13 @@ def cli() -> None:
 )
 @click.option("--workers", type=int, help="Number of shards [default: by input size, at most 8].")
 @click.option(
+    "--processes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes on this machine, each with its own event loop.",
+)
+@click.option(
     "--concurrency",
     type=int,
     default=64,
@@ -152,6 +160,13 @@ def cli() -> None:
     metavar="N",
     help="Exit hard after N committed items (to try resuming).",
 )
+@click.option(
+    "--no-checkpoint",
+    "durable",
+    flag_value=False,
+    default=True,
+    help="No fsyncs, no checkpoint files: faster, but a crash means starting over.",
+)
 @click.option("--resume", "resume", metavar="RUN_ID", help="Resume this run.")
 @click.option(
     "--retry-failed",
@@ -160,13 +175,23 @@ def cli() -> None:
 )
 @click.option("--new-run", is_flag=True, help="Start over even if an unfinished run exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def run(input_path: Path, output_path: Path, fmt: str | None, quiet: bool, **options: Any) -> None:
+@click.option(
+    "--loop",
+    type=click.Choice([c.value for c in LoopChoice]),
+    default="auto",
+    show_default=True,
+    help="Event loop: auto = uvloop when installed (pip install 'asyncproc[fast]').",
+)
+def run(
+    input_path: Path, output_path: Path, fmt: str | None, quiet: bool, loop: str, **options: Any
+) -> None:
     """Process INPUT into OUTPUT, resuming an unfinished run of the same pair."""
     _setup_logging(quiet)
     summary = anyio.run(
         lambda: process_file(
             input_path, output_path, format=fmt, quiet=quiet, handle_signals=True, **options
-        )
+        ),
+        backend_options=backend_options(loop),
     )
     sys.stdout.buffer.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
@@ -196,3 +221,6 @@ def _guarded(call: Callable[[], Any]) -> int:
     except OSError as exc:
         return _fail(f"{exc}; fix the cause and run the same command again to resume", 1)
     return result if isinstance(result, int) else 0
+
+
+from . import _cli_bench  # noqa: E402, F401 - registers ``asyncproc bench`` on ``cli``

@@ -33,6 +33,7 @@ from ._faults import CRASH_EXIT, crashpoint
 from ._merge import merge
 from ._options import Options, auto_workers
 from ._planning import change_in, check_input, plan
+from ._processes import run_in_processes
 from ._processors import Fn, Processor, load_processor
 from ._progress import Progress
 from ._records import Manifest, RunStatus, ShardCheckpoint
@@ -180,7 +181,9 @@ class Coordinator:
     def _plan(self, checkpoint_dir: Path, options: Options) -> Chosen:
         req = self.request
         size = req.input.stat().st_size
-        identity, shards = plan(req.input, options.workers, auto_workers(size))
+        identity, shards = plan(
+            req.input, options.workers, max(options.processes, auto_workers(size))
+        )
         run = new_run_dir(checkpoint_dir)
         now = time.time()
         manifest = Manifest(
@@ -293,6 +296,7 @@ class Coordinator:
             output_kind=str(opts["output_kind"]), lanes=lanes,
             batch_size=int(opts["batch_size"]), retries=int(opts["retries"]),
             timeout=opts["timeout"], commit_interval=float(opts["commit_interval"]),
+            durable=bool(opts.get("durable", True)),
             fingerprint=manifest.input.fingerprint,
             # --simulate-crash wants the crash on the exact item count: no coalescing.
             max_batches_per_commit=1 if self.request.options.simulate_crash else 1 << 30,
@@ -313,6 +317,20 @@ class Coordinator:
                     outer.start_soon(self._stopper.watch_signals)
                 async with anyio.create_task_group() as tg:
                     self._stopper.scope = tg.cancel_scope
+                    if options.processes > 1:
+                        jobs = [
+                            (self._spec(run, manifest, s.shard_id, n), s)
+                            for s, n in zip(pending, lanes, strict=True)
+                        ]
+                        tg.start_soon(
+                            run_in_processes,
+                            jobs,
+                            processor.spec,
+                            options,
+                            self._stopper,
+                            self._on_commit,
+                        )
+                        pending, lanes = [], []
                     for state, count in zip(pending, lanes, strict=True):
                         spec = self._spec(run, manifest, state.shard_id, count)
                         worker = ShardWorker(spec, processor, state, self._on_commit)

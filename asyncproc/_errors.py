@@ -14,6 +14,7 @@
     │   ├── RunNotFoundError        no run with that id
     │   ├── InputChangedError       the input differs from the one planned
     │   ├── IncompatibleRunError    options would change the results
+    │   ├── WorkerProcessError      a ``--processes`` child died mid-run
     │   ├── Interrupted             SIGINT / SIGTERM: stopped after a final commit
     │   ├── FailureLimitError       ``--max-failures`` exceeded: stopped after a commit
     │   └── SimulatedCrash          ``--simulate-crash`` fired
@@ -80,6 +81,10 @@ class InputChangedError(RunError):
 
 class IncompatibleRunError(RunError):
     """Resuming with these options would change the results."""
+
+
+class WorkerProcessError(RunError):
+    """A worker process of ``--processes`` ended before finishing its shards."""
 
 
 class Interrupted(RunError):

@@ -102,11 +102,14 @@ class Options:
     max_failures: int | str | None = None
     grace: float = DEFAULT_GRACE
     simulate_crash: int | None = None
+    durable: bool = True  # False: no fsyncs, no checkpoint files; a crash redoes the run
+    processes: int = 1  # worker processes on this machine, each with its own loop
 
     def __post_init__(self) -> None:
         _at_least("--batch-size", self.batch_size, 1)
         _at_least("--concurrency", self.concurrency, 1)
         _at_least("--retries", self.retries, 0)
+        _at_least("--processes", self.processes, 1)
         if self.workers is not None:
             _at_least("--workers", self.workers, 1)
         if self.simulate_crash is not None:
@@ -115,6 +118,10 @@ class Options:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout}")
         if not self.commit_interval > 0:
             raise ConfigError("the commit interval must be a positive number of seconds")
+        if not self.durable and self.simulate_crash is not None:
+            raise ConfigError(
+                "--simulate-crash needs checkpoints to resume from; drop --no-checkpoint"
+            )
         if not self.grace >= 0:
             raise ConfigError(f"--grace must be zero or more seconds, got {self.grace}")
         self.failure_limit()

@@ -10,12 +10,17 @@ from __future__ import annotations
 import logging
 import signal
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
-from ._worker import ShardWorker
-
 log = logging.getLogger("asyncproc")
+
+
+class Stoppable(Protocol):
+    """A shard worker, or a worker process standing for several (``--processes``)."""
+
+    def stop(self, grace: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,16 +38,16 @@ class Stopper:
         self.grace = grace
         self.reason: StopReason | None = None
         self.scope: anyio.CancelScope | None = None
-        self._workers: list[ShardWorker] = []
+        self._workers: list[Stoppable] = []
 
-    def attach(self, worker: ShardWorker) -> bool:
+    def attach(self, worker: Stoppable) -> bool:
         """Register a starting worker; False if the run is already stopping."""
         if self.reason is not None:
             return False
         self._workers.append(worker)
         return True
 
-    def detach(self, worker: ShardWorker) -> None:
+    def detach(self, worker: Stoppable) -> None:
         self._workers.remove(worker)
 
     def request(self, reason: StopReason) -> None:

@@ -24,10 +24,12 @@ class Summary:
     concurrency: int
     elapsed_s: float
     items_per_s: float
+    loop: str = "asyncio"  # the event loop that ran the last invocation
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__})
+        """Read a stored summary; fields added later keep their defaults."""
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})

@@ -32,7 +32,7 @@ from ._processors import Processor
 from ._reader import Line, read_lines
 from ._records import SegmentRef, ShardCheckpoint, ShardPlan
 from ._retry import ITEM_ERRORS, Attempts
-from ._store import ShardStore
+from ._volatile import store_for
 
 FEED_LOW_WATER = 1024
 END_OF_SHARD = 1 << 62
@@ -57,6 +57,7 @@ class ShardSpec:
     retries: int
     timeout: float | None
     commit_interval: float
+    durable: bool = True
     fingerprint: str = ""
     max_batches_per_commit: int = 1 << 30
 
@@ -117,7 +118,7 @@ class ShardWorker:
         on_commit: Callable[[Commit], None],
     ) -> None:
         self.spec = spec
-        self._store = ShardStore(Path(spec.run_dir), spec.shard.shard_id)
+        self._store = store_for(spec.durable)(Path(spec.run_dir), spec.shard.shard_id)
         self._on_commit = on_commit
         self._attempts = Attempts(processor, spec.retries, spec.timeout)
         self._decode = decoder_for(spec.format)
