@@ -177,3 +177,6 @@ def _guarded(call: Callable[[], Any]) -> int:
     except OSError as exc:
         return _fail(f"{exc}; fix the cause and run the same command again to resume", 1)
     return result if isinstance(result, int) else 0
+
+
+from . import _cli_runs  # noqa: E402, F401  (registers list, show, status, delete, cleanup)

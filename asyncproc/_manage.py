@@ -1,0 +1,266 @@
+"""Run management: read run directories into frozen views; delete and clean up runs.
+
+Everything here only reads, except :func:`delete_run` and :func:`cleanup`, which take
+the checkpoint directory's lock and then the run's own lock (the coordinator's order),
+so a run can neither be chosen nor worked on while it is being removed.
+
+A view never takes a run's lock: it reads the manifest and each shard's newest good
+checkpoint (:meth:`ShardStore.load`), and asks the kernel whether the lock is held.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ._errors import AsyncprocError, RunError, RunNotFoundError
+from ._failures import failures_from_file, failures_from_segments
+from ._locks import exclusive, holder_text, is_held
+from ._records import Manifest, RunStatus, ShardCheckpoint, ShardPlan
+from ._runs import RunDir, hold_lock, run_dirs
+from ._store import ShardStore
+
+FINISHED = (RunStatus.COMPLETED, RunStatus.MERGED)
+
+
+def iso(ts: float | None) -> str | None:
+    """A POSIX time as an ISO 8601 string in UTC, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardView:
+    """One shard's progress as its newest good checkpoint records it."""
+
+    shard_id: int
+    start: int
+    end: int
+    items: int
+    processed: int
+    failed: int
+    attempts: int
+    done: bool
+    checkpoint_at: float | None
+    problems: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shard_id": self.shard_id, "start": self.start, "end": self.end,
+            "items": self.items, "processed": self.processed, "failed": self.failed,
+            "attempts": self.attempts, "done": self.done,
+            "checkpoint_at": iso(self.checkpoint_at), "problems": list(self.problems),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """A run as management commands show it; ``to_json`` has the stable field names."""
+
+    run_id: str
+    status: RunStatus
+    input: str
+    output: str
+    total_items: int
+    processed: int
+    failed: int
+    started_at: float
+    ended_at: float | None
+    updated_at: float
+    options: dict[str, Any]
+    holder: str | None
+    path: Path
+    shards: tuple[ShardView, ...] = ()
+    summary: dict[str, Any] | None = None
+    now: float = field(default_factory=time.time)
+
+    @property
+    def done(self) -> int:
+        return self.processed + self.failed
+
+    @property
+    def percent(self) -> float:
+        return round(100.0 * self.done / self.total_items, 1) if self.total_items else 100.0
+
+    @property
+    def duration(self) -> float:
+        end = self.ended_at or (self.now if self.status is RunStatus.RUNNING else self.updated_at)
+        return max(0.0, end - self.started_at)
+
+    @property
+    def throughput(self) -> float:
+        """Items per second, averaged since the run was planned (pauses included)."""
+        if self.summary and "items_per_s" in self.summary:
+            return float(self.summary["items_per_s"])
+        return self.done / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the average rate, for an unfinished run; None if unknown."""
+        if self.status in FINISHED or self.throughput <= 0:
+            return None
+        return (self.total_items - self.done) / self.throughput
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "status": self.status.value, "input": self.input,
+            "output": self.output, "total_items": self.total_items,
+            "processed": self.processed, "failed": self.failed, "percent": self.percent,
+            "started_at": iso(self.started_at), "ended_at": iso(self.ended_at),
+            "updated_at": iso(self.updated_at), "duration_s": round(self.duration, 3),
+            "holder": self.holder,
+        }  # fmt: skip
+
+    def to_json_detail(self, failures: list[dict[str, Any]]) -> dict[str, Any]:
+        eta = self.eta
+        return {
+            **self.to_json(), "options": self.options,
+            "items_per_s": round(self.throughput, 1),
+            "eta_s": None if eta is None else round(eta, 1),
+            "shards": [s.to_json() for s in self.shards], "recent_failures": failures,
+        }  # fmt: skip
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def derive_status(stored: RunStatus, held: bool) -> RunStatus:
+    """The status to show: a held lock means running; 'running' with no holder died."""
+    if stored in FINISHED:
+        return stored
+    if held:
+        return RunStatus.RUNNING
+    return RunStatus.INTERRUPTED if stored is RunStatus.RUNNING else stored
+
+
+def view_run(run: RunDir) -> RunView:
+    """Read one run without taking its lock."""
+    manifest = run.read()
+    held = is_held(run.path / "lock")
+    status = derive_status(manifest.status, held)
+    shards = () if manifest.status in FINISHED else _shard_views(run, manifest)
+    processed, failed = _counts(manifest, shards)
+    checkpoint_times = [s.checkpoint_at for s in shards if s.checkpoint_at is not None]
+    updated = max([manifest.updated_at, *checkpoint_times])
+    ended = manifest.updated_at if status in (*FINISHED, RunStatus.FAILED) else None
+    return RunView(
+        run_id=manifest.run_id, status=status, input=manifest.input.path,
+        output=manifest.output, total_items=manifest.total_items, processed=processed,
+        failed=failed, started_at=manifest.created_at, ended_at=ended, updated_at=updated,
+        options=manifest.options, holder=holder_text(run.path / "lock") if held else None,
+        path=run.path, shards=shards, summary=manifest.summary,
+    )  # fmt: skip
+
+
+def _counts(manifest: Manifest, shards: tuple[ShardView, ...]) -> tuple[int, int]:
+    summary = manifest.summary or {}
+    if manifest.status in FINISHED and "processed" in summary:
+        return int(summary["processed"]), int(summary["failed"])
+    return sum(s.processed for s in shards), sum(s.failed for s in shards)
+
+
+def _shard_views(run: RunDir, manifest: Manifest) -> tuple[ShardView, ...]:
+    return tuple(_shard_view(run, plan) for plan in manifest.shards)
+
+
+def _shard_view(run: RunDir, plan: ShardPlan) -> ShardView:
+    loaded = ShardStore(run.path, plan.shard_id).load()
+    ck = loaded.checkpoint
+    if ck is None:
+        return ShardView(
+            plan.shard_id, plan.start, plan.end, plan.items, 0, 0, 0,
+            plan.start >= plan.end, None, loaded.problems,
+        )  # fmt: skip
+    return ShardView(
+        plan.shard_id, plan.start, plan.end, plan.items, ck.processed, ck.failed,
+        ck.attempts, ck.done, ck.updated_at, loaded.problems,
+    )  # fmt: skip
+
+
+def shard_checkpoints(run: RunDir, manifest: Manifest) -> list[ShardCheckpoint]:
+    """The newest good checkpoint of every shard that has one."""
+    found = (ShardStore(run.path, s.shard_id).load().checkpoint for s in manifest.shards)
+    return [c for c in found if c is not None]
+
+
+def list_runs(checkpoint_dir: Path) -> tuple[list[RunView], list[str]]:
+    """Every readable run, newest first, and a line for each run that could not be read."""
+    views, problems = [], []
+    for run in run_dirs(checkpoint_dir):
+        try:
+            views.append(view_run(run))
+        except (AsyncprocError, OSError) as exc:
+            problems.append(f"run {run.run_id} skipped: {exc}")
+    return views, problems
+
+
+def find_run(checkpoint_dir: Path, run_id: str) -> RunDir:
+    """The run directory of ``run_id``; RunNotFoundError with a hint if there is none."""
+    path = checkpoint_dir / run_id
+    if "/" in run_id or run_id in ("", ".", "..") or not (path / "manifest.json").is_file():
+        raise RunNotFoundError(
+            f"no run {run_id!r} under {checkpoint_dir}; "
+            f"see `asyncproc list --checkpoint {checkpoint_dir}` for the run ids"
+        )
+    return RunDir(path)
+
+
+def current_run(checkpoint_dir: Path) -> RunView:
+    """The newest run going on now, else the newest unfinished one."""
+    views, _ = list_runs(checkpoint_dir)
+    running = [v for v in views if v.status is RunStatus.RUNNING]
+    unfinished = [v for v in views if v.status not in FINISHED]
+    chosen = running or unfinished
+    if not chosen:
+        raise RunNotFoundError(
+            f"no unfinished run under {checkpoint_dir}; "
+            "name one with `asyncproc status RUN_ID` or see `asyncproc list`"
+        )
+    return chosen[0]
+
+
+def failures_of(view: RunView, limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` failed items of a run with their errors, newest index first."""
+    run = RunDir(view.path)
+    if view.status in FINISHED:
+        failed_file = (view.summary or {}).get("failed_items_file")
+        return failures_from_file(Path(failed_file), limit) if failed_file else []
+    manifest = run.read()
+    return failures_from_segments(run.path, shard_checkpoints(run, manifest), limit)
+
+
+# -- removing ----------------------------------------------------------------------------
+
+
+def delete_run(checkpoint_dir: Path, run_id: str) -> None:
+    """Remove a run's directory; RunLockedError if a process is working on it."""
+    run = find_run(checkpoint_dir, run_id)
+    directory_lock = hold_lock(
+        checkpoint_dir / ".lock", f"checkpoint directory {checkpoint_dir}", wait=True
+    )
+    with directory_lock, exclusive(run.path / "lock", f"run {run_id}"):
+        shutil.rmtree(run.path)
+
+
+def cleanup_candidates(checkpoint_dir: Path, keep: int) -> list[RunView]:
+    """Finished runs beyond the newest ``keep`` finished ones, oldest last."""
+    views, _ = list_runs(checkpoint_dir)
+    finished = [v for v in views if v.status in FINISHED]
+    return finished[keep:]
+
+
+def cleanup(checkpoint_dir: Path, keep: int) -> list[str]:
+    """Delete finished runs beyond the newest ``keep``; return the removed ids."""
+    removed = []
+    for view in cleanup_candidates(checkpoint_dir, keep):
+        try:
+            delete_run(checkpoint_dir, view.run_id)
+        except RunError:
+            continue  # started again since it was listed: not finished any more
+        removed.append(view.run_id)
+    return removed
