@@ -4,6 +4,7 @@ The public API is what ``__all__`` lists; every other module is private.
 """
 
 from ._api import process_file, run_file
+from ._checkpointed import ItemsReport, LoaderContext, checkpointed
 from ._errors import (
     AsyncprocError,
     CheckpointError,
@@ -21,8 +22,13 @@ from ._errors import (
     RunNotFoundError,
     SimulatedCrash,
 )
+from ._keyed import LoaderCheckpoint, LoaderStats
+from ._keyed_records import KeyFailure
+from ._keyed_run import CheckpointManager, KeyedRun, KeyedRunInfo
+from ._manage import RunView, ShardView
 from ._options import InputFormat, Options, OutputKind
 from ._records import RunStatus
+from ._runs_api import cleanup_runs, delete_run, get_run, list_runs
 from ._summary import Summary
 
 __version__ = "0.1.0"
@@ -30,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncprocError",
     "CheckpointError",
+    "CheckpointManager",
     "ConfigError",
     "CorruptCheckpointError",
     "IncompatibleRunError",
@@ -38,6 +45,13 @@ __all__ = [
     "InputFormat",
     "ItemError",
     "ItemTimeoutError",
+    "ItemsReport",
+    "KeyFailure",
+    "KeyedRun",
+    "KeyedRunInfo",
+    "LoaderCheckpoint",
+    "LoaderContext",
+    "LoaderStats",
     "Options",
     "OutputError",
     "OutputKind",
@@ -46,9 +60,16 @@ __all__ = [
     "RunLockedError",
     "RunNotFoundError",
     "RunStatus",
+    "RunView",
+    "ShardView",
     "SimulatedCrash",
     "Summary",
     "__version__",
+    "checkpointed",
+    "cleanup_runs",
+    "delete_run",
+    "get_run",
+    "list_runs",
     "process_file",
     "run_file",
 ]
