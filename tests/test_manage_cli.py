@@ -108,7 +108,7 @@ def test_list_json_newest_first_with_statuses(runs: dict[str, Any], source: Path
     assert [r["run_id"] for r in listed] == [runs["crashed"], runs["done"]]
     crashed, done = listed
     for row in listed:
-        assert STABLE_KEYS <= set(row), sorted(STABLE_KEYS - set(row))
+        assert set(row) >= STABLE_KEYS, sorted(STABLE_KEYS - set(row))
         assert Path(row["input"]) == source.resolve()
         assert row["total_items"] == ITEMS
     assert crashed["status"] == "interrupted"
@@ -136,7 +136,7 @@ def test_list_empty_directory(tmp_path: Path) -> None:
 
 def test_show_unfinished_run_has_shards_eta_and_options(runs: dict[str, Any]) -> None:
     shown = _json(run_cli("show", runs["crashed"], "--checkpoint", runs["ck"], "--json", check=0))
-    assert STABLE_KEYS <= set(shown)
+    assert set(shown) >= STABLE_KEYS
     assert shown["status"] == "interrupted"
     assert shown["options"]["batch_size"] == 5 and shown["options"]["processor"] == "sleep"
     (shard,) = shown["shards"]
@@ -266,7 +266,8 @@ def test_list_status_delete_while_a_run_is_going(source: Path, tmp_path: Path) -
     )
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for(lambda: started.exists() and any(ck.glob("run_*/shards/*.ckpt")), "a commit", proc)
+        committed = lambda: started.exists() and any(ck.glob("run_*/shards/*.ckpt"))  # noqa: E731
+        _wait_for(committed, "a commit", proc)
         _check_live(ck, proc.pid)
         gate.touch()
         out, err = proc.communicate(timeout=CLI_TIMEOUT)
