@@ -77,6 +77,7 @@ class LoaderCheckpoint:
 
     def load(self) -> None:
         """Read every shard's acknowledged keys (blocking; called from a thread)."""
+        self.path.mkdir(parents=True, exist_ok=True)
         problems: list[str] = []
         for shard in self._shards:
             loaded = shard.load()
