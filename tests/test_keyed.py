@@ -192,14 +192,15 @@ def test_shard_of_is_stable() -> None:
     assert spread == set(range(8))
 
 
-def test_bad_keys_and_names_are_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(asyncproc.ConfigError, match="str or an int"):
-        asyncproc.CheckpointManager(tmp_path)  # fine
-        from asyncproc._keyed_records import check_key
-
-        check_key(1.5)
+async def test_bad_keys_and_names_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(asyncproc.ConfigError, match="at least 1"):
         asyncproc.checkpointed(interval=0)
+    async with await asyncproc.CheckpointManager(tmp_path).start_run() as run:
+        with pytest.raises(asyncproc.ConfigError, match="rename it"):
+            await run.loader("../escape")
+        loader = await run.loader("ok")
+        with pytest.raises(asyncproc.ConfigError, match="str or an int"):
+            await loader.mark_processed(1.5)  # type: ignore[arg-type]
 
 
 # -- real processes: SIGKILL and a corrupt shard file --------------------------------------
