@@ -76,11 +76,19 @@ class KeyShard:
         if loaded.checkpoint is None:
             return LoadedShard(set(), {}, loaded.problems)
         self._state = loaded.checkpoint
-        keys: set[Key] = {orjson.loads(line) for line in _lines(self._store, self._state.segments)}
-        failures = {}
-        for line in _lines(self._store, self._state.dead_segments):
-            failure = KeyFailure.from_line(line)
-            failures[failure.key] = failure
+        try:
+            keys: set[Key] = {
+                orjson.loads(line) for line in _lines(self._store, self._state.segments)
+            }
+            failures = {}
+            for line in _lines(self._store, self._state.dead_segments):
+                failure = KeyFailure.from_line(line)
+                failures[failure.key] = failure
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise CorruptCheckpointError(
+                f"shard {self.shard_id} of {self._store.shards_dir.parent}: a committed line "
+                f"does not decode ({exc}); restore the file from a backup or start a new run"
+            ) from exc
         return LoadedShard(keys, failures, loaded.problems)
 
     # -- buffering (on the loop) --------------------------------------------------------
