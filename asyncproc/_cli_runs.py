@@ -122,18 +122,29 @@ def status(run_id: str | None, checkpoint_dir: Path, as_json: bool, watch: float
     """The merged status of a run going on now (default: the newest unfinished run).
 
     Read-only and safe while the run works: it reads the shard checkpoints and never
-    takes the run's lock. With --json and --watch, one JSON document per refresh.
+    takes the run's lock. --watch refreshes until no process holds the run any more;
+    with --json, one JSON document per refresh.
     """
     if watch is not None and not watch > 0:
         raise ConfigError(f"--watch must be a positive number of seconds, got {watch}")
     view = _status_view(checkpoint_dir, run_id)
     _print_detail(view, [], as_json, options=False)
-    while watch is not None and view.status is RunStatus.RUNNING:
+    while watch is not None and (view.status is RunStatus.RUNNING or view.holder is not None):
         time.sleep(watch)
         view = view_run(find_run(checkpoint_dir, view.run_id))
-        if not as_json:
-            click.echo()
+        _next_frame(as_json)
         _print_detail(view, [], as_json, options=False)
+
+
+def _next_frame(as_json: bool) -> None:
+    """Separate refreshes: a cleared screen on a terminal, a blank line otherwise."""
+    if as_json:
+        return
+    console = _console()
+    if console.is_terminal:
+        console.clear()
+    else:
+        click.echo()
 
 
 @cli.command()

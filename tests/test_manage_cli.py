@@ -93,9 +93,9 @@ def source(tmp_path: Path) -> Path:
     return write_lines(tmp_path / "input.txt", numbered_lines(ITEMS))
 
 
-@pytest.fixture
-def runs(source: Path, tmp_path: Path) -> dict[str, Any]:
+def _make_runs(tmp_path: Path) -> dict[str, Any]:
     """A completed run, then an interrupted one, in one checkpoint directory."""
+    source = write_lines(tmp_path / "input.txt", numbered_lines(ITEMS))
     ck = tmp_path / "ck"
     done = run_ok(*_base(source, tmp_path / "done.json", ck))
     _crash(source, tmp_path / "crashed.json", ck)
@@ -103,13 +103,25 @@ def runs(source: Path, tmp_path: Path) -> dict[str, Any]:
     return {"ck": ck, "done": done["run_id"], "crashed": listed[0]["run_id"], "list": listed}
 
 
-def test_list_json_newest_first_with_statuses(runs: dict[str, Any], source: Path) -> None:
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Shared by the tests that only read the runs."""
+    return _make_runs(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture
+def own_runs(tmp_path: Path) -> dict[str, Any]:
+    """For a test that changes the runs."""
+    return _make_runs(tmp_path)
+
+
+def test_list_json_newest_first_with_statuses(runs: dict[str, Any]) -> None:
     listed = runs["list"]
     assert [r["run_id"] for r in listed] == [runs["crashed"], runs["done"]]
     crashed, done = listed
     for row in listed:
         assert set(row) >= STABLE_KEYS, sorted(STABLE_KEYS - set(row))
-        assert Path(row["input"]) == source.resolve()
+        assert Path(row["input"]) == (runs["ck"].parent / "input.txt").resolve()
         assert row["total_items"] == ITEMS
     assert crashed["status"] == "interrupted"
     assert 5 <= crashed["processed"] < ITEMS
@@ -207,7 +219,8 @@ def test_status_without_unfinished_run_fails(source: Path, tmp_path: Path) -> No
     assert "no unfinished run" in line
 
 
-def test_delete_asks_then_deletes(runs: dict[str, Any]) -> None:
+def test_delete_asks_then_deletes(own_runs: dict[str, Any]) -> None:
+    runs = own_runs
     ck, run_id = runs["ck"], runs["crashed"]
     no = subprocess.run(
         cli_command("delete", run_id, "--checkpoint", ck), input="n\n", capture_output=True,
@@ -268,21 +281,40 @@ def test_list_status_delete_while_a_run_is_going(source: Path, tmp_path: Path) -
     try:
         committed = lambda: started.exists() and any(ck.glob("run_*/shards/*.ckpt"))  # noqa: E731
         _wait_for(committed, "a commit", proc)
-        _check_live(ck, proc.pid)
+        run_id = _check_live(ck, proc.pid)
+        watcher = subprocess.Popen(
+            cli_command("status", run_id, "--checkpoint", ck, "--json", "--watch", "0.02"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert watcher.stdout is not None
+        first = "".join(iter(watcher.stdout.readline, "}\n")) + "}\n"  # the first frame
         gate.touch()
         out, err = proc.communicate(timeout=CLI_TIMEOUT)
+        watched = first + watcher.communicate(timeout=CLI_TIMEOUT)[0]
     finally:
         gate.touch()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err.decode()
-    run_id = json.loads(out)["run_id"]
+    assert json.loads(out)["run_id"] == run_id
     final = _json(run_cli("status", run_id, "--checkpoint", ck, "--json", check=0))
     assert (final["status"], final["processed"]) == ("completed", ITEMS)
+    frames = _documents(watched)
+    assert watcher.returncode == 0 and len(frames) >= 2, watched
+    assert frames[0]["status"] == "running" and frames[-1]["status"] == "completed"
 
 
-def _check_live(ck: Path, pid: int) -> None:
+def _documents(text: str) -> list[Any]:
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while text[at:].strip():
+        at += len(text[at:]) - len(text[at:].lstrip())
+        value, at = decoder.raw_decode(text, at)
+        found.append(value)
+    return found
+
+
+def _check_live(ck: Path, pid: int) -> str:
     status = _json(run_cli("status", "--checkpoint", ck, "--json", check=0))
     assert status["status"] == "running" and status["ended_at"] is None
     assert 1 <= status["processed"] <= 3 < ITEMS
@@ -294,6 +326,7 @@ def _check_live(ck: Path, pid: int) -> None:
     assert "in progress" in line and f"pid {pid} " in line
     cleaned = run_cli("cleanup", "--keep", "0", "--checkpoint", ck, check=0)
     assert "removed 0" in cleaned.stdout and (ck / status["run_id"]).is_dir()
+    return str(status["run_id"])
 
 
 # -- resuming with other options -----------------------------------------------------------
