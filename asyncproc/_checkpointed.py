@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._errors import ConfigError
 from ._keyed import LoaderCheckpoint, LoaderStats
@@ -92,19 +92,33 @@ class LoaderContext(Generic[T]):
         attempts = Attempts(Processor(name, fn, True), retries, item_timeout)
         tally = _Tally()
         send, receive = anyio.create_memory_object_stream[tuple[Key, T]](0)
+        feed_error: Exception | None = None
         async with anyio.create_task_group() as tg:
             for _ in range(concurrency):
                 tg.start_soon(self._consume, receive.clone(), attempts, tally)
             receive.close()
-            async with send:
-                async for item in _each(items):
-                    key = check_key(self._key(item))
-                    if self._skip(key, tally):
-                        continue
-                    tally.in_flight.add(key)
-                    await send.send((key, item))
+            try:
+                await self._feed(items, send, tally)
+            except Exception as exc:  # the iterator or the key function: items in flight finish
+                feed_error = exc
         await self.checkpoint.save_progress()
+        if feed_error is not None:
+            raise feed_error
         return ItemsReport(tally.succeeded, tally.failed, tally.skipped)
+
+    async def _feed(
+        self,
+        items: Iterable[T] | AsyncIterable[T],
+        send: MemoryObjectSendStream[tuple[Key, T]],
+        tally: _Tally,
+    ) -> None:
+        async with send:
+            async for item in _each(items):
+                key = check_key(self._key(item))
+                if self._skip(key, tally):
+                    continue
+                tally.in_flight.add(key)
+                await send.send((key, item))
 
     def _skip(self, key: Key, tally: _Tally) -> bool:
         seen = key in tally.in_flight or key in tally.failed_now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -179,9 +180,7 @@ async def test_manager_resume_named_refuse_config_and_lock(tmp_path: Path) -> No
 
 
 def test_shard_of_is_stable() -> None:
-    assert [shard_of(k, 8) for k in ("a", "b", 1, 2)] == [
-        shard_of(k, 8) for k in ("a", "b", 1, 2)
-    ]
+    assert [shard_of(k, 8) for k in ("a", "b", 1, 2)] == [shard_of(k, 8) for k in ("a", "b", 1, 2)]
     probe = subprocess.run(
         [sys.executable, "-c", "from asyncproc._keyed_records import shard_of;"
          "print([shard_of(k, 8) for k in ('a', 'b', 1, 2)])"],
@@ -201,11 +200,22 @@ async def test_bad_keys_and_names_are_config_errors(tmp_path: Path) -> None:
         loader = await run.loader("ok")
         with pytest.raises(asyncproc.ConfigError, match="str or an int"):
             await loader.mark_processed(1.5)  # type: ignore[arg-type]
+        ctx = asyncproc.LoaderContext[object](loader, lambda item: item, run.run_id)  # type: ignore[arg-type,return-value]
+        done: list[object] = []
+
+        async def handle(item: object) -> None:
+            done.append(item)
+
+        with pytest.raises(asyncproc.ConfigError, match="make the key function return"):
+            await ctx.process_items(["a", "b", 2.5, "c"], handle, concurrency=1)
+        assert done == ["a", "b"] and loader.is_processed("b")
 
 
 # -- real processes: SIGKILL and a corrupt shard file --------------------------------------
 
 CHILD = """
+import json
+import json
 import os
 import sys
 import time
@@ -283,7 +293,9 @@ def test_corrupt_shard_file_costs_at_most_one_interval(tmp_path: Path) -> None:
     subprocess.run(_child(tmp_path, ck, log, n, 200), check=True, timeout=CLI_TIMEOUT)
     before = anyio.run(_acknowledged, ck, n)
     (shard_dir,) = ck.glob("run_*/loaders/ids/shards")
-    newest = max(shard_dir.glob("0002.*.ckpt"), key=lambda p: p.stat().st_mtime_ns)
+    newest = max(
+        shard_dir.glob("0002.*.ckpt"), key=lambda p: json.loads(p.read_bytes())["generation"]
+    )
     newest.write_bytes(newest.read_bytes()[:40])  # torn
     after = anyio.run(_acknowledged, ck, n)
     lost = before - after
