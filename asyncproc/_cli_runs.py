@@ -129,8 +129,16 @@ def status(run_id: str | None, checkpoint_dir: Path, as_json: bool, watch: float
         raise ConfigError(f"--watch must be a positive number of seconds, got {watch}")
     view = _status_view(checkpoint_dir, run_id)
     _print_detail(view, [], as_json, options=False)
-    while watch is not None and (view.status is RunStatus.RUNNING or view.holder is not None):
-        time.sleep(watch)
+    if watch is not None:
+        try:
+            _watch(checkpoint_dir, view, watch, as_json)
+        except KeyboardInterrupt:
+            return  # Ctrl-C ends watching; the run itself is not touched
+
+
+def _watch(checkpoint_dir: Path, view: RunView, seconds: float, as_json: bool) -> None:
+    while view.status is RunStatus.RUNNING or view.holder is not None:
+        time.sleep(seconds)
         view = view_run(find_run(checkpoint_dir, view.run_id))
         _next_frame(as_json)
         _print_detail(view, [], as_json, options=False)
