@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ._errors import ConfigError
 from ._manage import RunView, find_run, view_run
 from ._manage import cleanup as _cleanup
 from ._manage import delete_run as _delete_run
@@ -34,7 +35,5 @@ def cleanup_runs(
 ) -> list[str]:
     """Remove all but the newest ``keep`` completed runs; return the removed ids."""
     if keep < 0:
-        from ._errors import ConfigError
-
         raise ConfigError(f"keep must be at least 0, got {keep}")
     return _cleanup(Path(checkpoint_dir), keep)
