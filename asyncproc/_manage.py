@@ -139,8 +139,20 @@ def derive_status(stored: RunStatus, held: bool) -> RunStatus:
 
 
 def view_run(run: RunDir) -> RunView:
-    """Read one run without taking its lock."""
-    manifest = run.read()
+    """Read one run without taking its lock.
+
+    The manifest is read again after the shard checkpoints: if the run moved on meanwhile
+    (merged and cleared its checkpoints, say), the view is taken again.
+    """
+    for _ in range(3):
+        manifest = run.read()
+        view = _view(run, manifest)
+        if run.read().status is manifest.status:
+            break
+    return view
+
+
+def _view(run: RunDir, manifest: Manifest) -> RunView:
     held = is_held(run.path / "lock")
     status = derive_status(manifest.status, held)
     shards = () if manifest.status in FINISHED else _shard_views(run, manifest)
