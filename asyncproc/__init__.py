@@ -25,11 +25,11 @@ from ._errors import (
 from ._keyed import LoaderCheckpoint, LoaderStats
 from ._keyed_records import KeyFailure
 from ._keyed_run import CheckpointManager, KeyedRun, KeyedRunInfo
-from ._manage import RunView, ShardView
 from ._options import InputFormat, Options, OutputKind
 from ._records import RunStatus
 from ._runs_api import cleanup_runs, delete_run, get_run, list_runs
 from ._summary import Summary
+from ._views import RunView, ShardView
 
 __version__ = "0.1.0"
 

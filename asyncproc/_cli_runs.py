@@ -18,8 +18,8 @@ from rich.console import Console
 
 from ._cli import cli
 from ._errors import ConfigError
+from ._manage import cleanup as cleanup_runs
 from ._manage import (
-    RunView,
     cleanup_candidates,
     current_run,
     delete_run,
@@ -28,9 +28,9 @@ from ._manage import (
     list_runs,
     view_run,
 )
-from ._manage import cleanup as cleanup_runs
 from ._records import RunStatus
 from ._render import run_detail, runs_table
+from ._views import RunView
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_CHECKPOINT = Path(".asyncproc")

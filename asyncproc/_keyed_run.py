@@ -23,10 +23,10 @@ from ._errors import ConfigError, IncompatibleRunError, RunError, RunNotFoundErr
 from ._keyed import LoaderCheckpoint
 from ._keyed_records import KEYED_MANIFEST, KeyedRunRecord, check_name, config_differences
 from ._locks import is_held
-from ._manage import derive_status
 from ._records import RunStatus
 from ._runs import RunDir, hold_lock, new_run_dir
 from ._store import atomic_write
+from ._views import derive_status
 
 DEFAULT_SHARDS = 8
 

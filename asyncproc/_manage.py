@@ -11,131 +11,19 @@ checkpoint (:meth:`ShardStore.load`), and asks the kernel whether the lock is he
 from __future__ import annotations
 
 import shutil
-import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ._errors import AsyncprocError, RunError, RunNotFoundError
 from ._failures import failures_from_file, failures_from_segments
+from ._keyed_view import is_keyed, keyed_failures, keyed_view
 from ._locks import exclusive, holder_text, is_held
 from ._records import Manifest, RunStatus, ShardCheckpoint, ShardPlan
 from ._runs import RunDir, hold_lock, run_dirs
 from ._store import ShardStore
-
-FINISHED = (RunStatus.COMPLETED, RunStatus.MERGED)
-
-
-def iso(ts: float | None) -> str | None:
-    """A POSIX time as an ISO 8601 string in UTC, or None."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True, slots=True)
-class ShardView:
-    """One shard's progress as its newest good checkpoint records it."""
-
-    shard_id: int
-    start: int
-    end: int
-    items: int
-    processed: int
-    failed: int
-    attempts: int
-    done: bool
-    checkpoint_at: float | None
-    problems: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "shard_id": self.shard_id, "start": self.start, "end": self.end,
-            "items": self.items, "processed": self.processed, "failed": self.failed,
-            "attempts": self.attempts, "done": self.done,
-            "checkpoint_at": iso(self.checkpoint_at), "problems": list(self.problems),
-        }  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class RunView:
-    """A run as management commands show it; ``to_json`` has the stable field names."""
-
-    run_id: str
-    status: RunStatus
-    input: str
-    output: str
-    total_items: int
-    processed: int
-    failed: int
-    started_at: float
-    ended_at: float | None
-    updated_at: float
-    options: dict[str, Any]
-    holder: str | None
-    path: Path
-    shards: tuple[ShardView, ...] = ()
-    summary: dict[str, Any] | None = None
-    now: float = field(default_factory=time.time)
-
-    @property
-    def done(self) -> int:
-        return self.processed + self.failed
-
-    @property
-    def percent(self) -> float:
-        return round(100.0 * self.done / self.total_items, 1) if self.total_items else 100.0
-
-    @property
-    def duration(self) -> float:
-        end = self.ended_at or (self.now if self.status is RunStatus.RUNNING else self.updated_at)
-        return max(0.0, end - self.started_at)
-
-    @property
-    def throughput(self) -> float:
-        """Items per second, averaged since the run was planned (pauses included)."""
-        if self.summary and "items_per_s" in self.summary:
-            return float(self.summary["items_per_s"])
-        return self.done / self.duration if self.duration > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left at the average rate, for an unfinished run; None if unknown."""
-        if self.status in FINISHED or self.throughput <= 0:
-            return None
-        return (self.total_items - self.done) / self.throughput
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id, "status": self.status.value, "input": self.input,
-            "output": self.output, "total_items": self.total_items,
-            "processed": self.processed, "failed": self.failed, "percent": self.percent,
-            "started_at": iso(self.started_at), "ended_at": iso(self.ended_at),
-            "updated_at": iso(self.updated_at), "duration_s": round(self.duration, 3),
-            "holder": self.holder,
-        }  # fmt: skip
-
-    def to_json_detail(self, failures: list[dict[str, Any]]) -> dict[str, Any]:
-        eta = self.eta
-        return {
-            **self.to_json(), "options": self.options,
-            "items_per_s": round(self.throughput, 1),
-            "eta_s": None if eta is None else round(eta, 1),
-            "shards": [s.to_json() for s in self.shards], "recent_failures": failures,
-        }  # fmt: skip
-
+from ._views import FINISHED, RunView, ShardView, derive_status
 
 # -- reading -----------------------------------------------------------------------------
-
-
-def derive_status(stored: RunStatus, held: bool) -> RunStatus:
-    """The status to show: a held lock means running; 'running' with no holder died."""
-    if stored in FINISHED:
-        return stored
-    if held:
-        return RunStatus.RUNNING
-    return RunStatus.INTERRUPTED if stored is RunStatus.RUNNING else stored
 
 
 def view_run(run: RunDir) -> RunView:
@@ -144,6 +32,8 @@ def view_run(run: RunDir) -> RunView:
     The manifest is read again after the shard checkpoints: if the run moved on meanwhile
     (merged and cleared its checkpoints, say), the view is taken again.
     """
+    if is_keyed(run.path):
+        return keyed_view(run.path)
     for _ in range(3):
         manifest = run.read()
         view = _view(run, manifest)
@@ -203,7 +93,7 @@ def shard_checkpoints(run: RunDir, manifest: Manifest) -> list[ShardCheckpoint]:
 def list_runs(checkpoint_dir: Path) -> tuple[list[RunView], list[str]]:
     """Every readable run, newest first, and a line for each run that could not be read."""
     views, problems = [], []
-    for run in run_dirs(checkpoint_dir):
+    for run in all_run_dirs(checkpoint_dir):
         try:
             views.append(view_run(run))
         except (AsyncprocError, OSError) as exc:
@@ -211,10 +101,24 @@ def list_runs(checkpoint_dir: Path) -> tuple[list[RunView], list[str]]:
     return views, problems
 
 
+def all_run_dirs(checkpoint_dir: Path) -> list[RunDir]:
+    """File runs and keyed runs, newest first."""
+    if not checkpoint_dir.is_dir():
+        return []
+    keyed = [RunDir(p) for p in checkpoint_dir.iterdir() if is_keyed(p)]
+    return sorted([*run_dirs(checkpoint_dir), *keyed], key=_newest, reverse=True)
+
+
+def _newest(run: RunDir) -> tuple[str, int]:
+    base, tail = run.run_id[:19], run.run_id[20:]  # run_YYYYMMDD_HHMMSS[-n]
+    return base, int(tail) if tail.isdigit() else 0
+
+
 def find_run(checkpoint_dir: Path, run_id: str) -> RunDir:
     """The run directory of ``run_id``; RunNotFoundError with a hint if there is none."""
     path = checkpoint_dir / run_id
-    if "/" in run_id or run_id in ("", ".", "..") or not (path / "manifest.json").is_file():
+    exists = (path / "manifest.json").is_file() or is_keyed(path)
+    if "/" in run_id or run_id in ("", ".", "..") or not exists:
         raise RunNotFoundError(
             f"no run {run_id!r} under {checkpoint_dir}; "
             f"see `asyncproc list --checkpoint {checkpoint_dir}` for the run ids"
@@ -238,6 +142,8 @@ def current_run(checkpoint_dir: Path) -> RunView:
 
 def failures_of(view: RunView, limit: int) -> list[dict[str, Any]]:
     """The last ``limit`` failed items of a run with their errors, newest index first."""
+    if view.kind == "keyed":
+        return keyed_failures(view.path, limit)
     run = RunDir(view.path)
     if view.status in FINISHED:
         failed_file = (view.summary or {}).get("failed_items_file")

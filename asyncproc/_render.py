@@ -8,8 +8,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ._manage import RunView, iso
 from ._progress import fmt_duration
+from ._views import RunView, iso
 
 STATUS_STYLE = {
     "running": "bold green",
@@ -87,11 +87,13 @@ def _shards(view: RunView) -> Table:
 
 def _failures(failures: list[dict[str, Any]]) -> Table:
     table = Table(title="most recent failures")
-    for column in ("index", "item", "error"):
+    for column in ("index/key", "item", "error"):
         table.add_column(column, overflow="fold")
     for entry in failures:
         error = f"{entry.get('error_type', '')}: {entry.get('error', '')}"
-        table.add_row(str(entry.get("index")), repr(entry.get("item"))[:80], error)
+        where = entry["index"] if "index" in entry else entry.get("key")
+        item = repr(entry["item"])[:80] if "item" in entry else "-"
+        table.add_row(str(where), item, error)
     return table
 
 

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 from ._errors import ConfigError
-from ._manage import RunView, find_run, view_run
 from ._manage import cleanup as _cleanup
 from ._manage import delete_run as _delete_run
+from ._manage import find_run, view_run
 from ._manage import list_runs as _list_runs
+from ._views import RunView
 
 DEFAULT_CHECKPOINT = ".asyncproc"
 

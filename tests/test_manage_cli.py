@@ -8,6 +8,7 @@ checkpoint to exist, never for a fixed time.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from conftest import (
     CLI_TIMEOUT,
@@ -27,6 +29,8 @@ from conftest import (
     run_ok,
     write_lines,
 )
+
+import asyncproc
 
 STABLE_KEYS = {
     "run_id",
@@ -168,9 +172,7 @@ def test_show_completed_run(runs: dict[str, Any]) -> None:
     assert shown["recent_failures"] == []
 
 
-def test_show_recent_failures_of_unfinished_and_finished_runs(
-    source: Path, tmp_path: Path
-) -> None:
+def test_show_recent_failures_of_unfinished_and_finished_runs(source: Path, tmp_path: Path) -> None:
     processor = tmp_path / "failing.py"
     processor.write_text(textwrap.dedent(FAILING))
     ck = tmp_path / "ck"
@@ -352,3 +354,46 @@ def test_resume_refuses_result_changing_options_and_records_speed_options(
     assert summary["resumed"] is True and summary["processed"] == ITEMS
     manifest = json.loads((ck / summary["run_id"] / "manifest.json").read_bytes())
     assert (manifest["options"]["concurrency"], manifest["options"]["batch_size"]) == (7, 9)
+
+
+# -- keyed runs ------------------------------------------------------------------------------
+
+
+async def _cli(*args: str | Path, check: int = 0) -> subprocess.CompletedProcess[str]:
+    return await anyio.to_thread.run_sync(functools.partial(run_cli, *args, check=check))
+
+
+async def test_keyed_runs_are_listed_shown_cleaned_and_deleted(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    manager = asyncproc.CheckpointManager(ck, shards=2)
+    run = await manager.start_run({"source": "api"})
+    pages = await run.loader("pages", interval=2)
+    pages.set_total_items(10)
+    for page in range(4):
+        await pages.mark_processed(page)
+    await pages.mark_failed("p9", ValueError("page p9 is gone"))
+    await pages.save_progress()
+
+    (live,) = _json(await _cli("list", "--checkpoint", ck, "--json"))
+    assert (live["kind"], live["status"], live["input"]) == ("keyed", "running", "keyed: pages")
+    assert (live["processed"], live["failed"], live["total_items"]) == (4, 1, 10)
+    assert f"pid {os.getpid()} " in live["holder"]
+    refused = await _cli("delete", run.run_id, "--checkpoint", ck, "--yes", check=1)
+    assert "in progress" in error_lines(refused.stderr)[0]
+
+    await run.fail(RuntimeError("the api is down"))
+    shown = _json(await _cli("show", run.run_id, "--checkpoint", ck, "--json"))
+    assert shown["status"] == "failed" and shown["options"]["error"].endswith("api is down")
+    (failure,) = shown["recent_failures"]
+    assert (failure["loader"], failure["key"], failure["error"]) == (
+        "pages",
+        "p9",
+        "page p9 is gone",
+    )
+
+    second = await manager.start_run(new_run=True)
+    await second.complete()
+    cleaned = await _cli("cleanup", "--keep", "0", "--checkpoint", ck)
+    assert second.run_id in cleaned.stdout and run.run_id not in cleaned.stdout
+    await _cli("delete", run.run_id, "--checkpoint", ck, "--yes")
+    assert _json(await _cli("list", "--checkpoint", ck, "--json")) == []
