@@ -16,7 +16,7 @@ DEFAULT_CHECKPOINT = ".asyncproc"
 
 
 def list_runs(checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> list[RunView]:
-    """Every readable file run under ``checkpoint_dir``, newest first (never locks)."""
+    """Every readable run (file or keyed) under ``checkpoint_dir``, newest first; never locks."""
     views, _ = _list_runs(Path(checkpoint_dir))
     return views
 
