@@ -4,6 +4,7 @@ The public API is what ``__all__`` lists; every other module is private.
 """
 
 from ._api import process_file, run_file
+from ._checkpointed import ItemsReport, LoaderContext, checkpointed
 from ._context import ItemInfo, current_item
 from ._errors import (
     AsyncprocError,
@@ -25,15 +26,21 @@ from ._errors import (
     SimulatedCrash,
     WorkerProcessError,
 )
+from ._keyed import LoaderCheckpoint, LoaderStats
+from ._keyed_records import KeyFailure
+from ._keyed_run import CheckpointManager, KeyedRun, KeyedRunInfo
 from ._options import InputFormat, Options, OutputKind
 from ._records import RunStatus
+from ._runs_api import cleanup_runs, delete_run, get_run, list_runs
 from ._summary import Summary
+from ._views import RunView, ShardView
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncprocError",
     "CheckpointError",
+    "CheckpointManager",
     "ConfigError",
     "CorruptCheckpointError",
     "FailureLimitError",
@@ -45,6 +52,13 @@ __all__ = [
     "ItemError",
     "ItemInfo",
     "ItemTimeoutError",
+    "ItemsReport",
+    "KeyFailure",
+    "KeyedRun",
+    "KeyedRunInfo",
+    "LoaderCheckpoint",
+    "LoaderContext",
+    "LoaderStats",
     "Options",
     "OutputError",
     "OutputKind",
@@ -53,11 +67,18 @@ __all__ = [
     "RunLockedError",
     "RunNotFoundError",
     "RunStatus",
+    "RunView",
+    "ShardView",
     "SimulatedCrash",
     "Summary",
     "WorkerProcessError",
     "__version__",
+    "checkpointed",
+    "cleanup_runs",
     "current_item",
+    "delete_run",
+    "get_run",
+    "list_runs",
     "process_file",
     "run_file",
 ]

@@ -223,4 +223,5 @@ def _guarded(call: Callable[[], Any]) -> int:
     return result if isinstance(result, int) else 0
 
 
-from . import _cli_bench  # noqa: E402, F401 - registers ``asyncproc bench`` on ``cli``
+# Importing these registers their commands on ``cli``: bench; list, show, status, delete, cleanup.
+from . import _cli_bench, _cli_runs  # noqa: E402, F401

@@ -1,0 +1,82 @@
+"""The public API is exactly ``__all__``: sorted, importable, and nothing public left out."""
+
+from __future__ import annotations
+
+import types
+
+import asyncproc
+
+EXPECTED = {
+    "AsyncprocError",
+    "CheckpointError",
+    "CheckpointManager",
+    "ConfigError",
+    "CorruptCheckpointError",
+    "IncompatibleRunError",
+    "InputChangedError",
+    "InputError",
+    "InputFormat",
+    "ItemError",
+    "ItemTimeoutError",
+    "ItemsReport",
+    "KeyFailure",
+    "KeyedRun",
+    "KeyedRunInfo",
+    "LoaderCheckpoint",
+    "LoaderContext",
+    "LoaderStats",
+    "Options",
+    "OutputError",
+    "OutputKind",
+    "ProcessorLoadError",
+    "RunError",
+    "RunLockedError",
+    "RunNotFoundError",
+    "RunStatus",
+    "RunView",
+    "ShardView",
+    "SimulatedCrash",
+    "Summary",
+    "__version__",
+    "checkpointed",
+    "cleanup_runs",
+    "delete_run",
+    "get_run",
+    "list_runs",
+    "process_file",
+    "run_file",
+}
+
+
+def test_all_is_the_expected_set_and_sorted() -> None:
+    assert set(asyncproc.__all__) == EXPECTED, (
+        f"added: {sorted(set(asyncproc.__all__) - EXPECTED)}, "
+        f"missing: {sorted(EXPECTED - set(asyncproc.__all__))}"
+    )
+    assert list(asyncproc.__all__) == sorted(asyncproc.__all__)
+    assert len(asyncproc.__all__) == len(set(asyncproc.__all__))
+
+
+def test_every_name_in_all_is_importable() -> None:
+    namespace: dict[str, object] = {}
+    exec("from asyncproc import *", namespace)
+    for name in asyncproc.__all__:
+        assert hasattr(asyncproc, name), name
+        if name != "__version__":
+            assert name in namespace, name
+
+
+def test_no_public_attribute_is_left_out_of_all() -> None:
+    public = {
+        name
+        for name, value in vars(asyncproc).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public <= set(asyncproc.__all__), sorted(public - set(asyncproc.__all__))
+
+
+def test_exported_objects_claim_the_public_package() -> None:
+    for name in asyncproc.__all__:
+        value = getattr(asyncproc, name)
+        if isinstance(value, type | types.FunctionType):
+            assert value.__module__.startswith("asyncproc"), (name, value.__module__)
