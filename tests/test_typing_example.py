@@ -17,4 +17,3 @@ def test_typing_example_runs(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-
