@@ -36,7 +36,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency", type=float, default=None, help="sleep seconds, if any")
     p.add_argument("--checkpoint", default=None, help="asyncproc: fresh checkpoint dir")
     p.add_argument("--workers", type=int, default=None, help="asyncproc: --workers")
-    p.add_argument("--bare-uvloop", action="store_true", help="bare: run on uvloop")
+    p.add_argument(
+        "--bare-uvloop", action="store_true", help="both engines on uvloop (default: asyncio)"
+    )
     return p.parse_args(argv)
 
 
@@ -54,9 +56,11 @@ def _asyncproc_job(args: argparse.Namespace) -> Callable[[], dict[str, Any]]:
         options["processor_args"] = {"latency": str(args.latency)}
     if args.workers is not None:
         options["workers"] = args.workers
+    # The same event loop as the bare program, so the ratio compares engines, not loops.
+    loop = "uvloop" if args.bare_uvloop else "asyncio"
 
     def job() -> dict[str, Any]:
-        s = asyncproc.run_file(args.input, args.output, args.processor, **options)
+        s = asyncproc.run_file(args.input, args.output, args.processor, loop=loop, **options)
         return {
             "items": s.processed,
             "total_items": s.total_items,

@@ -116,7 +116,11 @@ def parse_args(argv: list[str] | None) -> Config:
         default=None,
         help="asyncproc --workers for (a)/(b) (default: the engine's choice)",
     )
-    p.add_argument("--bare-uvloop", action="store_true", help="run the bare program on uvloop")
+    p.add_argument(
+        "--bare-uvloop",
+        action="store_true",
+        help="run both programs on uvloop (default: both on asyncio)",
+    )
     p.add_argument("--timeout", type=float, default=1800.0, help="per-subprocess timeout (s)")
     p.add_argument("--keep-data", action="store_true", help="keep the temp dir (debugging)")
     p.add_argument(
