@@ -35,6 +35,9 @@ from ._retry import ITEM_ERRORS, Attempts
 from ._volatile import store_for
 
 FEED_LOW_WATER = 1024
+# Items lanes may run past a full batch while it commits: rides out a slow fsync with
+# small batches, without letting a large --batch-size multiply the window.
+COMMIT_SLACK = 8192
 END_OF_SHARD = 1 << 62
 # Where an item failed: its line, the processor, or encoding the result.
 DECODE, CALL, ENCODE = range(3)
@@ -64,7 +67,8 @@ class ShardSpec:
     @property
     def limit(self) -> int:
         """How far lanes may run ahead of the durable prefix."""
-        return max(4 * self.lanes, 64) + 8 * self.batch_size
+        batch = self.batch_size
+        return max(4 * self.lanes, 64) + batch + min(7 * batch, COMMIT_SLACK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +265,7 @@ class ShardWorker:
         The in-order case is inline (no further calls): it is most items' only path.
         """
         if seq != self._next or seq >= self._batch_end:
-            self._results[seq] = (end, out, dead)
+            self._results[seq] = (end, _exact(out), _exact(dead))
             return False
         if out is None:
             self._append(end, out, dead)
@@ -382,3 +386,12 @@ class ShardWorker:
             done=done,
             updated_at=time.time(),
         )
+
+
+def _exact(data: bytes | None) -> bytes | None:
+    """An exact-size copy of a record that has to wait for its turn.
+
+    orjson over-allocates what it returns (4 KiB for a 60-byte record); held for a whole
+    batch, that would make the window cost ~50 times what it holds.
+    """
+    return None if data is None else bytes(memoryview(data))

@@ -184,9 +184,10 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
         calls = calls[:before] if before else calls
     print(f"seed {seed}: {len(calls) - ITEMS} calls beyond one per item, {kills} kills")
     # A kill redoes at most what lanes may hold beyond the durable prefix, per shard
-    # (README, "Guarantees"): max(4 x lanes, 64) + 8 x batch size.
+    # (README, "Guarantees"): max(4 x lanes, 64) + batch + min(7 x batch, 8192).
     lanes = CONCURRENCY // WORKERS
-    bound = ITEMS + kills * WORKERS * (max(4 * lanes, 64) + 8 * BATCH)
+    window = max(4 * lanes, 64) + BATCH + min(7 * BATCH, 8192)
+    bound = ITEMS + kills * WORKERS * window
     assert len(calls) <= bound, (
         f"seed {seed}: {len(calls)} processor calls for {ITEMS} items after {kills} kills "
         f"(at most {bound} expected): committed work was redone"
