@@ -26,7 +26,7 @@ from typing import Any, Self
 import orjson
 
 from ._errors import ConfigError, CorruptCheckpointError
-from ._records import SCHEMA_VERSION, RunStatus, field_of, seal, unseal
+from ._records import SCHEMA_VERSION, RunStatus, field_of, seal, status_of, time_of, unseal
 
 KEYED_MANIFEST = "keyed.json"
 LOADER_RECORD = "loader.json"
@@ -78,16 +78,12 @@ class KeyedRunRecord:
     @classmethod
     def from_bytes(cls, raw: bytes, what: str) -> Self:
         data = unseal(raw, what)
-        try:
-            status = RunStatus(field_of(data, "status", str, what))
-        except ValueError as exc:
-            raise CorruptCheckpointError(f"{what}: unknown status {data['status']!r}") from exc
         error = data.get("error")
         return cls(
             run_id=field_of(data, "run_id", str, what),
-            status=status,
-            created_at=float(field_of(data, "created_at", (int, float), what)),  # type: ignore[arg-type]
-            updated_at=float(field_of(data, "updated_at", (int, float), what)),  # type: ignore[arg-type]
+            status=status_of(data, what),
+            created_at=time_of(data, "created_at", what),
+            updated_at=time_of(data, "updated_at", what),
             config=field_of(data, "config", dict, what),
             shards=field_of(data, "shards", int, what),
             error=error if isinstance(error, str) else None,

@@ -69,6 +69,21 @@ def field_of(data: dict[str, Any], key: str, kind: type[T], what: str) -> T:
     return value
 
 
+def time_of(data: dict[str, Any], key: str, what: str) -> float:
+    """A timestamp field: JSON may hold it as an int or a float."""
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CorruptCheckpointError(f"{what}: field {key!r} should be a number")
+    return float(value)
+
+
+def status_of(data: dict[str, Any], what: str) -> RunStatus:
+    try:
+        return RunStatus(field_of(data, "status", str, what))
+    except ValueError as exc:
+        raise CorruptCheckpointError(f"{what}: unknown status {data['status']!r}") from exc
+
+
 @dataclass(frozen=True, slots=True)
 class InputIdentity:
     """What the input looked like when the run was planned."""
@@ -161,7 +176,7 @@ class ShardCheckpoint:
             segments=_segments(data, "segments", what),
             dead_segments=_segments(data, "dead_segments", what),
             done=field_of(data, "done", bool, what),
-            updated_at=float(field_of(data, "updated_at", (int, float), what)),  # type: ignore[arg-type]
+            updated_at=time_of(data, "updated_at", what),
         )
 
 
@@ -187,16 +202,12 @@ class Manifest:
     @classmethod
     def from_bytes(cls, raw: bytes, what: str) -> Self:
         data = unseal(raw, what)
-        try:
-            status = RunStatus(field_of(data, "status", str, what))
-        except ValueError as exc:
-            raise CorruptCheckpointError(f"{what}: unknown status {data['status']!r}") from exc
         summary = data.get("summary")
         return cls(
             run_id=field_of(data, "run_id", str, what),
-            status=status,
-            created_at=float(field_of(data, "created_at", (int, float), what)),  # type: ignore[arg-type]
-            updated_at=float(field_of(data, "updated_at", (int, float), what)),  # type: ignore[arg-type]
+            status=status_of(data, what),
+            created_at=time_of(data, "created_at", what),
+            updated_at=time_of(data, "updated_at", what),
             input=InputIdentity.from_dict(field_of(data, "input", dict, what), what),
             output=field_of(data, "output", str, what),
             options=field_of(data, "options", dict, what),

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -217,3 +218,31 @@ def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
 @pytest.fixture
 def summary() -> Callable[[subprocess.CompletedProcess[str]], dict[str, Any]]:
     return summary_of
+
+
+_CALL_LOG = """\
+import os
+
+import anyio
+
+LOG = os.environ["ASYNCPROC_TEST_CALL_LOG"]
+
+
+def log_call(item):
+    # One O_APPEND write per call: lines from concurrent calls never interleave.
+    fd = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (item + "\\n").encode("utf-8"))
+    finally:
+        os.close(fd)
+
+"""
+
+
+def logging_processor(body: str) -> str:
+    """Source of a processor module whose ``log_call(item)`` appends to the call log.
+
+    The log is the file named by ``ASYNCPROC_TEST_CALL_LOG``; counting its lines tells
+    how often the processor was really called, across kills and resumes.
+    """
+    return _CALL_LOG + textwrap.dedent(body)

@@ -17,6 +17,7 @@ from conftest import (
     expected_array,
     expected_jsonl,
     expected_text_stats_array,
+    logging_processor,
     numbered_lines,
     run_cli,
     run_ok,
@@ -224,20 +225,13 @@ def test_unusable_processor_exit_2(source_text: str, tmp_path: Path) -> None:
 
 # -- the failure limit -----------------------------------------------------------------
 
-ALWAYS_FAILING = """
-import os
-
-LOG = os.environ["ASYNCPROC_TEST_CALL_LOG"]
-
-
+ALWAYS_FAILING = logging_processor(
+    """
 async def work(item):
-    fd = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, (item + "\\n").encode("utf-8"))
-    finally:
-        os.close(fd)
+    log_call(item)
     raise ConnectionError("the API is down")
 """
+)
 
 LIMIT_ITEMS = 2000
 

@@ -23,6 +23,7 @@ from conftest import (
     expected_array,
     expected_jsonl,
     expected_text_stats_array,
+    logging_processor,
     numbered_lines,
     run_cli,
     run_cmd,
@@ -312,23 +313,14 @@ def test_simulated_crash_then_resume(make_input: Callable[..., Path], tmp_path: 
     assert output.read_bytes() == expected_text_stats_array(source.read_bytes())
 
 
-COUNTING_PROCESSOR = """
-import os
-
-import anyio
-
-LOG = os.environ["ASYNCPROC_TEST_CALL_LOG"]
-
-
+COUNTING_PROCESSOR = logging_processor(
+    """
 async def work(item):
-    fd = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, (item + "\\n").encode("utf-8"))
-    finally:
-        os.close(fd)
+    log_call(item)
     await anyio.sleep(0)
     return item
 """
+)
 
 
 def test_checkpoints_commit_batch_size_items(

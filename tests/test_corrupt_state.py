@@ -20,6 +20,7 @@ from conftest import (
     describe,
     error_lines,
     expected_text_stats_array,
+    logging_processor,
     numbered_lines,
     run_cli,
     run_ok,
@@ -43,18 +44,10 @@ from asyncproc._records import ShardCheckpoint, seal
 CRASH_AFTER = 1500
 
 # text_stats, plus a log of every item the processor is called with.
-PROCESSOR = """
-import os
-
-LOG = os.environ["ASYNCPROC_TEST_CALL_LOG"]
-
-
+PROCESSOR = logging_processor(
+    """
 async def work(item):
-    fd = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, (item + "\\n").encode("utf-8"))
-    finally:
-        os.close(fd)
+    log_call(item)
     return {
         "original": item,
         "length": len(item),
@@ -62,6 +55,7 @@ async def work(item):
         "uppercase": item.upper(),
     }
 """
+)
 
 
 class Job:

@@ -21,6 +21,7 @@ from conftest import (
     CLI_TIMEOUT,
     cli_command,
     expected_array,
+    logging_processor,
     numbered_lines,
     run_ok,
     text_items,
@@ -33,23 +34,14 @@ BATCH = 50
 CONCURRENCY = 32
 MAX_KILLS = 6
 
-PROCESSOR = """
-import os
-
-import anyio
-
-LOG = os.environ["ASYNCPROC_TEST_CALL_LOG"]
-
-
+PROCESSOR = logging_processor(
+    """
 async def work(item):
-    fd = os.open(LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, (item + "\\n").encode("utf-8"))
-    finally:
-        os.close(fd)
+    log_call(item)
     await anyio.sleep(0.0002)
     return {"item": item, "words": len(item.split())}
 """
+)
 
 
 def _args(source: Path, output: Path, ck: Path, processor: Path) -> list[Any]:
