@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -81,8 +82,19 @@ def check_output(output: Path, input_path: Path) -> None:
     parent = output.parent
     if not parent.is_dir():
         raise OutputError(f"output directory {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output directory {parent} is not writable; check its permissions")
+    _probe_writable(parent)
+
+
+def _probe_writable(directory: Path) -> None:
+    """Create and remove a file there: permission bits alone miss root, ACLs, read-only mounts."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".asyncproc-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"output directory {directory} is not writable ({exc.strerror}); "
+            "check its permissions or choose another --output"
+        ) from None
 
 
 def lane_counts(concurrency: int, shards: int) -> list[int]:

@@ -729,14 +729,31 @@ def test_bad_option_output_dir_read_only(make_input: Callable[..., Path], tmp_pa
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running with privileges that can write a read-only directory")
         proc = run_cli(
             "run", "--input", source, "--output", locked / "x.json", "--checkpoint", tmp_path / "ck"
         )
+        if os.access(locked, os.W_OK) and proc.returncode == 0:
+            return  # privileged enough to write there: nothing was refused, rightly
         _assert_usage_error(proc, locked)
     finally:
         locked.chmod(0o755)
+
+
+def test_bad_option_output_where_even_root_cannot_write(
+    make_input: Callable[..., Path], tmp_path: Path
+) -> None:
+    """procfs takes no new files, whoever asks: the refusal must not trust permission bits."""
+    source = make_input(10)
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux procfs")
+    proc = run_cli(
+        "run", "--input", source, "--output", "/proc/asyncproc-out.json", "--checkpoint",
+        tmp_path / "ck",
+    )  # fmt: skip
+    assert proc.returncode == 2, describe(proc, "expected exit code 2")
+    (line,) = error_lines(proc.stderr)
+    assert "not writable" in line and "--output" in line, describe(proc)
+    assert proc.stdout.strip() == "" and not (tmp_path / "ck").exists(), describe(proc)
 
 
 def test_missing_output_option(make_input: Callable[..., Path], tmp_path: Path) -> None:
