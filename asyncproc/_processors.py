@@ -94,7 +94,7 @@ def load_processor(spec: str | Fn, args: dict[str, str] | None = None) -> Proces
         fn, name = _builtin(spec, args), spec
     else:
         _no_args(args, spec)
-        fn, name = _import(spec), spec
+        fn, name = _import(spec), _canonical(spec)
     _check_signature(fn, name)
     return Processor(name, fn, _is_async(fn))
 
@@ -126,6 +126,18 @@ def _import(spec: str) -> Fn:
     if not callable(fn):
         raise ProcessorLoadError(f"processor {spec}: {target} has no function {attr!r}")
     return fn  # type: ignore[no-any-return]
+
+
+def _canonical(spec: str) -> str:
+    """A file spec with its path made absolute, as it is recorded in the run.
+
+    A resume from another directory then loads the same file, and the same file named
+    by another relative path is the same processor.
+    """
+    target, _, attr = spec.rpartition(":")
+    if not target.endswith(".py"):
+        return spec
+    return f"{Path(target).resolve()}:{attr}"
 
 
 def _load_module(name: str) -> Any:

@@ -334,6 +334,31 @@ def _check_live(ck: Path, pid: int) -> str:
 # -- resuming with other options -----------------------------------------------------------
 
 
+def test_a_file_processor_is_recorded_by_its_absolute_path(tmp_path: Path) -> None:
+    """Resuming from another directory loads the same file, however it is named there."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    write_lines(home / "input.txt", numbered_lines(ITEMS))
+    (home / "proc.py").write_text("def work(item):\n    return {'seen': item}\n")
+    args = ["run", "--input", tmp_path / "home" / "input.txt", "--output", tmp_path / "o.json",
+            "--checkpoint", tmp_path / "ck", "--batch-size", "5", "--concurrency", "1"]  # fmt: skip
+    run_cli(*args, "--processor", "proc.py:work", "--simulate-crash", "5", check=3, cwd=home)
+    (run,) = _json(run_cli("list", "--checkpoint", tmp_path / "ck", "--json", check=0))
+    shown = _json(run_cli("show", run["run_id"], "--checkpoint", tmp_path / "ck", "--json"))
+    assert shown["options"]["processor"] == f"{home / 'proc.py'}:work"
+    # The same relative spec elsewhere names another file: a different processor, refused.
+    (elsewhere / "proc.py").write_text("def work(item):\n    return {'decoy': item}\n")
+    refused = run_cli(*args, "--processor", "proc.py:work", cwd=elsewhere)
+    assert refused.returncode not in (0, 3), describe(refused)
+    (line,) = error_lines(refused.stderr)
+    assert "processor" in line and str(elsewhere / "proc.py") in line, describe(refused)
+    proc = run_cli(*args, "--processor", "../home/proc.py:work", check=0, cwd=elsewhere)
+    summary = json.loads(proc.stdout)
+    assert summary["resumed"] and summary["processed"] == ITEMS, describe(proc)
+    assert b"decoy" not in (tmp_path / "o.json").read_bytes()
+
+
 def test_resume_refuses_result_changing_options_and_records_speed_options(
     source: Path, tmp_path: Path
 ) -> None:
