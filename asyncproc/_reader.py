@@ -11,11 +11,16 @@ from ._errors import InputChangedError
 
 CHUNK = 1 << 18  # 256 KiB: one thread round trip per chunk, a few MB of lines in memory
 
-# (start offset, end offset just past the newline, the raw line without its newline)
-Line = tuple[int, int, bytes]
+# A chunk of non-blank lines: their start offsets, and their bytes without the newline.
+# Two flat lists rather than a tuple per line: ints and bytes are not tracked by the
+# cyclic garbage collector, so lines waiting for a lane trigger no collections (a tuple
+# per line cost ~10% of the loop at 100,000 items/s). A line ends at
+# ``min(start + len(raw) + 1, end of the range)``: only the range's last line may lack
+# its newline.
+Lines = tuple[list[int], list[bytes]]
 
 
-async def read_lines(path: Path, start: int, end: int) -> AsyncIterator[list[Line]]:
+async def read_lines(path: Path, start: int, end: int) -> AsyncIterator[Lines]:
     """Yield the non-blank lines of ``[start, end)`` a chunk at a time, with their offsets."""
     async with aiofiles.open(path, "rb") as fh:
         await fh.seek(start)
@@ -38,17 +43,18 @@ async def read_lines(path: Path, start: int, end: int) -> AsyncIterator[list[Lin
             carry_start = position - (len(chunk) - cut)
         tail = b"".join(pieces)
         if tail.strip():
-            yield [(carry_start, end, tail)]
+            yield [carry_start], [tail]
 
 
-def split_lines(block: bytes, base: int) -> list[Line]:
+def split_lines(block: bytes, base: int) -> Lines:
     """Split whole lines (``block`` ends with a newline), keeping the non-blank ones."""
-    lines: list[Line] = []
-    append_line = lines.append
+    starts: list[int] = []
+    raws: list[bytes] = []
+    add_start, add_raw = starts.append, raws.append
     start = base
     for line in block.split(b"\n")[:-1]:
-        end = start + len(line) + 1
         if line.strip():
-            append_line((start, end, line))
-        start = end
-    return lines
+            add_start(start)
+            add_raw(line)
+        start += len(line) + 1
+    return starts, raws

@@ -29,7 +29,7 @@ from ._context import LaneSlot, current_slot
 from ._encode import Encoder, decoder_for
 from ._faults import crashpoint
 from ._processors import Processor
-from ._reader import Line, read_lines
+from ._reader import read_lines
 from ._records import SegmentRef, ShardCheckpoint, ShardPlan
 from ._retry import ITEM_ERRORS, Attempts
 from ._volatile import store_for
@@ -131,8 +131,13 @@ class ShardWorker:
         self._out_name = f"{spec.shard.shard_id:04d}.{attempt}.out"
         self._dead_name = f"{spec.shard.shard_id:04d}.{attempt}.dead"
         self._durable_state = replace(start, attempts=start.attempts + 1)
-        self._lines: deque[Line] = deque()
-        self._results: dict[int, tuple[int, bytes | None, bytes | None]] = {}
+        self._starts: deque[int] = deque()
+        self._lines: deque[bytes] = deque()
+        # Results that finished ahead of their turn, by sequence number: the end offset of
+        # the line and the record (a dead letter if the seq is in ``_parked_dead``).
+        self._parked_ends: dict[int, int] = {}
+        self._parked: dict[int, bytes] = {}
+        self._parked_dead: set[int] = set()
         self._out, self._dead = bytearray(), bytearray()
         self._out_len = self._dead_len = 0
         self._taken = self._next = self._durable = 0
@@ -192,9 +197,10 @@ class ShardWorker:
     async def _feed(self) -> None:
         shard = self.spec.shard
         path = Path(self.spec.input_path)
-        async for lines in read_lines(path, self._offset, shard.end):
+        async for starts, lines in read_lines(path, self._offset, shard.end):
             while len(self._lines) > FEED_LOW_WATER:
                 await self._space.wait()
+            self._starts.extend(starts)
             self._lines.extend(lines)
             self._lines_ready.fire()
         self._eof = True
@@ -203,7 +209,8 @@ class ShardWorker:
     # -- lanes -------------------------------------------------------------------------
 
     async def _lane(self) -> None:
-        lines, limit = self._lines, self.spec.limit
+        starts, lines, limit = self._starts, self._lines, self.spec.limit
+        shard_end = self.spec.shard.end
         slot = LaneSlot(self.spec.shard.shard_id, self.spec.fingerprint)
         current_slot.set(slot)
         decode, call, encode = self._decode, self._attempts.call, self._encoder.record
@@ -217,7 +224,10 @@ class ShardWorker:
             if self._taken - self._durable >= limit:
                 await self._progress.wait()
                 continue
-            start, end, raw = lines.popleft()
+            start, raw = starts.popleft(), lines.popleft()
+            end = start + len(raw) + 1
+            if end > shard_end:  # the last line of the input, without a newline
+                end = shard_end
             if len(lines) == FEED_LOW_WATER:
                 self._space.fire()
             seq = self._taken
@@ -265,7 +275,7 @@ class ShardWorker:
         The in-order case is inline (no further calls): it is most items' only path.
         """
         if seq != self._next or seq >= self._batch_end:
-            self._results[seq] = (end, _exact(out), _exact(dead))
+            self._park(seq, end, out, dead)
             return False
         if out is None:
             self._append(end, out, dead)
@@ -274,16 +284,39 @@ class ShardWorker:
             self._ok += 1
             self._offset = end
         nxt = seq + 1
-        if nxt in self._results or nxt >= self._batch_end or nxt >= self._yield_at:
+        if nxt in self._parked_ends or nxt >= self._batch_end or nxt >= self._yield_at:
             return self._drain(nxt)
         self._next = nxt
         return False
 
+    def _park(self, seq: int, end: int, out: bytes | None, dead: bytes | None) -> None:
+        """Keep a result until its turn, in containers the garbage collector ignores.
+
+        A tuple per waiting result made every burst of a few hundred early results a
+        collection. The record is copied to its exact size: orjson over-allocates what
+        it returns (4 KiB for a 60-byte record), which held for a batch made the window
+        cost ~50 times what it holds.
+        """
+        self._parked_ends[seq] = end
+        if out is None:
+            self._parked_dead.add(seq)
+            out = dead or b""
+        self._parked[seq] = bytes(memoryview(out))
+
     def _drain(self, nxt: int) -> bool:
         """Move waiting results into the batch, in order, up to the batch's end."""
-        results, stop = self._results, self._batch_end
-        while nxt < stop and nxt in results:
-            self._append(*results.pop(nxt))
+        ends, records, dead, stop = (
+            self._parked_ends,
+            self._parked,
+            self._parked_dead,
+            self._batch_end,
+        )
+        while nxt < stop and nxt in ends:
+            if nxt in dead:
+                dead.discard(nxt)
+                self._append(ends.pop(nxt), None, records.pop(nxt))
+            else:
+                self._append(ends.pop(nxt), records.pop(nxt), None)
             nxt += 1
         self._next = nxt
         if nxt == stop:
@@ -342,7 +375,7 @@ class ShardWorker:
         Checkpoints stay on batch boundaries; a slow fsync means bigger commits, not
         stalled lanes.
         """
-        batch, results = self.spec.batch_size, self._results
+        batch, results = self.spec.batch_size, self._parked_ends
         taken = 1
         while self._next == self._batch_end and taken < self.spec.max_batches_per_commit:
             if not all(k in results for k in range(self._next, self._next + batch)):
@@ -386,12 +419,3 @@ class ShardWorker:
             done=done,
             updated_at=time.time(),
         )
-
-
-def _exact(data: bytes | None) -> bytes | None:
-    """An exact-size copy of a record that has to wait for its turn.
-
-    orjson over-allocates what it returns (4 KiB for a 60-byte record); held for a whole
-    batch, that would make the window cost ~50 times what it holds.
-    """
-    return None if data is None else bytes(memoryview(data))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from asyncproc import _reader
 from asyncproc._errors import CorruptCheckpointError
 from asyncproc._planning import plan
-from asyncproc._reader import Line, read_lines
+from asyncproc._reader import read_lines
 from asyncproc._records import SegmentRef, ShardCheckpoint
 
 # Few distinct bytes, so that newlines, blank lines, CR and whitespace-only lines are common.
@@ -28,19 +28,25 @@ CONTENT = st.lists(
 )
 
 
+Line = tuple[int, bytes]  # start offset, bytes without the newline
+
+
 def reference_lines(data: bytes) -> list[Line]:
     """The non-blank lines of ``data`` with their offsets, computed the obvious way."""
     lines, start = [], 0
     for raw in data.split(b"\n"):
-        end = min(start + len(raw) + 1, len(data))
         if raw.strip():
-            lines.append((start, end, raw))
+            lines.append((start, raw))
         start += len(raw) + 1
     return lines
 
 
 async def shard_lines(path: Path, start: int, end: int) -> list[Line]:
-    return [line async for chunk in read_lines(path, start, end) for line in chunk]
+    return [
+        line
+        async for starts, raws in read_lines(path, start, end)
+        for line in zip(starts, raws, strict=True)
+    ]
 
 
 @settings(
@@ -69,7 +75,7 @@ def test_shards_partition_the_lines(
         _reader.CHUNK = saved
     assert [s.start for s in shards[1:]] == [s.end for s in shards[:-1]]
     assert (shards[0].start, shards[-1].end) == (0, len(data))
-    assert [(s, raw) for s, _, raw in seen] == [(s, raw) for s, _, raw in reference_lines(data)]
+    assert seen == reference_lines(data)
 
 
 CHECKPOINT = ShardCheckpoint(
