@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import anyio.lowlevel
@@ -41,7 +41,6 @@ NEAR = 64
 # Items lanes may run past a full batch while it commits: rides out a slow fsync with
 # small batches, without letting a large --batch-size multiply the window.
 COMMIT_SLACK = 8192
-END_OF_SHARD = 1 << 62
 # Where an item failed: its line, the processor, or encoding the result.
 DECODE, CALL, ENCODE = range(3)
 # Lanes of a processor that never awaits yield this often, so commits keep flowing.
@@ -72,6 +71,17 @@ class ShardSpec:
         """How far lanes may run ahead of the durable prefix."""
         batch = self.batch_size
         return max(4 * self.lanes, 64) + batch + min(7 * batch, COMMIT_SLACK)
+
+
+class Point(NamedTuple):
+    """A place in the ordered prefix: how far each total had got when it was reached."""
+
+    next: int  # sequence number of the first item after it
+    out_len: int
+    dead_len: int
+    ok: int
+    failed: int
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,13 +151,18 @@ class ShardWorker:
         self._parked_ends: dict[int, int] = {}
         self._parked: dict[int, bytes] = {}
         self._parked_dead: set[int] = set()
+        # The ordered prefix not yet committed, and where it stands. ``_ok``, ``_failed``
+        # and the ``_*_len`` byte counts are totals for this attempt; a commit takes the
+        # prefix up to a Point and records how far it took each of them.
         self._out, self._dead = bytearray(), bytearray()
-        self._out_len = self._dead_len = 0
+        self._out_len = self._dead_len = self._ok_committed = self._failed_committed = 0
         self._taken = self._next = self._durable = 0
         self._ok = self._failed = 0
         self._yield_at = YIELD_EVERY
-        self._batch_end = spec.batch_size
         self._offset = start.offset
+        # Batch boundaries the ordered prefix has reached and no commit has taken yet.
+        self._marks: deque[Point] = deque()
+        self._mark_at = spec.batch_size
         self._eof = self._lanes_done = self._stopping = False
         self._lanes_scope: anyio.CancelScope | None = None
         self._last_error: str | None = None
@@ -277,17 +292,18 @@ class ShardWorker:
 
         The in-order case is inline (no further calls): it is most items' only path.
         """
-        if seq != self._next or seq >= self._batch_end:
+        if seq != self._next:
             self._park(seq, end, out, dead)
             return False
         if out is None:
-            self._append(end, out, dead)
+            self._dead += dead or b""
+            self._failed += 1
         else:
             self._out += out
             self._ok += 1
-            self._offset = end
+        self._offset = end
         nxt = seq + 1
-        if nxt in self._parked_ends or nxt >= self._batch_end or nxt >= self._yield_at:
+        if nxt in self._parked_ends or nxt >= self._mark_at or nxt >= self._yield_at:
             return self._drain(nxt)
         self._next = nxt
         return False
@@ -295,11 +311,11 @@ class ShardWorker:
     def _park(self, seq: int, end: int, out: bytes | None, dead: bytes | None) -> None:
         """Keep a result until its turn, in containers the garbage collector ignores.
 
-        Results often finish a little out of order (timers due at the same instant fire
-        in any order), so this path is hot: no tuple per result, which made every burst
-        of early results a collection. A result far ahead of its turn is copied to its
-        exact size: orjson over-allocates what it returns (4 KiB for a 60-byte record),
-        which held for a whole batch made the window cost ~50 times what it holds.
+        Results often finish a little out of order, so this path is hot: no tuple per
+        result, which made every burst of early results a collection. A result far
+        ahead of its turn is copied to its exact size: orjson over-allocates what it
+        returns (4 KiB for a 60-byte record), which held for long made the window cost
+        ~50 times what it holds.
         """
         self._parked_ends[seq] = end
         if out is None:
@@ -308,108 +324,101 @@ class ShardWorker:
         self._parked[seq] = out if seq - self._next < NEAR else bytes(memoryview(out))
 
     def _drain(self, nxt: int) -> bool:
-        """Move waiting results into the batch, in order, up to the batch's end."""
+        """Extend the ordered prefix with waiting results, marking each batch boundary."""
         ends, records, dead = self._parked_ends, self._parked, self._parked_dead
-        stop, start = self._batch_end, nxt
-        while nxt < stop and nxt in ends:
+        marked = False
+        while True:
+            if nxt >= self._mark_at:
+                self._next = nxt
+                self._mark()
+                marked = True
+            if nxt not in ends:
+                break
             self._offset = ends.pop(nxt)
             if dead and nxt in dead:
                 dead.discard(nxt)
                 self._dead += records.pop(nxt)
                 self._failed += 1
-                self._ok -= 1  # counted as a success below
             else:
                 self._out += records.pop(nxt)
+                self._ok += 1
             nxt += 1
-        self._ok += nxt - start
         self._next = nxt
-        if nxt == stop:
-            self._batch.fire()
-            return True
         if nxt >= self._yield_at:
             self._yield_at = nxt + YIELD_EVERY
             return True
-        return False
+        return marked
 
-    def _append(self, end: int, out: bytes | None, dead: bytes | None) -> None:
-        if out is not None:
-            self._out += out
-            self._ok += 1
-        else:
-            self._dead += dead or b""
-            self._failed += 1
-        self._offset = end
+    def _here(self) -> Point:
+        return Point(
+            self._next,
+            self._out_len + len(self._out),
+            self._dead_len + len(self._dead),
+            self._ok,
+            self._failed,
+            self._offset,
+        )
+
+    def _mark(self) -> None:
+        self._marks.append(self._here())
+        self._mark_at += self.spec.batch_size
+        self._batch.fire()
 
     # -- committer ---------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
-        """Commit each batch as it fills (or what there is, every commit interval)."""
+        """Commit each batch as it fills (or what there is, every commit interval).
+
+        A commit that fell behind takes every whole batch ordered meanwhile: checkpoints
+        stay on batch boundaries, and a slow fsync means bigger commits, not stalled
+        lanes. ``--simulate-crash`` caps commits at one batch so the crash lands where
+        asked.
+        """
+        capped = self.spec.max_batches_per_commit == 1
         while True:
-            if not (self._lanes_done or self._next >= self._batch_end):
+            if not (self._lanes_done or self._marks):
                 with anyio.move_on_after(self.spec.commit_interval):
                     await self._batch.wait()
             if self._lanes_done:
-                await self._commit_tail()
+                while capped and self._marks:
+                    await self._commit(self._marks[0], done=False)
+                await self._commit(self._here(), done=self.complete)
                 return
-            if self._next > self._durable:
-                self._absorb_whole_batches()
-                await self._commit(done=False)
-                self._batch_end = self._durable + self.spec.batch_size
-                self._drain(self._next)
+            if self._marks:
+                await self._commit(self._marks[0] if capped else self._marks[-1], done=False)
+            elif self._next > self._durable:
+                await self._commit(self._here(), done=False)
 
-    async def _commit_tail(self) -> None:
-        """Commit what the lanes left; batch by batch when commits are capped.
+    def _take(self, point: Point) -> tuple[bytes, bytes]:
+        """Cut the ordered prefix up to ``point`` off the buffers; later results stay."""
+        cut_out, cut_dead = point.out_len - self._out_len, point.dead_len - self._dead_len
+        with memoryview(self._out) as out, memoryview(self._dead) as dead:
+            taken = bytes(out[:cut_out]), bytes(dead[:cut_dead])
+        del self._out[:cut_out]
+        del self._dead[:cut_dead]
+        while self._marks and self._marks[0].next <= point.next:
+            self._marks.popleft()
+        if point.next == self._next:
+            # Everything ordered is taken (the interval, the end): boundaries restart here.
+            self._mark_at = point.next + self.spec.batch_size
+        return taken
 
-        ``--simulate-crash`` caps commits at one batch so the crash lands where asked,
-        even when the lanes finished the shard long before the committer caught up.
-        """
-        while self.spec.max_batches_per_commit == 1:
-            self._drain(self._next)
-            if self._next < self._batch_end:
-                break
-            await self._commit(done=False)
-            self._batch_end = self._durable + self.spec.batch_size
-        self._batch_end = END_OF_SHARD
-        self._drain(self._next)
-        await self._commit(done=self.complete)
-
-    def _absorb_whole_batches(self) -> None:
-        """Let a commit that fell behind take every further batch already complete.
-
-        Checkpoints stay on batch boundaries; a slow fsync means bigger commits, not
-        stalled lanes.
-        """
-        batch, results = self.spec.batch_size, self._parked_ends
-        taken = 1
-        while self._next == self._batch_end and taken < self.spec.max_batches_per_commit:
-            if not all(k in results for k in range(self._next, self._next + batch)):
-                return
-            self._batch_end += batch
-            self._drain(self._next)
-            taken += 1
-
-    async def _commit(self, *, done: bool) -> None:
-        """Snapshot the ordered prefix and make it durable, off the loop."""
-        out, dead = bytes(self._out), bytes(self._dead)
-        self._out.clear()
-        self._dead.clear()
-        ok, failed, nxt = self._ok, self._failed, self._next
-        self._ok = self._failed = 0
-        self._out_len += len(out)
-        self._dead_len += len(dead)
+    async def _commit(self, point: Point, *, done: bool) -> None:
+        """Make the ordered prefix up to ``point`` durable, off the loop."""
+        out, dead = self._take(point)
+        ok, failed = point.ok - self._ok_committed, point.failed - self._failed_committed
+        self._out_len, self._dead_len = point.out_len, point.dead_len
+        self._ok_committed, self._failed_committed = point.ok, point.failed
         previous = self._durable_state
-        checkpoint = self._checkpoint_after(previous, ok, failed, nxt, done)
+        checkpoint = self._checkpoint_after(previous, ok, failed, point, done)
         data = {self._out_name: out, self._dead_name: dead}
-        # The next batch opens now: results in order go straight into it while this one
-        # is written, instead of waiting aside for the fsync.
-        self._batch_end = nxt + self.spec.batch_size
         await anyio.to_thread.run_sync(self._store.commit, data, checkpoint)
-        self._durable_state, self._durable = checkpoint, nxt
+        self._durable_state, self._durable = checkpoint, point.next
         self._progress.fire()
         self._on_commit(Commit(self.spec.shard.shard_id, ok, failed, checkpoint, self._last_error))
 
     def _checkpoint_after(
-        self, previous: ShardCheckpoint, ok: int, failed: int, nxt: int, done: bool
+        self, previous: ShardCheckpoint, ok: int, failed: int, point: Point, done: bool
     ) -> ShardCheckpoint:
         base = self._encoder.first_index
         old_out = tuple(s for s in previous.segments if s.name != self._out_name)
@@ -417,8 +426,8 @@ class ShardWorker:
         return replace(
             previous,
             generation=previous.generation + 1,
-            offset=self.spec.shard.end if done else self._offset,
-            next_index=base + nxt,
+            offset=self.spec.shard.end if done else point.offset,
+            next_index=base + point.next,
             processed=previous.processed + ok,
             failed=previous.failed + failed,
             segments=(*old_out, SegmentRef(self._out_name, self._out_len)),
