@@ -380,7 +380,7 @@ class ShardWorker:
                 with anyio.move_on_after(self.spec.commit_interval):
                     await self._batch.wait()
             if self._lanes_done:
-                while capped and self._marks:
+                while capped and self._marks and self._marks[0].next < self._next:
                     await self._commit(self._marks[0], done=False)
                 await self._commit(self._here(), done=self.complete)
                 return
