@@ -107,6 +107,15 @@ def summary_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return data
 
 
+def run_args(
+    source: str | os.PathLike[str], output: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> list[str | os.PathLike[str]]:  # fmt: skip
+    """The start of an ``asyncproc run`` command line: input, output, checkpoint dir."""
+    args: list[str | os.PathLike[str]] = ["run", "--input", source, "--output", output]
+    return [*args, "--checkpoint", checkpoint] if checkpoint is not None else args
+
+
 def run_ok(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Run the CLI, require exit code 0 and return the parsed summary."""
     return summary_of(run_cli(*args, env=env, check=0))

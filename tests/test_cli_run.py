@@ -25,6 +25,7 @@ from conftest import (
     expected_text_stats_array,
     logging_processor,
     numbered_lines,
+    run_args,
     run_cli,
     run_cmd,
     run_dirs,
@@ -53,18 +54,7 @@ def _write_module(path: Path, source: str) -> Path:
 def test_sample_end_to_end(sample_copy: Path, tmp_path: Path) -> None:
     output = tmp_path / "x.json"
     ck = tmp_path / "ck"
-    proc = run_cli(
-        "run",
-        "--input",
-        sample_copy,
-        "--output",
-        output,
-        "--checkpoint",
-        ck,
-        "--batch-size",
-        "3",
-        check=0,
-    )
+    proc = run_cli(*run_args(sample_copy, output, ck), "--batch-size", "3", check=0)
     summary = summary_of(proc)  # all of stdout must be this one JSON object
     assert set(SUMMARY_KEYS) <= set(summary), sorted(set(SUMMARY_KEYS) - set(summary))
     assert summary["status"] == "completed"
@@ -101,17 +91,7 @@ def test_sample_end_to_end(sample_copy: Path, tmp_path: Path) -> None:
 
 def test_success_clears_checkpoint_state(sample_copy: Path, tmp_path: Path) -> None:
     ck = tmp_path / "ck"
-    summary = run_ok(
-        "run",
-        "--input",
-        sample_copy,
-        "--output",
-        tmp_path / "x.json",
-        "--checkpoint",
-        ck,
-        "--batch-size",
-        "3",
-    )
+    summary = run_ok(*run_args(sample_copy, tmp_path / "x.json", ck), "--batch-size", "3")
     assert summary["checkpoint_cleared"] is True
     leftovers = (
         [
@@ -126,15 +106,7 @@ def test_success_clears_checkpoint_state(sample_copy: Path, tmp_path: Path) -> N
 
 
 def test_rerun_after_success_starts_a_new_run(sample_copy: Path, tmp_path: Path) -> None:
-    args = (
-        "run",
-        "--input",
-        sample_copy,
-        "--output",
-        tmp_path / "x.json",
-        "--checkpoint",
-        tmp_path / "ck",
-    )
+    args = run_args(sample_copy, tmp_path / "x.json", tmp_path / "ck")
     first = run_ok(*args)
     second = run_ok(*args)
     assert second["resumed"] is False
@@ -184,17 +156,7 @@ def test_module_and_console_script_agree(sample_copy: Path, tmp_path: Path) -> N
 def test_jsonl_output_identity(make_input: Callable[..., Path], tmp_path: Path) -> None:
     source = make_input(50)
     output = tmp_path / "out.jsonl"
-    summary = run_ok(
-        "run",
-        "--input",
-        source,
-        "--output",
-        output,
-        "--processor",
-        "identity",
-        "--checkpoint",
-        tmp_path / "ck",
-    )
+    summary = run_ok(*run_args(source, output, tmp_path / "ck"), "--processor", "identity")
     assert summary["processed"] == 50
     lines = output.read_bytes().splitlines()
     assert len(lines) == 50
@@ -240,11 +202,7 @@ def test_output_identical_across_workers_concurrency_batch(
         output = tmp_path / f"out{n}" / f"result{suffix}"
         output.parent.mkdir()
         summary = run_ok(
-            "run",
-            "--input",
-            source,
-            "--output",
-            output,
+            *run_args(source, output, tmp_path / f"ck{n}"),
             "--processor",
             processor,
             *extra,
@@ -254,8 +212,6 @@ def test_output_identical_across_workers_concurrency_batch(
             concurrency,
             "--batch-size",
             batch,
-            "--checkpoint",
-            tmp_path / f"ck{n}",
             "--quiet",
         )
         assert summary["processed"] == 5000, (processor, workers, summary)
@@ -269,19 +225,7 @@ def test_output_identical_across_workers_concurrency_batch(
 
 
 def _crash_then_resume_args(source: Path, output: Path, ck: Path) -> list[Any]:
-    return [
-        "run",
-        "--input",
-        source,
-        "--output",
-        output,
-        "--checkpoint",
-        ck,
-        "--workers",
-        "2",
-        "--batch-size",
-        "50",
-    ]
+    return [*run_args(source, output, ck), "--workers", "2", "--batch-size", "50"]
 
 
 def test_simulated_crash_then_resume(make_input: Callable[..., Path], tmp_path: Path) -> None:
@@ -406,13 +350,7 @@ def test_corrupt_checkpoint_of_one_shard(make_input: Callable[..., Path], tmp_pa
     output = tmp_path / "result.json"
     ck = tmp_path / "ck"
     args = [
-        "run",
-        "--input",
-        source,
-        "--output",
-        output,
-        "--checkpoint",
-        ck,
+        *run_args(source, output, ck),
         "--workers",
         "4",
         "--batch-size",
@@ -477,13 +415,7 @@ def test_failing_item_goes_to_failed_file(tmp_path: Path) -> None:
     module = _write_module(tmp_path / "failing.py", FAILING_PROCESSOR.format(bad=bad))
     output = tmp_path / "result.json"
     proc = run_cli(
-        "run",
-        "--input",
-        source,
-        "--output",
-        output,
-        "--checkpoint",
-        tmp_path / "ck",
+        *run_args(source, output, tmp_path / "ck"),
         "--processor",
         f"{module}:process",
         "--retries",
@@ -521,15 +453,7 @@ def test_failing_item_goes_to_failed_file(tmp_path: Path) -> None:
 def test_failed_file_removed_when_no_failures(sample_copy: Path, tmp_path: Path) -> None:
     stale = tmp_path / "x.failed.jsonl"
     stale.write_bytes(b'{"index":0}\n')
-    summary = run_ok(
-        "run",
-        "--input",
-        sample_copy,
-        "--output",
-        tmp_path / "x.json",
-        "--checkpoint",
-        tmp_path / "ck",
-    )
+    summary = run_ok(*run_args(sample_copy, tmp_path / "x.json", tmp_path / "ck"))
     assert summary["failed_items_file"] is None
     assert not stale.exists(), "an old failed-items file must be removed when failed == 0"
 
@@ -565,17 +489,7 @@ def test_processor_from_file(kind: str, make_input: Callable[..., Path], tmp_pat
         expected = expected_array((i, [s, len(s.split())]) for i, s in enumerate(items))
     output = tmp_path / "result.json"
     summary = run_ok(
-        "run",
-        "--input",
-        source,
-        "--output",
-        output,
-        "--processor",
-        spec,
-        "--workers",
-        "2",
-        "--checkpoint",
-        tmp_path / "ck",
+        *run_args(source, output, tmp_path / "ck"), "--processor", spec, "--workers", "2"
     )
     assert summary["processed"] == 300
     assert summary["failed"] == 0
@@ -589,15 +503,9 @@ def test_processor_module_function(make_input: Callable[..., Path], tmp_path: Pa
     source = make_input(40)
     output = tmp_path / "result.jsonl"
     run_cli(
-        "run",
-        "--input",
-        source,
-        "--output",
-        output,
+        *run_args(source, output, tmp_path / "ck"),
         "--processor",
         "my_proc_mod:shout",
-        "--checkpoint",
-        tmp_path / "ck",
         env={"PYTHONPATH": str(pkg)},
         check=0,
     )
@@ -614,39 +522,15 @@ BadCase = Callable[[Path, Path], list[Any]]
 
 def _bad_cases() -> dict[str, BadCase]:
     def base(t: Path, source: Path) -> list[Any]:
-        return [
-            "run",
-            "--input",
-            source,
-            "--output",
-            t / "out" / "result.json",
-            "--checkpoint",
-            t / "ck",
-        ]
+        return [*run_args(source, t / "out" / "result.json", t / "ck")]
 
     def input_dir(t: Path, source: Path) -> list[Any]:
         (t / "adir").mkdir()
-        return [
-            "run",
-            "--input",
-            t / "adir",
-            "--output",
-            t / "out" / "result.json",
-            "--checkpoint",
-            t / "ck",
-        ]
+        return [*run_args(t / "adir", t / "out" / "result.json", t / "ck")]
 
     def output_under_file(t: Path, source: Path) -> list[Any]:
         (t / "afile").write_bytes(b"a regular file\n")
-        return [
-            "run",
-            "--input",
-            source,
-            "--output",
-            t / "afile" / "result.json",
-            "--checkpoint",
-            t / "ck",
-        ]
+        return [*run_args(source, t / "afile" / "result.json", t / "ck")]
 
     return {
         "batch-size-0": lambda t, s: [*base(t, s), "--batch-size", "0"],
@@ -664,13 +548,7 @@ def _bad_cases() -> dict[str, BadCase]:
             "latency=abc",
         ],
         "missing-input": lambda t, s: [
-            "run",
-            "--input",
-            t / "nope.txt",
-            "--output",
-            t / "out" / "result.json",
-            "--checkpoint",
-            t / "ck",
+            *run_args(t / "nope.txt", t / "out" / "result.json", t / "ck")
         ],
         "input-is-directory": input_dir,
         "unknown-processor": lambda t, s: [*base(t, s), "--processor", "nosuchprocessor"],
@@ -710,15 +588,7 @@ def test_bad_option_output_dir_missing(make_input: Callable[..., Path], tmp_path
     source = make_input(10)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = run_cli(
-        "run",
-        "--input",
-        source,
-        "--output",
-        tmp_path / "no" / "such" / "x.json",
-        "--checkpoint",
-        tmp_path / "ck",
-    )
+    proc = run_cli(*run_args(source, tmp_path / "no" / "such" / "x.json", tmp_path / "ck"))
     _assert_usage_error(proc, out_dir)
     assert not (tmp_path / "no").exists()
 
@@ -787,17 +657,11 @@ def test_edge_text_inputs(case: str, tmp_path: Path) -> None:
         output = tmp_path / f"w{workers}" / "result.json"
         output.parent.mkdir()
         summary = run_ok(
-            "run",
-            "--input",
-            source,
-            "--output",
-            output,
+            *run_args(source, output, tmp_path / f"ck{workers}"),
             "--workers",
             workers,
             "--batch-size",
             "7",
-            "--checkpoint",
-            tmp_path / f"ck{workers}",
         )
         assert summary["total_items"] == len(items), (workers, summary)
         assert summary["processed"] == len(items), (workers, summary)
@@ -852,19 +716,13 @@ def test_edge_jsonl_input_with_bad_line(tmp_path: Path) -> None:
         output = tmp_path / f"w{workers}" / "result.json"
         output.parent.mkdir()
         summary = run_ok(
-            "run",
-            "--input",
-            source,
-            "--output",
-            output,
+            *run_args(source, output, tmp_path / f"ck{workers}"),
             "--workers",
             workers,
             "--processor",
             "identity",
             "--batch-size",
             "9",
-            "--checkpoint",
-            tmp_path / f"ck{workers}",
         )
         assert summary["total_items"] == len(lines)
         assert summary["processed"] == len(good)
@@ -893,13 +751,5 @@ def test_empty_input_jsonl_output(tmp_path: Path) -> None:
 
 def test_input_copy_unchanged_by_run(sample_copy: Path, tmp_path: Path) -> None:
     before = sample_copy.read_bytes()
-    run_ok(
-        "run",
-        "--input",
-        sample_copy,
-        "--output",
-        tmp_path / "x.json",
-        "--checkpoint",
-        tmp_path / "ck",
-    )
+    run_ok(*run_args(sample_copy, tmp_path / "x.json", tmp_path / "ck"))
     assert sample_copy.read_bytes() == before
