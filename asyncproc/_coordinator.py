@@ -311,7 +311,7 @@ class Coordinator:
             durable=bool(opts.get("durable", True)),
             fingerprint=manifest.input.fingerprint,
             # --simulate-crash wants the crash on the exact item count: no coalescing.
-            max_batches_per_commit=1 if self.request.options.simulate_crash else 1 << 30,
+            one_batch_per_commit=bool(self.request.options.simulate_crash),
         )  # fmt: skip
 
     async def _run_shards(

@@ -64,7 +64,7 @@ class ShardSpec:
     commit_interval: float
     durable: bool = True
     fingerprint: str = ""
-    max_batches_per_commit: int = 1 << 30
+    one_batch_per_commit: bool = False  # --simulate-crash: the crash lands where asked
 
     @property
     def limit(self) -> int:
@@ -374,7 +374,7 @@ class ShardWorker:
         lanes. ``--simulate-crash`` caps commits at one batch so the crash lands where
         asked.
         """
-        capped = self.spec.max_batches_per_commit == 1
+        capped = self.spec.one_batch_per_commit
         while True:
             if not (self._lanes_done or self._marks):
                 with anyio.move_on_after(self.spec.commit_interval):

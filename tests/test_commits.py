@@ -58,7 +58,7 @@ def _spec(tmp_path: Path, source: Path, capped: bool) -> ShardSpec:
     return ShardSpec(
         run_id="run_test", run_dir=str(run_dir), input_path=str(source), shard=shard,
         format="text", output_kind="jsonl", lanes=4, batch_size=BATCH, retries=0,
-        timeout=None, commit_interval=60.0, max_batches_per_commit=1 if capped else 1 << 30,
+        timeout=None, commit_interval=60.0, one_batch_per_commit=capped,
     )  # fmt: skip
 
 
