@@ -4,8 +4,6 @@ The public API is what ``__all__`` lists; every other module is private.
 """
 
 from ._api import process_file, run_file
-from ._checkpointed import ItemsReport, LoaderContext, checkpointed
-from ._context import ItemInfo, current_item
 from ._errors import (
     AsyncprocError,
     CheckpointError,
@@ -26,14 +24,16 @@ from ._errors import (
     SimulatedCrash,
     WorkerProcessError,
 )
-from ._keyed import LoaderCheckpoint, LoaderStats
-from ._keyed_records import KeyFailure
-from ._keyed_run import CheckpointManager, KeyedRun, KeyedRunInfo
 from ._options import InputFormat, Options, OutputKind
-from ._records import RunStatus
 from ._runs_api import cleanup_runs, delete_run, get_run, list_runs
-from ._summary import Summary
-from ._views import RunView, ShardView
+from .engine.context import ItemInfo, current_item
+from .engine.summary import Summary
+from .keyed.decorator import ItemsReport, LoaderContext, checkpointed
+from .keyed.loader import LoaderCheckpoint, LoaderStats
+from .keyed.records import KeyFailure
+from .keyed.run import CheckpointManager, KeyedRun, KeyedRunInfo
+from .runs.views import RunView, ShardView
+from .storage.records import RunStatus
 
 __version__ = "0.1.0"
 

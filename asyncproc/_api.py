@@ -8,14 +8,23 @@ from typing import Any
 
 import anyio
 
-from ._coordinator import Coordinator, Request
 from ._errors import ConfigError
-from ._loops import backend_options, running_loop
 from ._options import Options
-from ._processors import Fn
-from ._summary import Summary
+from .engine.coordinator import Coordinator, Request
+from .engine.loops import backend_options, running_loop
+from .engine.observer import LogProgress, Silent
+from .engine.processors import Fn
+from .engine.summary import Summary
+from .processes.parent import Processes
 
-_REQUEST_KEYS = {"checkpoint_dir", "new_run", "resume", "quiet", "handle_signals", "retry_failed"}
+_REQUEST_KEYS = {
+    "checkpoint_dir",
+    "new_run",
+    "resume",
+    "handle_signals",
+    "retry_failed",
+    "observer",
+}
 
 
 def _request(
@@ -31,10 +40,15 @@ def _request(
         extra["checkpoint_dir"] = Path(extra["checkpoint_dir"])
     if callable(processor) and options.get("processes", 1) > 1:
         raise ConfigError("processes > 1 needs a processor named by a string, not a callable")
+    quiet = bool(options.pop("quiet", False))
     try:
         opts = Options(**options)
     except TypeError as exc:
         raise ConfigError(f"unknown option: {exc}") from None
+    if extra.get("observer") is None:
+        extra["observer"] = Silent() if quiet else LogProgress()
+    if opts.processes > 1:
+        extra["executor"] = Processes(opts.processes, opts.processor_args)
     return Request(Path(input), Path(output), processor, opts, **extra)
 
 

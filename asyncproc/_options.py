@@ -10,6 +10,7 @@ from typing import Any
 
 from ._errors import ConfigError
 
+DEFAULT_CHECKPOINT = ".asyncproc"  # under the current directory, or beside the output for `run`
 DEFAULT_CONCURRENCY = 64
 DEFAULT_BATCH_SIZE = 1000
 DEFAULT_RETRIES = 2

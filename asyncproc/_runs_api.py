@@ -1,4 +1,4 @@
-"""Run management from Python: the same views and removals as the CLI commands."""
+"""Run management from Python and the CLI: the same views and removals, every kind of run."""
 
 from __future__ import annotations
 
@@ -6,29 +6,32 @@ import os
 from pathlib import Path
 
 from ._errors import ConfigError
-from ._manage import cleanup as _cleanup
-from ._manage import delete_run as _delete_run
-from ._manage import find_run, view_run
-from ._manage import list_runs as _list_runs
-from ._views import RunView
+from ._options import DEFAULT_CHECKPOINT
+from .keyed.view import KEYED_RUNS
+from .runs.fileruns import FILE_RUNS
+from .runs.manage import Runs
+from .runs.views import RunView
 
-DEFAULT_CHECKPOINT = ".asyncproc"
+
+def runs_in(checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> Runs:
+    """The file and keyed runs under ``checkpoint_dir``."""
+    return Runs(Path(checkpoint_dir), (FILE_RUNS, KEYED_RUNS))
 
 
 def list_runs(checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> list[RunView]:
     """Every readable run (file or keyed) under ``checkpoint_dir``, newest first; never locks."""
-    views, _ = _list_runs(Path(checkpoint_dir))
+    views, _ = runs_in(checkpoint_dir).views()
     return views
 
 
 def get_run(run_id: str, checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> RunView:
     """One run, with its per-shard progress; RunNotFoundError if there is none."""
-    return view_run(find_run(Path(checkpoint_dir), run_id))
+    return runs_in(checkpoint_dir).view(run_id)
 
 
 def delete_run(run_id: str, checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> None:
     """Remove a run's directory; RunLockedError if a process is working on it."""
-    _delete_run(Path(checkpoint_dir), run_id)
+    runs_in(checkpoint_dir).delete(run_id)
 
 
 def cleanup_runs(
@@ -37,4 +40,4 @@ def cleanup_runs(
     """Remove all but the newest ``keep`` completed runs; return the removed ids."""
     if keep < 0:
         raise ConfigError(f"keep must be at least 0, got {keep}")
-    return _cleanup(Path(checkpoint_dir), keep)
+    return runs_in(checkpoint_dir).cleanup(keep)

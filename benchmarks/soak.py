@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from asyncproc._faults import POINTS
+from asyncproc.storage.faults import POINTS
 
 PROCESSOR = """
 import anyio

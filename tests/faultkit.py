@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from conftest import describe, run_cli, run_dirs, summary_of
 
-from asyncproc._records import Manifest, ShardCheckpoint
-from asyncproc._store import ShardStore
+from asyncproc.storage.local import ShardStore
+from asyncproc.storage.records import Manifest, ShardCheckpoint
 
 ITEMS = 3000
 WORKERS = 3

@@ -17,7 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asyncproc import ConfigError
-from asyncproc._bench import Budget, LevelResult, find_knee, parse_levels, percentile, summarize
+from asyncproc.bench.measure import (
+    Budget,
+    LevelResult,
+    find_knee,
+    parse_levels,
+    percentile,
+    summarize,
+)
 
 SERVER_LATENCY = 0.02
 SERVER_CAP = 16
@@ -149,7 +156,7 @@ def test_table_output_names_the_knee() -> None:
 
 def test_plot_without_matplotlib_is_one_clear_line(tmp_path: Path) -> None:
     hide = (
-        "import sys; sys.modules['matplotlib'] = None; from asyncproc._cli import main; "
+        "import sys; sys.modules['matplotlib'] = None; from asyncproc.cli.main import main; "
         "sys.exit(main(sys.argv[1:]))"
     )
     proc = run_cmd(

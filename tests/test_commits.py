@@ -17,12 +17,12 @@ import orjson
 import pytest
 from conftest import numbered_lines, text_items, write_lines
 
-from asyncproc import _worker
-from asyncproc._planning import plan
-from asyncproc._processors import load_processor
-from asyncproc._records import ShardCheckpoint
-from asyncproc._store import ShardStore
-from asyncproc._worker import Commit, ShardSpec, ShardWorker, first_checkpoint
+from asyncproc.engine import worker as _worker
+from asyncproc.engine.planning import plan
+from asyncproc.engine.processors import load_processor
+from asyncproc.engine.worker import Commit, ShardSpec, ShardWorker, first_checkpoint
+from asyncproc.storage.local import ShardStore
+from asyncproc.storage.records import ShardCheckpoint
 
 ITEMS = 1000
 BATCH = 100

@@ -39,7 +39,7 @@ from faultkit import (
     write_module,
 )
 
-from asyncproc._records import ShardCheckpoint, seal
+from asyncproc.storage.records import ShardCheckpoint, seal
 
 CRASH_AFTER = 1500
 

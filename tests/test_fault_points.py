@@ -36,8 +36,8 @@ from faultkit import (
     state_left,
 )
 
-from asyncproc._faults import CRASH_EXIT, POINTS
-from asyncproc._store import NO_CHECKPOINT
+from asyncproc.storage.faults import CRASH_EXIT, POINTS
+from asyncproc.storage.local import NO_CHECKPOINT
 
 # Every point the engine names, in commit-protocol order. A point added to the engine
 # without being added here fails test_points_are_all_covered.

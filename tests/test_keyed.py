@@ -17,7 +17,7 @@ import pytest
 from conftest import CLI_TIMEOUT
 
 import asyncproc
-from asyncproc._keyed_records import shard_of
+from asyncproc.keyed.records import shard_of
 
 KEYS = [f"item-{i:04d}" for i in range(100)]
 
@@ -182,7 +182,7 @@ async def test_manager_resume_named_refuse_config_and_lock(tmp_path: Path) -> No
 def test_shard_of_is_stable() -> None:
     assert [shard_of(k, 8) for k in ("a", "b", 1, 2)] == [shard_of(k, 8) for k in ("a", "b", 1, 2)]
     probe = subprocess.run(
-        [sys.executable, "-c", "from asyncproc._keyed_records import shard_of;"
+        [sys.executable, "-c", "from asyncproc.keyed.records import shard_of;"
          "print([shard_of(k, 8) for k in ('a', 'b', 1, 2)])"],
         capture_output=True, text=True, check=True, timeout=CLI_TIMEOUT,
     )  # fmt: skip

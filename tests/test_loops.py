@@ -10,7 +10,7 @@ from conftest import error_lines, numbered_lines, run_cmd, run_ok, write_lines
 
 import asyncproc
 from asyncproc import ConfigError, Summary
-from asyncproc._loops import backend_options
+from asyncproc.engine.loops import backend_options
 
 
 def test_both_loops_give_identical_bytes(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_run_file_reports_its_loop(tmp_path: Path) -> None:
 def test_missing_uvloop_is_one_clear_line(tmp_path: Path) -> None:
     source = write_lines(tmp_path / "in.txt", ["a"])
     hide = (
-        "import sys; sys.modules['uvloop'] = None; from asyncproc._cli import main; "
+        "import sys; sys.modules['uvloop'] = None; from asyncproc.cli.main import main; "
         "sys.exit(main(sys.argv[1:]))"
     )
     proc = run_cmd(

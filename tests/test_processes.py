@@ -1,6 +1,6 @@
 """``--processes``: the same bytes as one process, whoever is SIGKILLed and whenever.
 
-Real subprocesses throughout: the parent ``asyncproc run`` and its ``asyncproc._child``
+Real subprocesses throughout: the parent ``asyncproc run`` and its ``asyncproc.processes.child``
 workers. Kill moments are random (seeded, printed, fixable with ASYNCPROC_TEST_SEED);
 the tests wait for observable state (child pids, checkpoint files), never for timing.
 """

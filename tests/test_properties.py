@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asyncproc import _reader
 from asyncproc._errors import CorruptCheckpointError
-from asyncproc._planning import plan
-from asyncproc._reader import read_lines
-from asyncproc._records import SegmentRef, ShardCheckpoint
+from asyncproc.engine import reader as _reader
+from asyncproc.engine.planning import plan
+from asyncproc.engine.reader import read_lines
+from asyncproc.storage.records import SegmentRef, ShardCheckpoint
 
 # Few distinct bytes, so that newlines, blank lines, CR and whitespace-only lines are common.
 CONTENT = st.lists(

@@ -18,10 +18,10 @@ from conftest import describe, expected_array, numbered_lines, run_cli, text_ite
 from faultkit import only_run_dir, read_manifest, write_module
 
 from asyncproc._errors import AsyncprocError
-from asyncproc._processors import load_processor
-from asyncproc._records import Manifest, ShardCheckpoint
-from asyncproc._store import ShardStore
-from asyncproc._worker import Commit, ShardSpec, ShardWorker
+from asyncproc.engine.processors import load_processor
+from asyncproc.engine.worker import Commit, ShardSpec, ShardWorker
+from asyncproc.storage.local import ShardStore
+from asyncproc.storage.records import Manifest, ShardCheckpoint
 
 ITEMS = 1200
 LANES = {"first": 8, "second": 4}  # different speeds: the attempts drift apart

@@ -1,0 +1,1 @@
+"""asyncproc.bench: see the package docstring of asyncproc."""

@@ -1,0 +1,206 @@
+"""``asyncproc bench``: measure a processor at several concurrency levels, find the knee.
+
+The pure part (levels, percentiles, the knee) is plain functions; the measuring part is
+one small async loop: a fixed pool of ``concurrency`` tasks pulling items from a shared
+cursor, timing each call with :func:`time.perf_counter`. No per-item limiter, queue or
+checkpoint sits between the tasks and the function, so the numbers are the function's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from .._errors import ConfigError
+
+KNEE_FRACTION = 0.9
+MAX_LEVEL = 1_000_000
+
+Call = Callable[[Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class LevelResult:
+    """What one concurrency level measured; ``items_per_s`` counts successful items."""
+
+    concurrency: int
+    items: int
+    errors: int
+    elapsed_s: float
+    items_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    error_rate: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """How long each level runs: a number of items, or a number of seconds."""
+
+    items: int | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.items is None) == (self.seconds is None):
+            raise ConfigError("give exactly one of --items and --duration")
+        if self.items is not None and self.items < 1:
+            raise ConfigError(f"--items must be at least 1, got {self.items}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ConfigError(
+                f"--duration must be a positive number of seconds, got {self.seconds}"
+            )
+
+
+# -- pure functions ----------------------------------------------------------------------
+
+
+def parse_levels(text: str) -> list[int]:
+    """``1,4,16`` is a list; ``1..1024x4`` is 1, 4, 16, ... up to 1024 (times 4 each step)."""
+    text = text.strip()
+    levels = _range_levels(text) if ".." in text else [_level(p) for p in text.split(",")]
+    if not levels:
+        raise ConfigError("--concurrency needs at least one level, e.g. 1,4,16 or 1..1024x4")
+    return sorted(set(levels))
+
+
+def _range_levels(text: str) -> list[int]:
+    start_text, _, rest = text.partition("..")
+    stop_text, sep, factor_text = rest.partition("x")
+    start, stop = _level(start_text), _level(stop_text)
+    factor = _level(factor_text) if sep else 2
+    if factor < 2 or stop < start:
+        raise ConfigError(
+            f"--concurrency range {text!r} needs START..STOPxFACTOR with STOP >= START "
+            "and FACTOR >= 2, e.g. 1..1024x4"
+        )
+    levels = [start]
+    while levels[-1] * factor <= stop:
+        levels.append(levels[-1] * factor)
+    return levels
+
+
+def _level(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--concurrency level {text.strip()!r} is not a whole number; "
+            "use a list like 1,4,16 or a range like 1..1024x4"
+        ) from None
+    if not 1 <= value <= MAX_LEVEL:
+        raise ConfigError(f"--concurrency levels must be between 1 and {MAX_LEVEL}, got {value}")
+    return value
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending sequence; 0.0 when it is empty."""
+    if not ordered:
+        return 0.0
+    rank = math.ceil(q / 100 * len(ordered))
+    return ordered[min(max(rank, 1), len(ordered)) - 1]
+
+
+def find_knee(levels: Sequence[LevelResult], fraction: float = KNEE_FRACTION) -> int:
+    """The lowest concurrency reaching ``fraction`` of the best throughput."""
+    if not levels:
+        raise ValueError("no levels measured")
+    best = max(level.items_per_s for level in levels)
+    return min(level.concurrency for level in levels if level.items_per_s >= fraction * best)
+
+
+def summarize(concurrency: int, latencies: list[float], errors: int, elapsed: float) -> LevelResult:
+    """Turn one level's raw timings (seconds) into its result row (milliseconds)."""
+    ordered = sorted(latencies)
+    done = len(ordered)
+    ok = done - errors
+
+    def ms(q: float) -> float:
+        return round(percentile(ordered, q) * 1000, 3)
+
+    return LevelResult(
+        concurrency=concurrency, items=done, errors=errors, elapsed_s=round(elapsed, 4),
+        items_per_s=round(ok / elapsed, 1) if elapsed > 0 else 0.0,
+        p50_ms=ms(50), p95_ms=ms(95), p99_ms=ms(99), max_ms=ms(100),
+        error_rate=round(errors / done, 4) if done else 0.0,
+    )  # fmt: skip
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+class _LevelRun:
+    """Mutable state of one level: the shared cursor and the timings."""
+
+    def __init__(self, call: Call, items: Sequence[Any], budget: Budget) -> None:
+        self._call = call
+        self._items = items
+        self._limit = budget.items
+        self._deadline = time.perf_counter() + (budget.seconds or 0.0)
+        self._taken = 0
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    def _take(self) -> tuple[Any] | None:
+        if self._limit is not None:
+            if self._taken >= self._limit:
+                return None
+        elif time.perf_counter() >= self._deadline:
+            return None
+        item = self._items[self._taken % len(self._items)]
+        self._taken += 1
+        return (item,)
+
+    async def lane(self) -> None:
+        clock, latencies = time.perf_counter, self.latencies
+        while (taken := self._take()) is not None:
+            started = clock()
+            try:
+                await self._call(taken[0])
+            except Exception:  # an item's failure is a data point, not a crash
+                self.errors += 1
+            latencies.append(clock() - started)
+            if len(latencies) % 256 == 0:
+                await anyio.lowlevel.checkpoint()
+
+
+async def measure_level(
+    call: Call, items: Sequence[Any], concurrency: int, budget: Budget
+) -> LevelResult:
+    """Run ``call`` over ``items`` (cycled) with ``concurrency`` tasks; time every call."""
+    if not items:
+        raise ConfigError("the bench has no items; give a non-empty --input or --synthetic N")
+    level = _LevelRun(call, items, budget)
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(concurrency):
+            tg.start_soon(level.lane)
+    elapsed = time.perf_counter() - started
+    return summarize(concurrency, level.latencies, level.errors, elapsed)
+
+
+async def sweep(
+    call: Call,
+    items: Sequence[Any],
+    levels: Sequence[int],
+    budget: Budget,
+    on_level: Callable[[LevelResult], None] | None = None,
+) -> list[LevelResult]:
+    """Measure every level in turn, lowest first."""
+    results = []
+    for concurrency in levels:
+        result = await measure_level(call, items, concurrency, budget)
+        if on_level is not None:
+            on_level(result)
+        results.append(result)
+    return results

@@ -1,0 +1,1 @@
+"""asyncproc.cli: see the package docstring of asyncproc."""

@@ -1,0 +1,165 @@
+"""``asyncproc bench``: the click layer over :mod:`._bench`, registered on ``cli``.
+
+The report module (rich's console, matplotlib) is imported only when a bench runs, so
+registering the command costs ``asyncproc run`` no start-up time.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import click
+import orjson
+
+from .._errors import ConfigError
+from .._options import format_for
+from ..bench.durability import Durability, durability_cost, items_for
+from ..bench.measure import Budget, Call, LevelResult, find_knee, parse_levels, sweep
+from ..bench.sample import Sample, load_sample, synthetic
+from ..engine.loops import LoopChoice, backend_options, running_loop
+from ..engine.processors import Processor, load_processor
+from .group import key_values
+
+DEFAULT_LEVELS = "1,4,16,64,256,1024"
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRequest:
+    """Everything the bench command was asked, checked before any measuring."""
+
+    processor: Processor
+    sample: Sample
+    levels: list[int]
+    budget: Budget
+    durability: bool
+    durability_items: int | None
+    quiet: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    """What a bench measured, and on which loop."""
+
+    levels: list[LevelResult]
+    knee: int
+    durability: Durability | None
+    loop: str
+
+
+def _sample(input_path: Path | None, count: int | None, fmt: str | None) -> Sample:
+    if (input_path is None) == (count is None):
+        raise ConfigError("give exactly one of --input PATH and --synthetic N")
+    if input_path is not None:
+        return load_sample(input_path, fmt or format_for(input_path).value)
+    return synthetic(count or 0)
+
+
+def _budget(items: int | None, duration: float | None) -> Budget:
+    if items is None and duration is None:
+        return Budget(seconds=3.0)
+    return Budget(items, duration)
+
+
+def _call(processor: Processor) -> Call:
+    call: Call = processor.fn if processor.is_async else processor.__call__
+    return call
+
+
+def _report_level(quiet: bool) -> Callable[[LevelResult], None]:
+    def report(level: LevelResult) -> None:
+        if not quiet:
+            sys.stderr.write(
+                f"asyncproc: concurrency {level.concurrency}: {level.items_per_s:,.0f} items/s, "
+                f"p99 {level.p99_ms:.1f} ms\n"
+            )
+
+    return report
+
+
+async def _measure(req: BenchRequest) -> BenchResult:
+    call = _call(req.processor)
+    levels = await sweep(call, req.sample.items, req.levels, req.budget, _report_level(req.quiet))
+    knee = find_knee(levels)
+    cost = await _durability(req, levels, knee) if req.durability else None
+    return BenchResult(levels, knee, cost, running_loop())
+
+
+async def _durability(req: BenchRequest, levels: list[LevelResult], knee: int) -> Durability:
+    best = max(level.items_per_s for level in levels)
+    count = req.durability_items or items_for(best)
+    if not req.quiet:
+        sys.stderr.write(f"asyncproc: cost of durability: {count} items through the engine\n")
+    return await durability_cost(req.processor.fn, req.sample, knee, count)
+
+
+@click.command(name="bench")
+@click.option(
+    "--processor", required=True, help="Built-in name, module:function or file.py:function."
+)
+@click.option(
+    "--processor-arg", "processor_args", multiple=True, callback=key_values,
+    metavar="KEY=VALUE", help="Argument for a built-in processor (repeatable).",
+)  # fmt: skip
+@click.option(
+    "--input", "input_path", type=click.Path(path_type=Path), help="A sample of real items."
+)
+@click.option("--synthetic", type=int, metavar="N", help="Bench on N generated items instead.")
+@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), help="Input format.")
+@click.option(
+    "--concurrency", "levels", default=DEFAULT_LEVELS, show_default=True,
+    help="Levels: a list (1,4,16) or START..STOPxFACTOR (1..1024x4 = 1,4,16,...,1024).",
+)  # fmt: skip
+@click.option("--items", type=int, help="Items per level.")
+@click.option("--duration", type=float, help="Seconds per level [default: 3].")
+@click.option(
+    "--durability/--no-durability", default=True, show_default=True,
+    help="Also time the full engine at batch sizes 1, 10, 100, 1000 vs checkpoints off.",
+)  # fmt: skip
+@click.option(
+    "--durability-items", type=int, metavar="N", help="Items per engine run [default: auto]."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write a PNG plot.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-level lines on stderr.")
+@click.option(
+    "--loop", type=click.Choice([c.value for c in LoopChoice]), default="auto",
+    show_default=True, help="Event loop: auto = uvloop when installed.",
+)  # fmt: skip
+def bench_command(
+    processor: str, processor_args: dict[str, str], input_path: Path | None,
+    synthetic: int | None, fmt: str | None, levels: str, items: int | None,
+    duration: float | None, durability: bool, durability_items: int | None,
+    as_json: bool, plot_path: Path | None, quiet: bool, loop: str,
+) -> None:  # fmt: skip
+    """Measure PROCESSOR at several concurrency levels; find the knee."""
+    if plot_path is not None:
+        from ..bench.report import require_matplotlib
+
+        require_matplotlib()
+    if durability_items is not None and durability_items < 1:
+        raise ConfigError(f"--durability-items must be at least 1, got {durability_items}")
+    req = BenchRequest(
+        processor=load_processor(processor, processor_args),
+        sample=_sample(input_path, synthetic, fmt), levels=parse_levels(levels),
+        budget=_budget(items, duration), durability=durability,
+        durability_items=durability_items, quiet=quiet,
+    )  # fmt: skip
+    result = anyio.run(_measure, req, backend_options=backend_options(loop))
+    _output(req.processor.spec, result, as_json, plot_path)
+
+
+def _output(spec: str, result: BenchResult, as_json: bool, plot_path: Path | None) -> None:
+    from ..bench.report import document, plot, show
+
+    if plot_path is not None:
+        plot(result.levels, result.knee, plot_path)
+    if as_json:
+        doc = document(spec, result.loop, result.levels, result.knee, result.durability)
+        sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.flush()
+    else:
+        show(result.levels, result.knee, result.durability)

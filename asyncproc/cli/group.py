@@ -1,0 +1,81 @@
+"""The ``asyncproc`` click group and what its commands share.
+
+Commands are loaded when they are used (click's lazy-group pattern): ``asyncproc run``
+imports neither the run-management tables nor the bench, and no command module needs
+to import another to register itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+import click
+
+# command name -> module under asyncproc.cli defining a click command of that name
+COMMANDS = {
+    "run": "run",
+    "bench": "bench",
+    "list": "runs",
+    "show": "runs",
+    "status": "runs",
+    "delete": "runs",
+    "cleanup": "runs",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        loaded = importlib.import_module(f"{__package__}.{module}")
+        command = getattr(loaded, cmd_name.replace("-", "_") + "_command", None)
+        return command if isinstance(command, click.Command) else None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="asyncproc")
+def cli() -> None:
+    """Process large line-oriented inputs concurrently; resume after any crash."""
+
+
+class _StderrHandler(logging.StreamHandler[TextIO]):
+    """Writes to whatever ``sys.stderr`` is now, so a live progress bar can redirect it."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        del value
+
+
+def setup_logging(quiet: bool) -> None:
+    logger = logging.getLogger("asyncproc")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("asyncproc: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+def key_values(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
+    """A repeatable ``KEY=VALUE`` option as a dict."""
+    pairs = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", ctx, param)
+        pairs[key] = val
+    return pairs

@@ -1,0 +1,108 @@
+"""Rich tables for the run-management commands (the ``--json`` forms bypass this)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..engine.observer import fmt_duration
+from ..runs.views import RunView, iso
+
+STATUS_STYLE = {
+    "running": "bold green",
+    "interrupted": "yellow",
+    "failed": "bold red",
+    "merged": "cyan",
+    "completed": "green",
+}
+
+
+def _when(ts: float | None) -> str:
+    text = iso(ts)
+    return "-" if text is None else text.replace("T", " ").replace("+00:00", "Z")
+
+
+def _status(view: RunView) -> Text:
+    return Text(view.status.value, style=STATUS_STYLE.get(view.status.value, ""))
+
+
+def _progress(view: RunView) -> str:
+    return f"{view.done}/{view.total_items} ({view.percent:.1f}%)"
+
+
+def runs_table(views: list[RunView]) -> Table:
+    table = Table(title="asyncproc runs (newest first)")
+    for column in ("run id", "status", "input", "progress", "failed", "started", "duration"):
+        table.add_column(column, no_wrap=column != "input")
+    for view in views:
+        table.add_row(
+            view.run_id, _status(view), view.input, _progress(view), str(view.failed),
+            _when(view.started_at), fmt_duration(view.duration),
+        )  # fmt: skip
+    return table
+
+
+def _facts(view: RunView) -> Table:
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    eta = view.eta
+    rows: list[tuple[str, str | Text]] = [
+        ("run", view.run_id), ("status", _status(view)), ("input", view.input),
+        ("output", view.output), ("progress", _progress(view)), ("failed", str(view.failed)),
+        ("started", _when(view.started_at)), ("ended", _when(view.ended_at)),
+        ("last activity", _when(view.updated_at)), ("duration", fmt_duration(view.duration)),
+        ("throughput", f"{view.throughput:.1f} items/s"),
+        ("ETA", "-" if eta is None else fmt_duration(eta)), ("held by", view.holder or "-"),
+    ]  # fmt: skip
+    for name, value in rows:
+        facts.add_row(name, value)
+    return facts
+
+
+def _options(view: RunView) -> Table:
+    table = Table(title="options", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key in sorted(view.options):
+        table.add_row(key, repr(view.options[key]))
+    return table
+
+
+def _shards(view: RunView) -> Table:
+    table = Table(title="shards")
+    for column in ("shard", "range", "items", "done", "failed", "attempts", "checkpoint"):
+        table.add_column(column)
+    for s in view.shards:
+        table.add_row(
+            str(s.shard_id), f"{s.start}-{s.end}", str(s.items),
+            f"{s.processed + s.failed}{' ✓' if s.done else ''}", str(s.failed),
+            str(s.attempts), _when(s.checkpoint_at),
+        )  # fmt: skip
+    return table
+
+
+def _failures(failures: list[dict[str, Any]]) -> Table:
+    table = Table(title="most recent failures")
+    for column in ("index/key", "item", "error"):
+        table.add_column(column, overflow="fold")
+    for entry in failures:
+        error = f"{entry.get('error_type', '')}: {entry.get('error', '')}"
+        where = entry["index"] if "index" in entry else entry.get("key")
+        item = repr(entry["item"])[:80] if "item" in entry else "-"
+        table.add_row(str(where), item, error)
+    return table
+
+
+def run_detail(view: RunView, failures: list[dict[str, Any]], options: bool) -> Group:
+    parts: list[RenderableType] = [_facts(view)]
+    if options:
+        parts.append(_options(view))
+    if view.shards:
+        parts.append(_shards(view))
+    if failures:
+        parts.append(_failures(failures))
+    return Group(*parts)

@@ -1,0 +1,190 @@
+"""Run-management commands on the ``asyncproc`` group: list, show, status, delete, cleanup.
+
+Importing this module registers them; ``_cli`` does so. All output goes to stdout
+(a rich table, or JSON with ``--json``); errors go through the CLI's one-line path.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+from rich.console import Console
+
+from .._errors import ConfigError
+from .._options import DEFAULT_CHECKPOINT
+from .._runs_api import runs_in
+from ..runs.views import RunView
+from ..storage.records import RunStatus
+from .render import run_detail, runs_table
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _checkpoint_option(fn: F) -> F:
+    return click.option(
+        "--checkpoint",
+        "checkpoint_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=Path(DEFAULT_CHECKPOINT),
+        show_default=True,
+        help="Directory where runs live: the --checkpoint given to `run` "
+        "(`run` defaults to .asyncproc beside its output).",
+    )(fn)
+
+
+def _json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()
+
+
+def _console() -> Console:
+    return Console(soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        sys.stderr.write(f"asyncproc: {line}\n")
+
+
+@click.command(name="list")
+@_checkpoint_option
+@_json_option
+def list_command(checkpoint_dir: Path, as_json: bool) -> None:
+    """List the runs under the checkpoint directory, newest first."""
+    views, problems = runs_in(checkpoint_dir).views()
+    _warn(problems)
+    if as_json:
+        _emit_json([v.to_json() for v in views])
+    elif not views:
+        click.echo(f"no runs under {checkpoint_dir}")
+    else:
+        _console().print(runs_table(views))
+
+
+@click.command(name="show")
+@click.argument("run_id")
+@_checkpoint_option
+@_json_option
+@click.option(
+    "--failures", "limit", type=click.IntRange(min=0), default=5, show_default=True,
+    help="How many of the most recent failures to show.",
+)  # fmt: skip
+def show_command(run_id: str, checkpoint_dir: Path, as_json: bool, limit: int) -> None:
+    """Show RUN_ID in detail: options, shards, throughput, ETA, recent failures."""
+    runs = runs_in(checkpoint_dir)
+    view = runs.view(run_id)
+    _print_detail(view, runs.failures(view, limit), as_json, options=True)
+
+
+def _print_detail(
+    view: RunView, failures: list[dict[str, Any]], as_json: bool, *, options: bool
+) -> None:
+    if as_json:
+        _emit_json(view.to_json_detail(failures))
+    else:
+        _console().print(run_detail(view, failures, options))
+
+
+def _status_view(checkpoint_dir: Path, run_id: str | None) -> RunView:
+    if run_id is None:
+        return runs_in(checkpoint_dir).current()
+    return runs_in(checkpoint_dir).view(run_id)
+
+
+@click.command(name="status")
+@click.argument("run_id", required=False)
+@_checkpoint_option
+@_json_option
+@click.option(
+    "--watch", type=float, is_flag=False, flag_value=2.0, default=None, metavar="[SECONDS]",
+    help="Refresh every SECONDS (default 2) until the run stops; Ctrl-C to quit.",
+)  # fmt: skip
+def status_command(
+    run_id: str | None, checkpoint_dir: Path, as_json: bool, watch: float | None
+) -> None:
+    """The merged status of a run going on now (default: the newest unfinished run).
+
+    Read-only and safe while the run works: it reads the shard checkpoints and never
+    takes the run's lock. --watch refreshes until no process holds the run any more;
+    with --json, one JSON document per refresh.
+    """
+    if watch is not None and not watch > 0:
+        raise ConfigError(f"--watch must be a positive number of seconds, got {watch}")
+    view = _status_view(checkpoint_dir, run_id)
+    _print_detail(view, [], as_json, options=False)
+    if watch is not None:
+        try:
+            _watch(checkpoint_dir, view, watch, as_json)
+        except KeyboardInterrupt:
+            return  # Ctrl-C ends watching; the run itself is not touched
+
+
+def _watch(checkpoint_dir: Path, view: RunView, seconds: float, as_json: bool) -> None:
+    while view.status is RunStatus.RUNNING or view.holder is not None:
+        time.sleep(seconds)
+        view = runs_in(checkpoint_dir).view(view.run_id)
+        _next_frame(as_json)
+        _print_detail(view, [], as_json, options=False)
+
+
+def _next_frame(as_json: bool) -> None:
+    """Separate refreshes: a cleared screen on a terminal, a blank line otherwise."""
+    if as_json:
+        return
+    console = _console()
+    if console.is_terminal:
+        console.clear()
+    else:
+        click.echo()
+
+
+@click.command(name="delete")
+@click.argument("run_id")
+@_checkpoint_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def delete_command(run_id: str, checkpoint_dir: Path, yes: bool) -> None:
+    """Delete RUN_ID's directory (checkpoints, segments, manifest); refuses a live run.
+
+    The run's output file, if any, is left alone.
+    """
+    view = runs_in(checkpoint_dir).view(run_id)
+    if not yes:
+        click.confirm(
+            f"Delete run {run_id} ({view.status.value}, {view.done}/{view.total_items} items)?",
+            abort=True,
+            err=True,
+        )
+    runs_in(checkpoint_dir).delete(run_id)
+    click.echo(f"deleted run {run_id}")
+
+
+@click.command(name="cleanup")
+@click.option(
+    "--keep", type=click.IntRange(min=0), required=True,
+    help="How many of the newest finished runs to keep.",
+)  # fmt: skip
+@_checkpoint_option
+@click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
+def cleanup_command(keep: int, checkpoint_dir: Path, dry_run: bool) -> None:
+    """Remove all but the newest KEEP finished (completed) runs.
+
+    Runs that are running, interrupted or failed are never touched: they can still be
+    resumed; remove one on purpose with `asyncproc delete`.
+    """
+    if dry_run:
+        ids = [v.run_id for v in runs_in(checkpoint_dir).cleanup_candidates(keep)]
+        verb = "would remove"
+    else:
+        ids = runs_in(checkpoint_dir).cleanup(keep)
+        verb = "removed"
+    click.echo(f"{verb} {len(ids)} run(s){': ' if ids else ''}{' '.join(ids)}")

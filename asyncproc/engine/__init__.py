@@ -1,0 +1,1 @@
+"""asyncproc.engine: see the package docstring of asyncproc."""

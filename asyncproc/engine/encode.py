@@ -1,0 +1,63 @@
+"""Turning lines into items and results into the bytes a segment holds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ..storage.records import DeadLetter
+
+_DUMP = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def _text(raw: bytes) -> str:
+    return raw.strip().decode("utf-8")
+
+
+def decoder_for(fmt: str) -> Callable[[bytes], Any]:
+    """A text item is the stripped line; a JSONL item is the line's JSON value."""
+    return orjson.loads if fmt == "jsonl" else _text
+
+
+class Encoder:
+    """Encodes one shard attempt's records; ``seq`` counts items from ``first_index``."""
+
+    __slots__ = ("_index_last", "first_index")
+
+    def __init__(self, output_kind: str, first_index: int) -> None:
+        self.first_index = first_index
+        self._index_last = output_kind == "json"
+
+    def record(self, seq: int, value: Any) -> bytes:
+        """One output line: index first for JSON lines, last for the JSON array."""
+        index = self.first_index + seq
+        if self._index_last:
+            body = (
+                {**value, "index": index}
+                if type(value) is dict
+                else {"result": value, "index": index}
+            )
+        else:
+            body = (
+                {"index": index, **value}
+                if type(value) is dict
+                else {"index": index, "result": value}
+            )
+        return orjson.dumps(body, option=_DUMP)
+
+    def dead(
+        self, seq: int, start: int, item: Any, error: BaseException | None, attempts: int
+    ) -> bytes:
+        """One failed-items line, keeping the last attempt's error."""
+        if isinstance(item, bytes):
+            item = item.decode("utf-8", "backslashreplace")
+        return DeadLetter(
+            index=self.first_index + seq,
+            offset=start,
+            item=item,
+            error_type=type(error).__name__,
+            error=str(error),
+            attempts=attempts,
+        ).to_line()

@@ -1,0 +1,1 @@
+"""asyncproc.keyed: see the package docstring of asyncproc."""

@@ -1,0 +1,186 @@
+"""The manual keyed checkpoint: one :class:`LoaderCheckpoint` per named loader of a run.
+
+Keys are spread over the run's shards by a stable hash; each shard commits on its own
+(:mod:`._keyed_store`), all dirty shards of a save in parallel worker threads.
+
+*Acknowledged* means saved: a key is acknowledged once a :meth:`save_progress` that
+started after its :meth:`mark_processed` has returned. Every ``interval``-th mark awaits
+such a save itself, so at most ``interval - 1`` marks (plus marks made while a save was
+running) are ever unacknowledged. A SIGKILL loses no acknowledged key; a corrupt newest
+checkpoint of a shard costs at most that shard's keys of one save.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import anyio
+
+from .._errors import ConfigError, RunError
+from ..runs.rundir import RunDir
+from ..storage.local import atomic_write
+from .records import LOADER_RECORD, Key, KeyFailure, LoaderRecord, check_key, shard_of
+from .store import KeyShard, Pending
+
+log = logging.getLogger("asyncproc")
+
+RECENT_FAILURES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class LoaderStats:
+    """A loader's progress; ``percent`` is None until the total is known."""
+
+    name: str
+    processed: int
+    total: int | None
+    percent: float | None
+    failures: int
+    recent_failures: tuple[KeyFailure, ...]
+
+
+def _error_parts(error: BaseException | str) -> tuple[str, str]:
+    if isinstance(error, BaseException):
+        return type(error).__name__, str(error)
+    return "Error", str(error)
+
+
+class LoaderCheckpoint:
+    """Which keys of one loader are done or failed; saved atomically, shard by shard.
+
+    Made by :meth:`KeyedRun.loader`; not safe to share between processes (the run's lock
+    prevents that), safe to use from many tasks of one event loop.
+    """
+
+    def __init__(
+        self, run_dir: RunDir, name: str, shards: int, interval: int, *, run_id: str
+    ) -> None:
+        if interval < 1:
+            raise ConfigError(f"the checkpoint interval must be at least 1, got {interval}")
+        self.name, self.interval = name, interval
+        self.path = run_dir.path / "loaders" / name
+        self._shards = [KeyShard(self.path, k, run_id) for k in range(shards)]
+        self._done: set[Key] = set()
+        self._failed: dict[Key, KeyFailure] = {}
+        self._recent: deque[KeyFailure] = deque(maxlen=RECENT_FAILURES)
+        self._total: int | None = None
+        self._total_saved: int | None = None
+        self._since_save = 0
+        self._save_lock = anyio.Lock()
+        self._closed = False
+        self.problems: tuple[str, ...] = ()
+
+    # -- loading ----------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read every shard's acknowledged keys (blocking; called from a thread)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        problems: list[str] = []
+        for shard in self._shards:
+            loaded = shard.load()
+            self._done |= loaded.keys
+            self._failed.update(loaded.failures)
+            problems += (f"shard {shard.shard_id}: {p}" for p in loaded.problems)
+        for key in self._done.intersection(self._failed):
+            del self._failed[key]
+        self._recent.extend(sorted(self._failed.values(), key=lambda f: f.at))
+        self._total = self._total_saved = self._read_total()
+        self.problems = tuple(problems)
+        for problem in problems:
+            log.warning("loader %s: %s", self.name, problem)
+
+    def _read_total(self) -> int | None:
+        try:
+            raw = (self.path / LOADER_RECORD).read_bytes()
+        except FileNotFoundError:
+            return None
+        return LoaderRecord.from_bytes(raw, f"loader {self.name} record").total_items
+
+    # -- the older system's methods ---------------------------------------------------
+
+    def is_processed(self, key: Key) -> bool:
+        """True when ``key`` was marked processed in this run (now or before a resume)."""
+        return key in self._done
+
+    async def mark_processed(self, key: Key) -> None:
+        """Record ``key`` as done; every ``interval``-th mark saves (and awaits the save)."""
+        self._check_open()
+        key = check_key(key)
+        if key in self._done:
+            return
+        self._done.add(key)
+        self._failed.pop(key, None)
+        self._shards[shard_of(key, len(self._shards))].add_key(key)
+        await self._tick()
+
+    async def mark_failed(self, key: Key, error: BaseException | str) -> None:
+        """Record that ``key`` failed with ``error``; it is tried again on a resume."""
+        self._check_open()
+        key = check_key(key)
+        error_type, message = _error_parts(error)
+        failure = KeyFailure(key, error_type, message, time.time())
+        self._failed[key] = failure
+        self._recent.append(failure)
+        self._shards[shard_of(key, len(self._shards))].add_failure(failure)
+        await self._tick()
+
+    def set_total_items(self, total: int) -> None:
+        """Tell the loader how many items to expect (saved with the next save)."""
+        if total < 0:
+            raise ConfigError(f"the total number of items cannot be negative, got {total}")
+        self._total = total
+
+    async def save_progress(self) -> None:
+        """Make every mark so far durable: dirty shards commit in parallel threads."""
+        async with self._save_lock:
+            pending = [(s, s.snapshot()) for s in self._shards if s.dirty]
+            self._since_save = 0
+            total = self._total
+            async with anyio.create_task_group() as tg:
+                for shard, snapshot in pending:
+                    tg.start_soon(self._commit_shard, shard, snapshot)
+                if total != self._total_saved:
+                    tg.start_soon(self._save_total, total)
+
+    def stats(self) -> LoaderStats:
+        """Processed, total, percent, failures and the most recent failures."""
+        done, total = len(self._done), self._total
+        percent = round(100.0 * done / total, 1) if total else None
+        return LoaderStats(
+            self.name, done, total, percent, len(self._failed), tuple(reversed(self._recent))
+        )
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        self._since_save += 1
+        if self._since_save >= self.interval:
+            await self.save_progress()
+
+    async def _commit_shard(self, shard: KeyShard, pending: Pending) -> None:
+        await anyio.to_thread.run_sync(shard.commit, pending)
+
+    async def _save_total(self, total: int | None) -> None:
+        raw = LoaderRecord(self.name, total).to_bytes()
+        await anyio.to_thread.run_sync(atomic_write, self.path / LOADER_RECORD, raw)
+        self._total_saved = total
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunError(
+                f"loader {self.name} belongs to a run that has ended; start or resume "
+                "a run with CheckpointManager.start_run() and take its loader again"
+            )
+
+    async def close(self) -> None:
+        """Save what is left and release the shard files; later marks are refused."""
+        if self._closed:
+            return
+        with anyio.CancelScope(shield=True):
+            await self.save_progress()
+            self._closed = True
+            for shard in self._shards:
+                shard.close()

@@ -1,0 +1,254 @@
+"""Keyed runs: :class:`CheckpointManager` starts, resumes, lists and completes them.
+
+A keyed run lives beside file runs under a checkpoint directory (its record is
+``keyed.json``, so ``asyncproc list`` and file runs ignore it). Choosing or creating a
+run holds the checkpoint directory's lock, and the run's own lock is then held until the
+run is completed, failed or closed, exactly as the file engine does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import orjson
+
+from .._errors import ConfigError, IncompatibleRunError, RunError, RunNotFoundError
+from .._options import DEFAULT_CHECKPOINT
+from ..runs.locks import hold, is_held
+from ..runs.rundir import RunDir, directory_lock, new_run_dir, run_order
+from ..runs.views import derive_status
+from ..storage.local import atomic_write
+from ..storage.records import RunStatus
+from .loader import LoaderCheckpoint
+from .records import KEYED_MANIFEST, KeyedRunRecord, check_name, config_differences
+
+DEFAULT_SHARDS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedRunInfo:
+    """A keyed run as :meth:`CheckpointManager.list_runs` shows it."""
+
+    run_id: str
+    status: RunStatus
+    started_at: float
+    updated_at: float
+    config: dict[str, Any]
+    shards: int
+    error: str | None
+    loaders: tuple[str, ...]
+
+
+def _normalise(config: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        plain = orjson.loads(orjson.dumps(config or {}))
+    except TypeError as exc:
+        raise ConfigError(f"the run config must be JSON-serialisable: {exc}") from None
+    if not isinstance(plain, dict):
+        raise ConfigError("the run config must be a dict")
+    return plain
+
+
+def _read(path: Path) -> KeyedRunRecord:
+    try:
+        raw = (path / KEYED_MANIFEST).read_bytes()
+    except FileNotFoundError:
+        raise RunNotFoundError(
+            f"no keyed run at {path}; see CheckpointManager.list_runs()"
+        ) from None
+    return KeyedRunRecord.from_bytes(raw, f"keyed run {path.name}")
+
+
+def _write(path: Path, record: KeyedRunRecord) -> None:
+    atomic_write(path / KEYED_MANIFEST, record.to_bytes(), "manifest")
+
+
+class KeyedRun:
+    """One run being worked on by this process; holds the run's lock until it ends.
+
+    ``async with`` it: a clean exit completes the run, an exception marks it failed
+    (with the error), a cancellation leaves it interrupted; loaders are saved first.
+    """
+
+    def __init__(self, path: Path, record: KeyedRunRecord, lock: ExitStack, resumed: bool):
+        self.path, self.resumed = path, resumed
+        self._record = record
+        self._lock: ExitStack | None = lock
+        self._loaders: dict[str, LoaderCheckpoint] = {}
+
+    @property
+    def run_id(self) -> str:
+        return self._record.run_id
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._record.config)
+
+    @property
+    def status(self) -> RunStatus:
+        return self._record.status
+
+    async def loader(self, name: str, *, interval: int = 25) -> LoaderCheckpoint:
+        """The checkpoint of loader ``name``, with the keys it acknowledged before."""
+        if self._lock is None:
+            raise RunError(f"run {self.run_id} has ended; start or resume a run to go on")
+        if name not in self._loaders:
+            loader = LoaderCheckpoint(
+                RunDir(self.path), check_name(name), self._record.shards, interval,
+                run_id=self.run_id,
+            )  # fmt: skip
+            await anyio.to_thread.run_sync(loader.load)
+            self._loaders[name] = loader
+        return self._loaders[name]
+
+    async def save_progress(self) -> None:
+        for loader in self._loaders.values():
+            await loader.save_progress()
+
+    async def complete(self) -> None:
+        """Save every loader and mark the run completed."""
+        await self._end(RunStatus.COMPLETED, None)
+
+    async def fail(self, error: BaseException | str) -> None:
+        """Save every loader and mark the run failed with ``error`` (resumable)."""
+        await self._end(RunStatus.FAILED, f"{type(error).__name__}: {error}")
+
+    async def close(self) -> None:
+        """Save every loader and release the run, leaving it interrupted (resumable)."""
+        await self._end(RunStatus.INTERRUPTED, None)
+
+    async def _end(self, status: RunStatus, error: str | None) -> None:
+        if self._lock is None:
+            return
+        with anyio.CancelScope(shield=True):
+            for loader in self._loaders.values():
+                await loader.close()
+            self._record = replace(self._record, status=status, error=error, updated_at=time.time())
+            await anyio.to_thread.run_sync(_write, self.path, self._record)
+            self._lock.close()
+            self._lock = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            await self.complete()
+        elif isinstance(exc, Exception):
+            await self.fail(exc)
+        else:
+            await self.close()
+
+
+class CheckpointManager:
+    """Keyed runs under ``checkpoint_dir``: start, resume, list, complete."""
+
+    def __init__(
+        self,
+        checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT,
+        *,
+        shards: int = DEFAULT_SHARDS,
+    ) -> None:
+        if shards < 1:
+            raise ConfigError(f"shards must be at least 1, got {shards}")
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.shards = shards
+
+    def list_runs(self) -> list[KeyedRunInfo]:
+        """Every keyed run, newest first, its status derived as ``asyncproc list`` does."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        paths = [p for p in self.checkpoint_dir.iterdir() if (p / KEYED_MANIFEST).is_file()]
+        return [self._info(p) for p in sorted(paths, key=lambda p: run_order(p.name), reverse=True)]
+
+    def _info(self, path: Path) -> KeyedRunInfo:
+        record = _read(path)
+        loaders_dir = path / "loaders"
+        loaders = sorted(p.name for p in loaders_dir.iterdir()) if loaders_dir.is_dir() else []
+        return KeyedRunInfo(
+            record.run_id, derive_status(record.status, is_held(path / "lock")),
+            record.created_at, record.updated_at, record.config, record.shards, record.error,
+            tuple(loaders),
+        )  # fmt: skip
+
+    def latest_incomplete(self) -> KeyedRunInfo | None:
+        """The newest run that is not completed, or None."""
+        return next((r for r in self.list_runs() if r.status is not RunStatus.COMPLETED), None)
+
+    async def start_run(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        new_run: bool = False,
+    ) -> KeyedRun:
+        """Resume ``run_id``, else the newest incomplete run, else start a new one.
+
+        ``new_run=True`` always starts a new run. Resuming with another ``config`` is
+        refused with every difference listed.
+        """
+        wanted = _normalise(config)
+        stack = ExitStack()
+        try:
+            return await anyio.to_thread.run_sync(self._choose, wanted, run_id, new_run, stack)
+        except BaseException:
+            stack.close()
+            raise
+
+    def _choose(
+        self, config: dict[str, Any], run_id: str | None, new_run: bool, stack: ExitStack
+    ) -> KeyedRun:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        with directory_lock(self.checkpoint_dir):
+            path = self._existing(run_id, new_run)
+            if path is None:
+                return self._create(config, stack)
+            stack.enter_context(hold(path / "lock", f"run {path.name}"))
+            record = self._verified(path, config)
+            record = replace(record, status=RunStatus.RUNNING, error=None, updated_at=time.time())
+            _write(path, record)
+            return KeyedRun(path, record, stack, resumed=True)
+
+    def _existing(self, run_id: str | None, new_run: bool) -> Path | None:
+        if run_id is not None:
+            path = self.checkpoint_dir / run_id
+            if "/" in run_id or not (path / KEYED_MANIFEST).is_file():
+                raise RunNotFoundError(
+                    f"no keyed run {run_id!r} under {self.checkpoint_dir}; "
+                    "see CheckpointManager.list_runs() for the run ids"
+                )
+            return path
+        if new_run:
+            return None
+        latest = self.latest_incomplete()
+        return None if latest is None else self.checkpoint_dir / latest.run_id
+
+    def _verified(self, path: Path, config: dict[str, Any]) -> KeyedRunRecord:
+        record = _read(path)
+        if record.status is RunStatus.COMPLETED:
+            raise RunError(f"run {record.run_id} is already completed; start a new run instead")
+        differences = config_differences(record.config, config)
+        if differences:
+            raise IncompatibleRunError(
+                f"run {record.run_id} was started with another config "
+                f"({'; '.join(differences)}); use the same config, or start a new run "
+                "(new_run=True)"
+            )
+        return record
+
+    def _create(self, config: dict[str, Any], stack: ExitStack) -> KeyedRun:
+        run = new_run_dir(self.checkpoint_dir)
+        stack.enter_context(run.locked())
+        now = time.time()
+        record = KeyedRunRecord(run.run_id, RunStatus.RUNNING, now, now, config, self.shards)
+        _write(run.path, record)
+        return KeyedRun(run.path, record, stack, resumed=False)

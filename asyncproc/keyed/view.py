@@ -1,0 +1,109 @@
+"""Keyed runs as management views, so ``asyncproc list/show/status/delete/cleanup`` see them.
+
+Read-only and lock-free like file views: the run record, each loader's record and each
+loader shard's newest good checkpoint. ``processed`` counts acknowledged keys;
+``failed`` counts recorded failures (a key that failed and later succeeded on a resume
+counts in both). ``total_items`` is the sum of the totals given to
+``set_total_items`` (a loader without one counts its processed keys).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .._errors import AsyncprocError
+from ..runs.failures import failures_from_segments
+from ..runs.locks import holder_text, is_held
+from ..runs.views import FINISHED, RunView, derive_status, iso
+from ..storage.local import ShardStore
+from ..storage.records import RunStatus, ShardCheckpoint
+from .records import KEYED_MANIFEST, LOADER_RECORD, KeyedRunRecord, LoaderRecord
+
+
+def is_keyed(path: Path) -> bool:
+    return (path / KEYED_MANIFEST).is_file()
+
+
+def _record(path: Path) -> KeyedRunRecord:
+    return KeyedRunRecord.from_bytes((path / KEYED_MANIFEST).read_bytes(), f"keyed run {path.name}")
+
+
+def _loaders(path: Path) -> list[Path]:
+    root = path / "loaders"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def _checkpoints(loader: Path, shards: int) -> list[ShardCheckpoint]:
+    found = (ShardStore(loader, k).load().checkpoint for k in range(shards))
+    return [c for c in found if c is not None]
+
+
+def _total(loader: Path) -> int | None:
+    try:
+        raw = (loader / LOADER_RECORD).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return LoaderRecord.from_bytes(raw, f"loader {loader.name}").total_items
+    except AsyncprocError:
+        return None
+
+
+def _loader_counts(loader: Path, shards: int) -> dict[str, Any]:
+    checkpoints = _checkpoints(loader, shards)
+    processed = sum(c.processed for c in checkpoints)
+    total = _total(loader)
+    return {
+        "processed": processed,
+        "failed": sum(c.failed for c in checkpoints),
+        "total_items": total,
+        "checkpoint_at": iso(max((c.updated_at for c in checkpoints), default=None)),
+    }
+
+
+def keyed_view(path: Path) -> RunView:
+    """A keyed run as a :class:`RunView` (``kind == "keyed"``, no byte-range shards)."""
+    record = _record(path)
+    held = is_held(path / "lock")
+    status = derive_status(record.status, held)
+    loaders = {p.name: _loader_counts(p, record.shards) for p in _loaders(path)}
+    times = [c.updated_at for p in _loaders(path) for c in _checkpoints(p, record.shards)]
+    total = sum(c["total_items"] if c["total_items"] is not None else c["processed"]
+                for c in loaders.values())  # fmt: skip
+    options = {"config": record.config, "shards": record.shards, "error": record.error,
+               "loaders": loaders}  # fmt: skip
+    return RunView(
+        run_id=record.run_id, status=status, input="keyed: " + ", ".join(loaders),
+        output="", total_items=total, processed=sum(c["processed"] for c in loaders.values()),
+        failed=sum(c["failed"] for c in loaders.values()), started_at=record.created_at,
+        ended_at=record.updated_at if status in (*FINISHED, RunStatus.FAILED) else None,
+        updated_at=max([record.updated_at, *times]), options=options,
+        holder=holder_text(path / "lock") if held else None, path=path, kind="keyed",
+    )  # fmt: skip
+
+
+def keyed_failures(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The most recent recorded failures over every loader of a keyed run, newest first."""
+    shards = _record(path).shards
+    found: list[dict[str, Any]] = []
+    for loader in _loaders(path):
+        entries = failures_from_segments(loader, _checkpoints(loader, shards), limit)
+        found += ({"loader": loader.name, **e} for e in entries)
+    found.sort(key=lambda e: float(e.get("at", 0.0)), reverse=True)
+    return found[:limit]
+
+
+class KeyedRuns:
+    """The kind of run :class:`~asyncproc.CheckpointManager` makes (see ``RunKind``)."""
+
+    marker = KEYED_MANIFEST
+
+    def view(self, path: Path) -> RunView:
+        return keyed_view(path)
+
+    def failures(self, view: RunView, limit: int) -> list[dict[str, Any]]:
+        return keyed_failures(view.path, limit)
+
+
+KEYED_RUNS = KeyedRuns()

@@ -1,0 +1,1 @@
+"""asyncproc.processes: see the package docstring of asyncproc."""

@@ -1,0 +1,1 @@
+"""asyncproc.runs: see the package docstring of asyncproc."""

@@ -1,0 +1,72 @@
+"""The most recent failed items of a run, read from committed dead-letter bytes only.
+
+Only the tail of each dead-letter segment is read (at most ``TAIL`` bytes before its
+committed length), so a run with millions of failures is shown as fast as one with few.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..storage.records import SegmentRef, ShardCheckpoint
+
+TAIL = 256 * 1024
+
+
+def tail_lines(path: Path, length: int, limit: int) -> list[bytes]:
+    """The last ``limit`` whole lines in the first ``length`` bytes of ``path``."""
+    start = max(0, length - TAIL)
+    try:
+        with path.open("rb") as fh:
+            fh.seek(start)
+            block = fh.read(length - start)
+    except OSError:
+        return []
+    lines = block.split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # the first one may be cut
+    return [line for line in lines if line.strip()][-limit:]
+
+
+def _decode(lines: Iterable[bytes], shard: int | None) -> list[dict[str, Any]]:
+    found = []
+    for line in lines:
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            found.append(entry if shard is None else {"shard_id": shard, **entry})
+    return found
+
+
+def _newest(entries: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    entries.sort(key=lambda e: e.get("index", -1) if isinstance(e.get("index"), int) else -1)
+    return entries[-limit:][::-1] if limit > 0 else []
+
+
+def failures_from_segments(
+    run_dir: Path, checkpoints: Iterable[ShardCheckpoint], limit: int
+) -> list[dict[str, Any]]:
+    """The last ``limit`` committed failures over every shard, highest index first."""
+    entries: list[dict[str, Any]] = []
+    for checkpoint in checkpoints:
+        refs: tuple[SegmentRef, ...] = checkpoint.dead_segments
+        for ref in refs:
+            path = run_dir / "segments" / ref.name
+            entries += _decode(tail_lines(path, ref.length, limit), checkpoint.shard_id)
+    return _newest(entries, limit)
+
+
+def failures_from_file(path: Path, limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` failures of a finished run's failed-items file."""
+    try:
+        length = os.stat(path).st_size
+    except OSError:
+        return []
+    return _newest(_decode(tail_lines(path, length, limit), None), limit)

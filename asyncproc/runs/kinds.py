@@ -1,0 +1,31 @@
+"""Kinds of run that live under a checkpoint directory, and the one interface they share.
+
+File runs (``manifest.json``) and keyed runs (``keyed.json``, from the keyed layer above)
+are told apart by the record their directory holds. Run management asks each kind it
+is handed for views and failures; it never imports a kind itself, so the keyed layer
+stays above it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from .views import RunView
+
+
+class RunKind(Protocol):
+    """What run management needs from one kind of run."""
+
+    @property
+    def marker(self) -> str:
+        """The record file whose presence makes a directory a run of this kind."""
+        ...
+
+    def view(self, path: Path) -> RunView:
+        """Read the run without taking its lock."""
+        ...
+
+    def failures(self, view: RunView, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` most recent failures, newest first."""
+        ...

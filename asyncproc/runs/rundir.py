@@ -1,0 +1,123 @@
+"""Run directories under a checkpoint directory: ids, manifests, locks, discovery.
+
+::
+
+    <checkpoint>/
+        .lock                      held briefly while a run is chosen or created
+        run_20261123_143022/
+            manifest.json          Manifest: input, options, shard plan, status
+            lock                   held by the process working on the run
+            shards/0000.a.ckpt     ShardCheckpoint, two generations per shard
+            segments/0000.<attempt>.out|.dead
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .._errors import CheckpointError, CorruptCheckpointError, RunNotFoundError
+from ..storage.local import atomic_write
+from ..storage.records import Manifest, RunStatus
+from .locks import hold
+
+MANIFEST = "manifest.json"
+
+
+class RunDir:
+    """One run's directory and its manifest."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.run_id = path.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def read(self) -> Manifest:
+        try:
+            raw = self.manifest_path.read_bytes()
+        except FileNotFoundError:
+            raise RunNotFoundError(f"run {self.run_id} has no manifest at {self.path}") from None
+        except OSError as exc:
+            raise CheckpointError(f"cannot read {self.manifest_path}: {exc.strerror}") from exc
+        return Manifest.from_bytes(raw, f"manifest of run {self.run_id}")
+
+    def write(self, manifest: Manifest) -> None:
+        atomic_write(self.manifest_path, manifest.to_bytes(), "manifest")
+
+    def set_status(self, manifest: Manifest, status: RunStatus, **changes: Any) -> Manifest:
+        updated = replace(manifest, status=status, updated_at=time.time(), **changes)
+        self.write(updated)
+        return updated
+
+    def clear_state(self) -> None:
+        """Remove checkpoints and segments; the manifest (and its summary) stays."""
+        for name in ("shards", "segments"):
+            shutil.rmtree(self.path / name, ignore_errors=True)
+        for leftover in self.path.glob("*.tmp"):  # a manifest write cut short by a crash
+            leftover.unlink(missing_ok=True)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run for this process; the OS drops the lock if the process dies."""
+        with hold(self.path / "lock", f"run {self.run_id}"):
+            yield
+
+
+def directory_lock(checkpoint_dir: Path) -> AbstractContextManager[None]:
+    """The checkpoint directory's lock: held while a run is chosen, created or removed."""
+    return hold(checkpoint_dir / ".lock", f"checkpoint directory {checkpoint_dir}", wait=True)
+
+
+def new_run_dir(checkpoint_dir: Path) -> RunDir:
+    """Claim a fresh ``run_YYYYMMDD_HHMMSS`` directory, suffixed when the second is taken."""
+    stamp = time.strftime("run_%Y%m%d_%H%M%S")
+    for attempt in range(1, 1000):
+        path = checkpoint_dir / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return RunDir(path)
+    raise CheckpointError(f"cannot create a run directory in {checkpoint_dir}")
+
+
+def run_dirs(checkpoint_dir: Path) -> list[RunDir]:
+    """Every run directory, newest first (ids sort by time)."""
+    if not checkpoint_dir.is_dir():
+        return []
+    found = [RunDir(p) for p in checkpoint_dir.iterdir() if (p / MANIFEST).is_file()]
+    return sorted(found, key=lambda r: run_order(r.run_id), reverse=True)
+
+
+def run_order(run_id: str) -> tuple[str, int]:
+    """Sort key of run ids: by time, then by the ``-n`` suffix of runs in the same second."""
+    base, tail = run_id[:19], run_id[20:]  # run_YYYYMMDD_HHMMSS[-n]
+    return base, int(tail) if tail.isdigit() else 0
+
+
+def find_resumable(
+    checkpoint_dir: Path, input_path: str, output_path: str, *, completed: bool = False
+) -> RunDir | None:
+    """The newest unfinished run of this input into this output (or newest of any status)."""
+    for run in run_dirs(checkpoint_dir):
+        try:
+            manifest = run.read()
+        except CorruptCheckpointError as exc:
+            raise CheckpointError(
+                f"{exc}; it cannot be resumed: remove {run.path} or start over with --new-run"
+            ) from exc
+        except RunNotFoundError:
+            continue
+        if manifest.status is RunStatus.COMPLETED and not completed:
+            continue
+        if manifest.input.path == input_path and manifest.output == output_path:
+            return run
+    return None

@@ -1,0 +1,125 @@
+"""What management shows of a run: frozen views with the stable JSON field names.
+
+Pure data, shared by file runs (:mod:`._manage`) and keyed runs (:mod:`._keyed_view`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..storage.records import RunStatus
+
+FINISHED = (RunStatus.COMPLETED, RunStatus.MERGED)
+
+
+def iso(ts: float | None) -> str | None:
+    """A POSIX time as an ISO 8601 string in UTC, or None."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardView:
+    """One shard's progress as its newest good checkpoint records it."""
+
+    shard_id: int
+    start: int
+    end: int
+    items: int
+    processed: int
+    failed: int
+    attempts: int
+    done: bool
+    checkpoint_at: float | None
+    problems: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shard_id": self.shard_id, "start": self.start, "end": self.end,
+            "items": self.items, "processed": self.processed, "failed": self.failed,
+            "attempts": self.attempts, "done": self.done,
+            "checkpoint_at": iso(self.checkpoint_at), "problems": list(self.problems),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """A run as management commands show it; ``to_json`` has the stable field names."""
+
+    run_id: str
+    status: RunStatus
+    input: str
+    output: str
+    total_items: int
+    processed: int
+    failed: int
+    started_at: float
+    ended_at: float | None
+    updated_at: float
+    options: dict[str, Any]
+    holder: str | None
+    path: Path
+    shards: tuple[ShardView, ...] = ()
+    summary: dict[str, Any] | None = None
+    kind: str = "file"  # "file" for a file run, "keyed" for a CheckpointManager run
+    now: float = field(default_factory=time.time)
+
+    @property
+    def done(self) -> int:
+        return self.processed + self.failed
+
+    @property
+    def percent(self) -> float:
+        return round(100.0 * self.done / self.total_items, 1) if self.total_items else 100.0
+
+    @property
+    def duration(self) -> float:
+        end = self.ended_at or (self.now if self.status is RunStatus.RUNNING else self.updated_at)
+        return max(0.0, end - self.started_at)
+
+    @property
+    def throughput(self) -> float:
+        """Items per second, averaged since the run was planned (pauses included)."""
+        if self.summary and "items_per_s" in self.summary:
+            return float(self.summary["items_per_s"])
+        return self.done / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the average rate, for an unfinished run; None if unknown."""
+        if self.status in FINISHED or self.throughput <= 0:
+            return None
+        return (self.total_items - self.done) / self.throughput
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "status": self.status.value, "input": self.input,
+            "output": self.output, "total_items": self.total_items,
+            "processed": self.processed, "failed": self.failed, "percent": self.percent,
+            "started_at": iso(self.started_at), "ended_at": iso(self.ended_at),
+            "updated_at": iso(self.updated_at), "duration_s": round(self.duration, 3),
+            "holder": self.holder, "kind": self.kind,
+        }  # fmt: skip
+
+    def to_json_detail(self, failures: list[dict[str, Any]]) -> dict[str, Any]:
+        eta = self.eta
+        return {
+            **self.to_json(), "options": self.options,
+            "items_per_s": round(self.throughput, 1),
+            "eta_s": None if eta is None else round(eta, 1),
+            "shards": [s.to_json() for s in self.shards], "recent_failures": failures,
+        }  # fmt: skip
+
+
+def derive_status(stored: RunStatus, held: bool) -> RunStatus:
+    """The status to show: a held lock means running; 'running' with no holder died."""
+    if stored in FINISHED:
+        return stored
+    if held:
+        return RunStatus.RUNNING
+    return RunStatus.INTERRUPTED if stored is RunStatus.RUNNING else stored

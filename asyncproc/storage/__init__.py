@@ -1,0 +1,1 @@
+"""asyncproc.storage: see the package docstring of asyncproc."""

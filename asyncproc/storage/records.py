@@ -1,0 +1,234 @@
+"""Frozen records that live on disk, each with a schema version and a checksum.
+
+Every record is written as one orjson object whose ``checksum`` field covers the rest,
+so a torn or hand-edited file is told apart from a good one before it is trusted.
+Decoding failures of any kind become :class:`CorruptCheckpointError` here, in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any, Self, TypeVar
+
+import orjson
+
+from .._errors import CorruptCheckpointError
+
+SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+
+
+class RunStatus(StrEnum):
+    """Lifecycle of a run, as stored in its manifest."""
+
+    RUNNING = "running"  # planned or being worked on (or killed while it was)
+    INTERRUPTED = "interrupted"  # stopped on purpose, resumable
+    FAILED = "failed"  # stopped by an error, resumable once the cause is fixed
+    MERGED = "merged"  # output written; only clean-up is left
+    COMPLETED = "completed"  # output written and checkpoint state cleared
+
+
+def _checksum(body: dict[str, Any]) -> str:
+    raw = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+
+def seal(body: dict[str, Any]) -> bytes:
+    """Encode a record body with its checksum."""
+    return orjson.dumps({**body, "checksum": _checksum(body)}, option=orjson.OPT_INDENT_2)
+
+
+def unseal(raw: bytes, what: str) -> dict[str, Any]:
+    """Decode and verify a sealed record; any defect raises CorruptCheckpointError."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptCheckpointError(f"{what} is not valid JSON ({len(raw)} bytes)") from exc
+    if not isinstance(data, dict):
+        raise CorruptCheckpointError(f"{what} is not a JSON object")
+    stored = data.pop("checksum", None)
+    if stored != _checksum(data):
+        raise CorruptCheckpointError(f"{what} fails its checksum")
+    if data.get("schema") != SCHEMA_VERSION:
+        raise CorruptCheckpointError(
+            f"{what} has schema {data.get('schema')!r}, this asyncproc reads {SCHEMA_VERSION}"
+        )
+    return data
+
+
+def field_of(data: dict[str, Any], key: str, kind: type[T], what: str) -> T:
+    """Return ``data[key]`` if it has the expected type, else raise CorruptCheckpointError."""
+    value = data.get(key)
+    if kind is int and isinstance(value, bool):
+        raise CorruptCheckpointError(f"{what}: field {key!r} should be int")
+    if not isinstance(value, kind):
+        raise CorruptCheckpointError(f"{what}: field {key!r} should be {kind.__name__}")
+    return value
+
+
+def time_of(data: dict[str, Any], key: str, what: str) -> float:
+    """A timestamp field: JSON may hold it as an int or a float."""
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CorruptCheckpointError(f"{what}: field {key!r} should be a number")
+    return float(value)
+
+
+def status_of(data: dict[str, Any], what: str) -> RunStatus:
+    try:
+        return RunStatus(field_of(data, "status", str, what))
+    except ValueError as exc:
+        raise CorruptCheckpointError(f"{what}: unknown status {data['status']!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class InputIdentity:
+    """What the input looked like when the run was planned."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    fingerprint: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], what: str) -> Self:
+        return cls(
+            path=field_of(data, "path", str, what),
+            size=field_of(data, "size", int, what),
+            mtime_ns=field_of(data, "mtime_ns", int, what),
+            fingerprint=field_of(data, "fingerprint", str, what),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardPlan:
+    """A byte range ``[start, end)`` of the input, cut on line boundaries."""
+
+    shard_id: int
+    start: int
+    end: int
+    first_index: int
+    items: int
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], what: str) -> Self:
+        return cls(*(field_of(data, k, int, what) for k in _SHARD_PLAN_KEYS))
+
+
+_SHARD_PLAN_KEYS = ("shard_id", "start", "end", "first_index", "items")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRef:
+    """A segment file and how many of its bytes are committed."""
+
+    name: str
+    length: int
+
+
+def _segments(data: dict[str, Any], key: str, what: str) -> tuple[SegmentRef, ...]:
+    refs = []
+    for item in field_of(data, key, list, what):
+        if not isinstance(item, dict):
+            raise CorruptCheckpointError(f"{what}: {key} holds a non-object")
+        refs.append(
+            SegmentRef(field_of(item, "name", str, what), field_of(item, "length", int, what))
+        )
+    return tuple(refs)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardCheckpoint:
+    """Everything a shard has durably committed; replaced atomically after each batch."""
+
+    run_id: str
+    shard_id: int
+    generation: int
+    offset: int  # input byte offset just past the last committed item
+    next_index: int  # index of the next item to process
+    processed: int
+    failed: int
+    attempts: int  # how many attempts (first run, resumes) have touched the shard
+    segments: tuple[SegmentRef, ...]
+    dead_segments: tuple[SegmentRef, ...]
+    done: bool
+    updated_at: float
+    schema: int = field(default=SCHEMA_VERSION)
+
+    def to_bytes(self) -> bytes:
+        return seal(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, what: str) -> Self:
+        data = unseal(raw, what)
+        return cls(
+            run_id=field_of(data, "run_id", str, what),
+            shard_id=field_of(data, "shard_id", int, what),
+            generation=field_of(data, "generation", int, what),
+            offset=field_of(data, "offset", int, what),
+            next_index=field_of(data, "next_index", int, what),
+            processed=field_of(data, "processed", int, what),
+            failed=field_of(data, "failed", int, what),
+            attempts=field_of(data, "attempts", int, what),
+            segments=_segments(data, "segments", what),
+            dead_segments=_segments(data, "dead_segments", what),
+            done=field_of(data, "done", bool, what),
+            updated_at=time_of(data, "updated_at", what),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A run: its input, its options, its shard plan and its status."""
+
+    run_id: str
+    status: RunStatus
+    created_at: float
+    updated_at: float
+    input: InputIdentity
+    output: str
+    options: dict[str, Any]
+    shards: tuple[ShardPlan, ...]
+    total_items: int
+    summary: dict[str, Any] | None = None
+    schema: int = field(default=SCHEMA_VERSION)
+
+    def to_bytes(self) -> bytes:
+        return seal(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, what: str) -> Self:
+        data = unseal(raw, what)
+        summary = data.get("summary")
+        return cls(
+            run_id=field_of(data, "run_id", str, what),
+            status=status_of(data, what),
+            created_at=time_of(data, "created_at", what),
+            updated_at=time_of(data, "updated_at", what),
+            input=InputIdentity.from_dict(field_of(data, "input", dict, what), what),
+            output=field_of(data, "output", str, what),
+            options=field_of(data, "options", dict, what),
+            shards=tuple(
+                ShardPlan.from_dict(s, what) for s in field_of(data, "shards", list, what)
+            ),
+            total_items=field_of(data, "total_items", int, what),
+            summary=summary if isinstance(summary, dict) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One failed item as written to the failed-items file."""
+
+    index: int
+    offset: int
+    item: Any
+    error_type: str
+    error: str
+    attempts: int
+
+    def to_line(self) -> bytes:
+        return orjson.dumps(asdict(self), default=repr) + b"\n"
