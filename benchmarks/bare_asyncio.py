@@ -119,9 +119,15 @@ async def run(
     latency: float,
 ) -> int:
     """Process ``input_path`` into ``output_path``; return the number of items."""
+    return await run_pool(input_path, output_path, make_processor(processor, latency), concurrency)
+
+
+async def run_pool(
+    input_path: str | Path, output_path: str | Path, proc: Processor, concurrency: int
+) -> int:
+    """The pool itself, for any async processor (``bench_v2.py`` passes its own)."""
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
-    proc = make_processor(processor, latency)
     queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=concurrency)
     with open(output_path, "wb") as out:  # noqa: ASYNC230 - deliberately minimal baseline
         writer = OrderedWriter(out)
