@@ -32,7 +32,7 @@ from .keyed.decorator import ItemsReport, LoaderContext, checkpointed
 from .keyed.loader import LoaderCheckpoint, LoaderStats
 from .keyed.records import KeyFailure
 from .keyed.run import CheckpointManager, KeyedRun, KeyedRunInfo
-from .runs.views import RunView, ShardView
+from .runs.views import RunView, UnitView
 from .storage.records import RunStatus
 
 __version__ = "0.1.0"
@@ -68,9 +68,9 @@ __all__ = [
     "RunNotFoundError",
     "RunStatus",
     "RunView",
-    "ShardView",
     "SimulatedCrash",
     "Summary",
+    "UnitView",
     "WorkerProcessError",
     "__version__",
     "checkpointed",

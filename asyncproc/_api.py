@@ -48,7 +48,7 @@ def _request(
     if extra.get("observer") is None:
         extra["observer"] = Silent() if quiet else LogProgress()
     if opts.processes > 1:
-        extra["executor"] = Processes(opts.processes, opts.processor_args)
+        extra["executor"] = Processes(opts.processes)
     return Request(Path(input), Path(output), processor, opts, **extra)
 
 

@@ -105,14 +105,16 @@ class Options:
     simulate_crash: int | None = None
     durable: bool = True  # False: no fsyncs, no checkpoint files; a crash redoes the run
     processes: int = 1  # worker processes on this machine, each with its own loop
+    threads: int | None = None  # threads for a sync processor; default: the concurrency
 
     def __post_init__(self) -> None:
         _at_least("--batch-size", self.batch_size, 1)
         _at_least("--concurrency", self.concurrency, 1)
         _at_least("--retries", self.retries, 0)
         _at_least("--processes", self.processes, 1)
-        if self.workers is not None:
-            _at_least("--workers", self.workers, 1)
+        for flag, value in (("--workers", self.workers), ("--threads", self.threads)):
+            if value is not None:
+                _at_least(flag, value, 1)
         if self.simulate_crash is not None:
             _at_least("--simulate-crash", self.simulate_crash, 1)
         if self.timeout is not None and not self.timeout > 0:

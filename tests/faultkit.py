@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 from conftest import describe, run_cli, run_dirs, summary_of
 
-from asyncproc.storage.local import ShardStore
-from asyncproc.storage.records import Manifest, ShardCheckpoint
+from asyncproc.storage.local import UnitStore
+from asyncproc.storage.records import Manifest, UnitCheckpoint
 
 ITEMS = 3000
 WORKERS = 3
@@ -73,20 +73,20 @@ def read_manifest(run_dir: Path) -> Manifest:
     return Manifest.from_bytes(path.read_bytes(), str(path))
 
 
-def read_checkpoint(path: Path) -> ShardCheckpoint:
-    return ShardCheckpoint.from_bytes(path.read_bytes(), str(path))
+def read_checkpoint(path: Path) -> UnitCheckpoint:
+    return UnitCheckpoint.from_bytes(path.read_bytes(), str(path))
 
 
 def slot_files(run_dir: Path, shard_id: int) -> list[Path]:
     """The checkpoint slots of one shard that exist, oldest generation first."""
-    files = sorted((run_dir / "shards").glob(f"{shard_id:04d}.*.ckpt"))
+    files = sorted((run_dir / "units").glob(f"{shard_id:04d}.*.ckpt"))
     return sorted(files, key=lambda p: read_checkpoint(p).generation)
 
 
 def load_problems(run_dir: Path) -> dict[int, tuple[str, ...]]:
     """What loading each shard's newest good checkpoint had to skip."""
     manifest = read_manifest(run_dir)
-    return {s.shard_id: ShardStore(run_dir, s.shard_id).load().problems for s in manifest.shards}
+    return {s.unit_id: UnitStore(run_dir, s.unit_id).load().problems for s in manifest.units}
 
 
 def state_left(run_dir: Path) -> list[str]:
@@ -96,3 +96,18 @@ def state_left(run_dir: Path) -> list[str]:
 
 def json_lines(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+
+
+def unit_end(manifest: Manifest, unit_id: int) -> int:
+    """Where a unit ends: the next unit's start, or the end of the input."""
+    starts = sorted(u.start for u in manifest.units)
+    start = next(u.start for u in manifest.units if u.unit_id == unit_id)
+    later = [s for s in starts if s > start]
+    return later[0] if later else manifest.input.size
+
+
+def unit_end_index(manifest: Manifest, unit_id: int) -> int:
+    """The index just past a unit's last item."""
+    start = next(u.start for u in manifest.units if u.unit_id == unit_id)
+    later = sorted((u.start, u.first_index) for u in manifest.units if u.start > start)
+    return later[0][1] if later else manifest.total_items

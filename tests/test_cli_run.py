@@ -361,7 +361,7 @@ def test_corrupt_checkpoint_of_one_shard(make_input: Callable[..., Path], tmp_pa
     run_cli(*args, "--simulate-crash", "1500", check=3)
     runs = run_dirs(ck)
     assert len(runs) == 1, runs
-    shards_dir = runs[0] / "shards"
+    shards_dir = runs[0] / "units"
     slots: dict[str, list[Path]] = {}
     for path in sorted(shards_dir.glob("*.ckpt")):
         slots.setdefault(path.name.split(".")[0], []).append(path)
@@ -376,7 +376,7 @@ def test_corrupt_checkpoint_of_one_shard(make_input: Callable[..., Path], tmp_pa
     assert summary["resumed"] is True
     assert summary["processed"] == 4000
     shard_id = int(shard)
-    mentions = re.search(rf"shard\D{{0,3}}0*{shard_id}\b", resumed.stderr, re.IGNORECASE)
+    mentions = re.search(rf"unit\D{{0,3}}0*{shard_id}\b", resumed.stderr, re.IGNORECASE)
     assert mentions or victim.name in resumed.stderr, describe(
         resumed, f"stderr should name shard {shard_id} whose checkpoint {victim.name} was bad"
     )

@@ -36,10 +36,12 @@ from faultkit import (
     read_checkpoint,
     read_manifest,
     slot_files,
+    unit_end,
+    unit_end_index,
     write_module,
 )
 
-from asyncproc.storage.records import ShardCheckpoint, seal
+from asyncproc.storage.records import UnitCheckpoint, seal
 
 CRASH_AFTER = 1500
 
@@ -97,9 +99,11 @@ class HalfDone:
         self.run_dir = only_run_dir(self.ck)
         self.manifest = read_manifest(self.run_dir)
         # The first shard with both generations on disk and work left to do.
-        for shard in self.manifest.shards:
-            files = slot_files(self.run_dir, shard.shard_id)
-            if len(files) == 2 and not read_checkpoint(files[1]).done:
+        for shard in self.manifest.units:
+            files = slot_files(self.run_dir, shard.unit_id)
+            if len(files) == 2 and read_checkpoint(files[1]).offset < unit_end(
+                self.manifest, shard.unit_id
+            ):
                 self.shard = shard
                 self.older, self.newest = files
                 break
@@ -113,7 +117,7 @@ class HalfDone:
     def env(self, tag: str) -> dict[str, str]:
         return {"ASYNCPROC_TEST_CALL_LOG": str(self.log.with_suffix(f".{tag}.log"))}
 
-    def out_segment(self, state: ShardCheckpoint) -> Path:
+    def out_segment(self, state: UnitCheckpoint) -> Path:
         (ref,) = state.segments
         return self.run_dir / "segments" / ref.name
 
@@ -215,16 +219,16 @@ def test_damaged_shard_state_resumes_exactly(case: str, job: Job, tmp_path: Path
 
     # The damaged shard redoes exactly the items after the newest good state.
     calls = half.log.with_suffix(".resume.log").read_text(encoding="utf-8").splitlines()
-    end = shard.first_index + shard.items
+    end = unit_end_index(half.manifest, shard.unit_id)
     redone = [job.index_of[c] for c in calls if shard.first_index <= job.index_of[c] < end]
     assert len(redone) == len(set(redone)), f"{case}: an item of the shard was redone twice"
     assert sorted(redone) == list(range(resume_from, end)), (
-        f"{case}: shard {shard.shard_id} should resume at item {resume_from} "
+        f"{case}: shard {shard.unit_id} should resume at item {resume_from} "
         f"({back_to}); it redid {len(redone)} items from {min(redone, default=None)}"
     )
     # ... and says which shard it had to repair.
-    mentions = re.search(rf"shard\D{{0,3}}0*{shard.shard_id}\b", resumed.stderr, re.IGNORECASE)
-    assert mentions, describe(resumed, f"{case}: stderr should name shard {shard.shard_id}")
+    mentions = re.search(rf"unit\D{{0,3}}0*{shard.unit_id}\b", resumed.stderr, re.IGNORECASE)
+    assert mentions, describe(resumed, f"{case}: stderr should name shard {shard.unit_id}")
 
 
 @pytest.mark.parametrize("damage", ["garbage", "checksum-mismatch"])

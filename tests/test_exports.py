@@ -37,7 +37,7 @@ EXPECTED = {
     "RunNotFoundError",
     "RunStatus",
     "RunView",
-    "ShardView",
+    "UnitView",
     "SimulatedCrash",
     "Summary",
     "WorkerProcessError",

@@ -34,6 +34,7 @@ from faultkit import (
     read_manifest,
     rerun_until_ok,
     state_left,
+    write_module,
 )
 
 from asyncproc.storage.faults import CRASH_EXIT, POINTS
@@ -45,12 +46,17 @@ COVERED_POINTS = (
     "before_first_commit",
     "segment_write",
     "write_checkpoint",
+    "write_index",
+    "before_rename_index",
+    "after_rename_index",
     "write_manifest",
     "after_data_fsync",
     "before_rename_checkpoint",
     "after_rename_checkpoint",
     "before_rename_manifest",
     "after_rename_manifest",
+    "split_capped",
+    "split_recorded",
     "before_rename_output",
     "after_output",
     "before_clear",
@@ -64,12 +70,45 @@ INJECTED_ERRORS = (
 )
 
 
-class Job:
-    """The standard input and the bytes a clean run makes of it."""
+# Points a run passes only when it splits a unit: the skewed job makes sure it does.
+SPLIT_POINTS = ("split_capped", "split_recorded")
 
-    def __init__(self, source: Path, clean: bytes) -> None:
+# The first half of the items is slow, the second instant: unit 1 (the second half)
+# finishes while unit 0 has most of its items left, so unit 1's slot splits unit 0.
+SKEWED = """
+import anyio
+
+
+async def work(item):
+    if int(item.split()[1]) < 1500:
+        await anyio.sleep(0.003)
+    return {"item": item}
+"""
+
+
+class Job:
+    """An input, the extra arguments of its job, and the bytes a clean run makes of it."""
+
+    def __init__(self, source: Path, clean: bytes, extra: tuple[str, ...] = ()) -> None:
         self.source = source
         self.clean = clean
+        self.extra = extra
+
+    def args(self, output: Path, ck: Path) -> list[str | os.PathLike[str]]:
+        return job_args(self.source, output, ck, *self.extra)
+
+
+@pytest.fixture(scope="module")
+def skewed_job(tmp_path_factory: pytest.TempPathFactory) -> Job:
+    base = tmp_path_factory.mktemp("skewed_job")
+    source = write_lines(base / "input.txt", numbered_lines(ITEMS))
+    processor = write_module(base / "skewed.py", SKEWED)
+    extra = ("--processor", f"{processor}:work", "--workers", "2", "--concurrency", "16")
+    output = base / "clean" / "result.json"
+    output.parent.mkdir()
+    summary = run_ok(*job_args(source, output, base / "ck_clean", *extra))
+    assert summary["units"] > 2, f"the skewed job should split a unit: {summary}"
+    return Job(source, output.read_bytes(), extra)
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +155,13 @@ def test_points_are_all_covered() -> None:
 
 @pytest.mark.parametrize("n", [1, 2])
 @pytest.mark.parametrize("point", COVERED_POINTS)
-def test_crash_at_point_then_resume(point: str, n: int, job: Job, tmp_path: Path) -> None:
+def test_crash_at_point_then_resume(
+    point: str, n: int, job: Job, skewed_job: Job, tmp_path: Path
+) -> None:
+    if point in SPLIT_POINTS:
+        job = skewed_job
     output, ck = _paths(tmp_path)
-    args = job_args(job.source, output, ck)
+    args = job.args(output, ck)
     crashed = run_cli(*args, env={"ASYNCPROC_CRASH_AT": f"{point}:{n}"})
     assert_no_traceback(crashed)
     if n == 1 or crashed.returncode != 0:

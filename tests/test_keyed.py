@@ -292,7 +292,7 @@ def test_corrupt_shard_file_costs_at_most_one_interval(tmp_path: Path) -> None:
     n, ck, log = 400, tmp_path / "ck", tmp_path / "calls"
     subprocess.run(_child(tmp_path, ck, log, n, 200), check=True, timeout=CLI_TIMEOUT)
     before = anyio.run(_acknowledged, ck, n)
-    (shard_dir,) = ck.glob("run_*/loaders/ids/shards")
+    (shard_dir,) = ck.glob("run_*/loaders/ids/units")
     newest = max(
         shard_dir.glob("0002.*.ckpt"), key=lambda p: json.loads(p.read_bytes())["generation"]
     )

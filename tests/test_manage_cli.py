@@ -281,7 +281,7 @@ def test_list_status_delete_while_a_run_is_going(source: Path, tmp_path: Path) -
     )
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        committed = lambda: started.exists() and any(ck.glob("run_*/shards/*.ckpt"))  # noqa: E731
+        committed = lambda: started.exists() and any(ck.glob("run_*/units/*.ckpt"))  # noqa: E731
         _wait_for(committed, "a commit", proc)
         run_id = _check_live(ck, proc.pid)
         watcher = subprocess.Popen(

@@ -86,7 +86,7 @@ def _gone(pids: list[int]) -> Callable[[], bool]:
 
 
 def _committed(ck: Path) -> bool:
-    return any(ck.glob("run_*/shards/*.ckpt"))
+    return any(ck.glob("run_*/units/*.ckpt"))
 
 
 def _popen(args: list[str | os.PathLike[str]]) -> subprocess.Popen[bytes]:

@@ -1,8 +1,10 @@
-"""Property tests of the two things every guarantee rests on.
+"""Property tests of the things every guarantee rests on.
 
-* Shards partition the input: whatever the bytes, the number of shards and the read chunk
-  size, the lines the shard readers yield are exactly the input's non-blank lines, each
-  once, with their true byte offsets, and each shard holds as many as its plan says.
+* Units partition the input: whatever the bytes, the number of units, the density of
+  the line index and the read chunk size, the lines the unit readers yield are exactly
+  the input's non-blank lines, each once, with their true byte offsets, and each unit
+  holds as many as the plan says; and so after any re-cut at indexed points.
+* The line index never lies: every entry is a line start and the index of its item.
 * A sealed record never lies: a damaged checkpoint or manifest either reads back as the
   very record that was written or is refused; it never decodes to something else.
 """
@@ -11,16 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiofiles
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asyncproc._errors import CorruptCheckpointError
-from asyncproc.engine import reader as _reader
-from asyncproc.engine.planning import plan
-from asyncproc.engine.reader import read_lines
-from asyncproc.storage.records import SegmentRef, ShardCheckpoint
+from asyncproc.engine import planning, units
+from asyncproc.engine.reader import LineReader
+from asyncproc.engine.units import Place, Plan, recut
+from asyncproc.storage.records import LineIndex, SegmentRef, UnitCheckpoint
 
 # Few distinct bytes, so that newlines, blank lines, CR and whitespace-only lines are common.
 CONTENT = st.lists(
@@ -41,46 +44,69 @@ def reference_lines(data: bytes) -> list[Line]:
     return lines
 
 
-async def shard_lines(path: Path, start: int, end: int) -> list[Line]:
-    return [
-        line
-        async for starts, raws in read_lines(path, start, end)
-        for line in zip(starts, raws, strict=True)
-    ]
+async def unit_lines(path: Path, start: int, end: int, chunk: int) -> list[Line]:
+    async with aiofiles.open(path, "rb") as fh:
+        await fh.seek(start)
+        reader = LineReader(fh, start, str(path), chunk)
+        lines: list[Line] = []
+        while (block := await reader.next(end)) is not None:
+            lines += zip(*block, strict=True)
+        return lines
+
+
+def assert_partition(plan: Plan, path: Path, data: bytes, chunk: int) -> None:
+    """Reading every unit of ``plan`` gives each non-blank line once, in order."""
+    expected = reference_lines(data)
+    seen: list[Line] = []
+    for unit in plan:
+        extent = plan.extent(unit.unit_id)
+        lines = anyio.run(unit_lines, path, unit.start, extent.end, chunk)
+        assert unit.first_index == len(seen), (unit, len(seen))
+        assert len(lines) == extent.end_index - unit.first_index, (unit, lines)
+        seen += lines
+    assert seen == expected
+
+
+def assert_index_true(index: LineIndex, data: bytes) -> None:
+    starts = {0, *(k + 1 for k, byte in enumerate(data) if byte == ord("\n"))}
+    lines = reference_lines(data)
+    for offset, item in zip(index.offsets, index.indexes, strict=True):
+        assert offset in starts, offset
+        assert item == sum(1 for start, _ in lines if start < offset), (offset, item)
 
 
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(parts=CONTENT, workers=st.integers(1, 8), chunk=st.integers(1, 16))
-def test_shards_partition_the_lines(
-    parts: list[bytes], workers: int, chunk: int, tmp_path: Path
-) -> None:
+@given(
+    parts=CONTENT, workers=st.integers(1, 8), chunk=st.integers(1, 16), gap=st.integers(1, 9),
+    more=st.integers(0, 12),
+)  # fmt: skip
+def test_units_partition_the_lines_before_and_after_recuts(
+    parts: list[bytes], workers: int, chunk: int, gap: int, more: int, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
     data = b"".join(parts)
     path = tmp_path / "input.txt"
     path.write_bytes(data)
-    saved = _reader.CHUNK
-    _reader.CHUNK = chunk  # tiny reads put chunk boundaries everywhere
-    try:
-        _, shards = plan(path, workers, auto=1)
-        seen: list[Line] = []
-        first = 0
-        for shard in shards:
-            lines = anyio.run(shard_lines, path, shard.start, shard.end)
-            assert len(lines) == shard.items, (shard, lines)
-            assert shard.first_index == first
-            first += shard.items
-            seen += lines
-    finally:
-        _reader.CHUNK = saved
-    assert [s.start for s in shards[1:]] == [s.end for s in shards[:-1]]
-    assert (shards[0].start, shards[-1].end) == (0, len(data))
-    assert seen == reference_lines(data)
+    monkeypatch.setattr(planning, "MIN_INDEX_GAP", gap)  # a dense index: cuts everywhere
+    monkeypatch.setattr(units, "MIN_SPLIT_ITEMS", 2)  # and units of a few items split
+    planned = planning.plan(path, workers)
+    assert planned.total_items == len(reference_lines(data))
+    assert_index_true(planned.index, data)
+    plan = Plan(planned.units, len(data), planned.total_items)
+    assert plan.units[0].start == 0
+    assert_partition(plan, path, data, chunk)
+    resume_at = {u.unit_id: Place(u.start, u.first_index) for u in plan}
+    recut_plan = recut(plan, planned.index, resume_at, len(plan) + more)
+    if more and gap == 1 and planned.total_items >= 2 * len(plan) + 2:
+        assert len(recut_plan) > len(plan), "a re-cut that could cut did not"
+    assert_partition(recut_plan, path, data, chunk)
 
 
-CHECKPOINT = ShardCheckpoint(
+CHECKPOINT = UnitCheckpoint(
     run_id="run_20261123_143022",
-    shard_id=3,
+    unit_id=3,
     generation=7,
     offset=48_213,
     next_index=1200,
@@ -89,7 +115,6 @@ CHECKPOINT = ShardCheckpoint(
     attempts=2,
     segments=(SegmentRef("0003.001-9f3c1a.out", 91_234),),
     dead_segments=(SegmentRef("0003.001-9f3c1a.dead", 2_310),),
-    done=False,
     updated_at=1_763_900_000.25,
 )
 
@@ -99,7 +124,7 @@ def test_a_damaged_checkpoint_is_refused_or_unchanged(position: int, value: int)
     raw = bytearray(CHECKPOINT.to_bytes())
     raw[position % len(raw)] = value
     try:
-        read = ShardCheckpoint.from_bytes(bytes(raw), "checkpoint")
+        read = UnitCheckpoint.from_bytes(bytes(raw), "checkpoint")
     except CorruptCheckpointError:
         return
     assert read == CHECKPOINT
@@ -109,4 +134,4 @@ def test_a_damaged_checkpoint_is_refused_or_unchanged(position: int, value: int)
 def test_a_torn_checkpoint_is_refused(length: int) -> None:
     raw = CHECKPOINT.to_bytes()
     with pytest.raises(CorruptCheckpointError):
-        ShardCheckpoint.from_bytes(raw[: length % len(raw)], "checkpoint")
+        UnitCheckpoint.from_bytes(raw[: length % len(raw)], "checkpoint")

@@ -1,9 +1,10 @@
-"""A stale attempt: two attempts at one shard writing at the same time.
+"""A stale attempt: two attempts at one unit writing at the same time.
 
-A process thought dead may still be writing while a new attempt works on the same shard.
-Here two ``ShardWorker``s start from the same durable checkpoint of a half-done run and
-run concurrently in one event loop; each must write its own segment, and whatever they
-leave behind, running the command again must finish with the clean run's bytes.
+A process thought dead may still be writing while a new attempt works on the same unit.
+Here two attempts (each its own in-process executor, lanes and committer) start from the
+same durable checkpoint of a half-done run and run concurrently in one event loop; each
+must write its own segment, and whatever they leave behind, running the command again
+must finish with the clean run's bytes.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from typing import Any
 import anyio
 from conftest import describe, expected_array, numbered_lines, run_cli, text_items, write_lines
 from faultkit import only_run_dir, read_manifest, write_module
+from unitkit import OneUnit, run_unit, spec_from_manifest
 
 from asyncproc._errors import AsyncprocError
-from asyncproc.engine.processors import load_processor
-from asyncproc.engine.worker import Commit, ShardSpec, ShardWorker
-from asyncproc.storage.local import ShardStore
-from asyncproc.storage.records import Manifest, ShardCheckpoint
+from asyncproc.engine.unit import Commit
+from asyncproc.storage.local import UnitStore
+from asyncproc.storage.records import Manifest, UnitCheckpoint
 
 ITEMS = 1200
 LANES = {"first": 8, "second": 4}  # different speeds: the attempts drift apart
@@ -50,29 +51,17 @@ def _cli(*args: Any, code: int) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def _spec(run_dir: Path, manifest: Manifest, lanes: int) -> ShardSpec:
-    """The spec the coordinator would build for shard 0 (Coordinator._spec)."""
-    opts = manifest.options
-    return ShardSpec(
-        run_id=run_dir.name, run_dir=str(run_dir), input_path=manifest.input.path,
-        shard=manifest.shards[0], format=str(opts["format"]),
-        output_kind=str(opts["output_kind"]), lanes=lanes,
-        batch_size=int(opts["batch_size"]), retries=int(opts["retries"]),
-        timeout=opts["timeout"], commit_interval=float(opts["commit_interval"]),
-        fingerprint=manifest.input.fingerprint,
-    )  # fmt: skip
-
-
-def _half_done(tmp_path: Path) -> tuple[list[Any], Path, Manifest, ShardCheckpoint, set[str]]:
+def _half_done(tmp_path: Path) -> tuple[list[Any], Path, Manifest, UnitCheckpoint, set[str]]:
     source = write_lines(tmp_path / "input.txt", numbered_lines(ITEMS))
     processor = write_module(tmp_path / "slowish.py", PROCESSOR)
     args = _args(source, tmp_path / "stale", processor)
     _cli(*args, "--simulate-crash", "300", code=3)
     run_dir = only_run_dir(tmp_path / "stale" / "ck")
     manifest = read_manifest(run_dir)
-    assert len(manifest.shards) == 1, manifest.shards
-    start = ShardStore(run_dir, 0).load().checkpoint
-    assert start is not None and not start.done and start.next_index >= 300, start
+    assert len(manifest.units) == 1, manifest.units
+    start = UnitStore(run_dir, 0).load().checkpoint
+    assert start is not None and start.next_index >= 300, start
+    assert start.offset < manifest.input.size, start
     segments = set(os.listdir(run_dir / "segments"))
     return args, run_dir, manifest, start, segments
 
@@ -89,27 +78,26 @@ def _clean_bytes(tmp_path: Path) -> bytes:
     return clean
 
 
-async def test_two_attempts_at_one_shard_cannot_corrupt_output(tmp_path: Path) -> None:
+async def test_two_attempts_at_one_unit_cannot_corrupt_output(tmp_path: Path) -> None:
     args, run_dir, manifest, start, before = await anyio.to_thread.run_sync(_half_done, tmp_path)
-    processor = load_processor(str(manifest.options["processor"]))
+    processor = str(manifest.options["processor"])
 
     order: list[str] = []
     segment: dict[str, set[str]] = {"first": set(), "second": set()}
-    outcome: dict[str, ShardCheckpoint | BaseException] = {}
+    outcome: dict[str, UnitCheckpoint | BaseException] = {}
 
     def on_commit(name: str) -> Any:
         def record(commit: Commit) -> None:
-            assert commit.shard_id == 0
+            assert commit.unit_id == 0
             order.append(name)
             segment[name].add(commit.checkpoint.segments[-1].name)
 
         return record
 
     async def attempt(name: str) -> None:
-        spec = _spec(run_dir, manifest, LANES[name])
-        worker = ShardWorker(spec, processor, start, on_commit(name))
+        work = OneUnit(spec_from_manifest(run_dir, manifest), start, on_commit=on_commit(name))
         try:
-            outcome[name] = await worker.run()
+            outcome[name] = await run_unit(work, processor, LANES[name])
         except* (OSError, AsyncprocError) as group:  # a stale attempt may be refused
             outcome[name] = group
 
@@ -123,8 +111,9 @@ async def test_two_attempts_at_one_shard_cannot_corrupt_output(tmp_path: Path) -
     assert order, "no attempt committed anything"
     assert set(outcome) == {"first", "second"}, outcome
     for name, result in outcome.items():
-        if isinstance(result, ShardCheckpoint):  # an attempt that returned finished the shard
-            assert result.done and result.next_index == ITEMS, (name, result)
+        if isinstance(result, UnitCheckpoint):  # an attempt that returned finished the unit
+            assert result.offset == manifest.input.size, (name, result)
+            assert result.next_index == ITEMS, (name, result)
 
     # Each attempt wrote (segment bytes are written before its checkpoint) its own file.
     new = sorted(set(os.listdir(run_dir / "segments")) - before)

@@ -144,7 +144,7 @@ def _assert_stopped_with_valid_checkpoint(tmp_path: Path) -> int:
     problems = load_problems(run_dir)
     assert all(not p for p in problems.values()), problems
     newest = [
-        max((read_checkpoint(p) for p in (run_dir / "shards").glob(f"{s:04d}.*.ckpt")),
+        max((read_checkpoint(p) for p in (run_dir / "units").glob(f"{s:04d}.*.ckpt")),
             key=lambda c: c.generation, default=None)
         for s in problems
     ]  # fmt: skip

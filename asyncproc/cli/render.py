@@ -76,9 +76,9 @@ def _shards(view: RunView) -> Table:
     table = Table(title="shards")
     for column in ("shard", "range", "items", "done", "failed", "attempts", "checkpoint"):
         table.add_column(column)
-    for s in view.shards:
+    for s in view.units:
         table.add_row(
-            str(s.shard_id), f"{s.start}-{s.end}", str(s.items),
+            str(s.unit_id), f"{s.start}-{s.end}", str(s.items),
             f"{s.processed + s.failed}{' ✓' if s.done else ''}", str(s.failed),
             str(s.attempts), _when(s.checkpoint_at),
         )  # fmt: skip
@@ -101,7 +101,7 @@ def run_detail(view: RunView, failures: list[dict[str, Any]], options: bool) -> 
     parts: list[RenderableType] = [_facts(view)]
     if options:
         parts.append(_options(view))
-    if view.shards:
+    if view.units:
         parts.append(_shards(view))
     if failures:
         parts.append(_failures(failures))

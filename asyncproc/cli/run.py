@@ -37,7 +37,12 @@ from .progress import observer_for
     type=click.Path(path_type=Path),
     help="Directory where runs live [default: .asyncproc beside the output].",
 )
-@click.option("--workers", type=int, help="Number of shards [default: by input size, at most 8].")
+@click.option(
+    "--workers",
+    type=int,
+    help="Work units processed at once; may change on a resume "
+    "[default: by input size, at most 8; as planned on a resume].",
+)
 @click.option(
     "--processes",
     type=int,
@@ -53,11 +58,16 @@ from .progress import observer_for
     help="Most items in flight across all workers.",
 )
 @click.option(
+    "--threads",
+    type=int,
+    help="Worker threads for a plain `def` processor [default: the concurrency].",
+)
+@click.option(
     "--batch-size",
     type=int,
     default=1000,
     show_default=True,
-    help="Committed items per checkpoint, per shard.",
+    help="Committed items per checkpoint, per work unit.",
 )
 @click.option(
     "--processor",

@@ -19,8 +19,13 @@ class ItemInfo:
 
     index: int  # 0-based among all items of the input
     offset: int  # byte offset of the item's line in the input
-    shard: int
+    unit: int  # the work unit the item belongs to
     fingerprint: str  # the input's fingerprint when the run was planned
+
+    @property
+    def shard(self) -> int:
+        """The unit's id under its engine-v1 name."""
+        return self.unit
 
     @property
     def key(self) -> str:
@@ -31,10 +36,10 @@ class ItemInfo:
 class LaneSlot:
     """A lane's mutable view of its current item; one item per lane at a time."""
 
-    __slots__ = ("fingerprint", "index", "offset", "shard")
+    __slots__ = ("fingerprint", "index", "offset", "unit")
 
-    def __init__(self, shard: int, fingerprint: str) -> None:
-        self.shard, self.fingerprint = shard, fingerprint
+    def __init__(self, unit: int, fingerprint: str) -> None:
+        self.unit, self.fingerprint = unit, fingerprint
         self.index = self.offset = -1
 
 
@@ -46,4 +51,4 @@ def current_item() -> ItemInfo:
     slot = current_slot.get()
     if slot is None:
         raise AsyncprocError("current_item() is only available inside a processor call")
-    return ItemInfo(slot.index, slot.offset, slot.shard, slot.fingerprint)
+    return ItemInfo(slot.index, slot.offset, slot.unit, slot.fingerprint)

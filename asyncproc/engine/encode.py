@@ -22,17 +22,15 @@ def decoder_for(fmt: str) -> Callable[[bytes], Any]:
 
 
 class Encoder:
-    """Encodes one shard attempt's records; ``seq`` counts items from ``first_index``."""
+    """Encodes records for one output layout, by the item's index among all items."""
 
-    __slots__ = ("_index_last", "first_index")
+    __slots__ = ("_index_last",)
 
-    def __init__(self, output_kind: str, first_index: int) -> None:
-        self.first_index = first_index
+    def __init__(self, output_kind: str) -> None:
         self._index_last = output_kind == "json"
 
-    def record(self, seq: int, value: Any) -> bytes:
+    def record(self, index: int, value: Any) -> bytes:
         """One output line: index first for JSON lines, last for the JSON array."""
-        index = self.first_index + seq
         if self._index_last:
             body = (
                 {**value, "index": index}
@@ -47,15 +45,14 @@ class Encoder:
             )
         return orjson.dumps(body, option=_DUMP)
 
-    def dead(
-        self, seq: int, start: int, item: Any, error: BaseException | None, attempts: int
-    ) -> bytes:
+    @staticmethod
+    def dead(index: int, offset: int, item: Any, error: BaseException, attempts: int) -> bytes:
         """One failed-items line, keeping the last attempt's error."""
         if isinstance(item, bytes):
             item = item.decode("utf-8", "backslashreplace")
         return DeadLetter(
-            index=self.first_index + seq,
-            offset=start,
+            index=index,
+            offset=offset,
             item=item,
             error_type=type(error).__name__,
             error=str(error),

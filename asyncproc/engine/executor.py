@@ -1,53 +1,129 @@
-"""Where shard work runs: an executor the coordinator is handed, never chooses.
+"""Where units run: an executor the coordinator is handed, never chooses.
 
-In-process (:class:`InProcess`, here) or in worker processes (``asyncproc.processes``);
-the coordinator keeps the run lock, progress, limits and the merge either way.
+The coordinator's :class:`WorkSource` hands out units one at a time, and splits a
+running unit (through its :class:`UnitHandle`) when an executor has idle capacity and
+nothing is pending. Executors: :class:`InProcess` (here: unit slots and one pool of
+lanes on this event loop), worker processes (``asyncproc.processes``), and later a
+cluster. Progress, limits, signals and the merge stay with the coordinator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
 
-from ..storage.records import ShardCheckpoint
+from ..storage.local import UnitStore
+from ..storage.records import UnitCheckpoint
+from ..storage.volatile import unit_store
+from .lanes import LanePool
+from .pipeline import Pipeline
 from .processors import Processor
 from .stopping import Stopper
-from .worker import Commit, ShardSpec, ShardWorker
+from .unit import Commit, UnitRun
+from .units import Place, UnitSpec
 
-Job = tuple[ShardSpec, ShardCheckpoint]
+
+class UnitHandle(Protocol):
+    """A running unit, as the coordinator sees it."""
+
+    @property
+    def claimed(self) -> Place:
+        """How far the unit has handed out items (as last known)."""
+        ...
+
+    async def cap(self, candidates: Sequence[Place]) -> Place | None:
+        """Ask the unit to end at one of ``candidates``; the one it took, or None."""
+        ...
+
+
+class WorkSource(Protocol):
+    """The coordinator's side: units to run, and what became of them."""
+
+    async def next_unit(self) -> tuple[UnitSpec, UnitCheckpoint] | None:
+        """The next unit and where it resumes, or None: no work is left for this slot."""
+        ...
+
+    def running(self, unit_id: int, handle: UnitHandle) -> None: ...
+
+    def committed(self, commit: Commit) -> None: ...
+
+    def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunSetup:
+    """What every unit of a run shares, handed to the executor by the coordinator."""
+
+    processor: Processor
+    processor_args: dict[str, str]
+    format: str
+    output_kind: str
+    retries: int
+    timeout: float | None
+    fingerprint: str
+    stores: Callable[[UnitSpec], UnitStore]  # the store of a unit, in this process
+    stopper: Stopper
+    workers: int  # units worked on at once
+    concurrency: int  # lanes over the whole run
+    threads: int  # worker threads for a sync processor, over the whole run
 
 
 class Executor(Protocol):
-    """Runs every job to its end, reporting each durable commit."""
+    """Runs units from ``work`` until it has none left, or the run stops."""
 
-    async def run(
-        self, jobs: Sequence[Job], processor: Processor, stopper: Stopper,
-        on_commit: Callable[[Commit], None], concurrency: int,
-    ) -> None: ...  # fmt: skip
+    @property
+    def processes(self) -> int:
+        """Worker processes it runs units in (1: this one)."""
+        ...
+
+    async def run(self, work: WorkSource, setup: RunSetup) -> None: ...
+
+
+def local_store(spec: UnitSpec) -> UnitStore:
+    """The default store of a unit: files in its run directory."""
+    return unit_store(spec.run_dir, spec.unit_id, spec.durable)
+
+
+def pipeline_for(setup: RunSetup, threads: int) -> Pipeline:
+    return Pipeline(
+        setup.processor, format=setup.format, output_kind=setup.output_kind,
+        retries=setup.retries, timeout=setup.timeout, threads=threads,
+    )  # fmt: skip
 
 
 class InProcess:
-    """Every shard worker on this event loop."""
+    """``workers`` unit slots and ``concurrency`` lanes, all on this event loop."""
 
-    async def run(
-        self, jobs: Sequence[Job], processor: Processor, stopper: Stopper,
-        on_commit: Callable[[Commit], None], concurrency: int,
-    ) -> None:  # fmt: skip
-        # Fewer lanes than shards: the shards take turns, one lane each.
-        limiter = anyio.CapacityLimiter(max(1, min(concurrency, len(jobs))))
-        async with anyio.create_task_group() as tg:
-            for spec, state in jobs:
-                worker = ShardWorker(spec, processor, state, on_commit)
-                tg.start_soon(_run_one, worker, limiter, stopper)
+    processes = 1
 
-
-async def _run_one(worker: ShardWorker, limiter: anyio.CapacityLimiter, stopper: Stopper) -> None:
-    async with limiter:
-        if not stopper.attach(worker):
+    async def run(self, work: WorkSource, setup: RunSetup) -> None:
+        pipeline = pipeline_for(setup, setup.threads)
+        pool = LanePool(setup.concurrency, pipeline, setup.fingerprint)
+        if not setup.stopper.attach(pool):
             return
         try:
-            await worker.run()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.run)
+                async with anyio.create_task_group() as slots:
+                    for _ in range(setup.workers):
+                        slots.start_soon(_slot, work, setup, pool)
+                pool.close()
         finally:
-            stopper.detach(worker)
+            setup.stopper.detach(pool)
+
+
+async def _slot(work: WorkSource, setup: RunSetup, pool: LanePool) -> None:
+    """Run one unit after another while the coordinator has any."""
+    while (job := await work.next_unit()) is not None:
+        spec, start = job
+        unit = UnitRun(spec, start, setup.stores(spec), pool.size, work.committed, pool.wake)
+        work.running(spec.unit_id, unit)
+        pool.add(unit)
+        try:
+            final = await unit.run()
+        finally:
+            pool.remove(unit)
+        work.finished(spec.unit_id, final)

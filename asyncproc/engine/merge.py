@@ -1,4 +1,4 @@
-"""The final merge: committed segments, in shard order, into the output, atomically.
+"""The final merge: committed segments, units in input order, into the output, atomically.
 
 Streams a megabyte at a time; a crash at any point leaves either no output or the old
 one (the new file appears by rename), and the merge can simply be run again.
@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..storage.faults import crashpoint
-from ..storage.local import ShardStore, fsync_dir
-from ..storage.records import SegmentRef, ShardCheckpoint
+from ..storage.local import UnitStore, fsync_dir
+from ..storage.records import SegmentRef, UnitCheckpoint
 
 
 def committed_chunks(
-    run_dir: Path, checkpoints: Iterable[ShardCheckpoint], dead: bool
+    run_dir: Path, checkpoints: Iterable[UnitCheckpoint], dead: bool
 ) -> Iterator[bytes]:
-    """Every committed byte of the output (or dead-letter) segments, in input order."""
+    """Every committed byte of the output (or dead-letter) segments, in the order given."""
     for checkpoint in checkpoints:
-        store = ShardStore(run_dir, checkpoint.shard_id)
+        store = UnitStore(run_dir, checkpoint.unit_id)
         refs: tuple[SegmentRef, ...] = checkpoint.dead_segments if dead else checkpoint.segments
         for ref in refs:
             yield from store.read_committed(ref)
@@ -71,9 +71,12 @@ def failed_items_path(output: Path) -> Path:
 
 
 def merge(
-    run_dir: Path, checkpoints: list[ShardCheckpoint], output: Path, as_array: bool
+    run_dir: Path, checkpoints: list[UnitCheckpoint], output: Path, as_array: bool
 ) -> Path | None:
-    """Write the output and the failed-items file; return the latter if there is one."""
+    """Write the output and the failed-items file; return the latter if there is one.
+
+    ``checkpoints`` are the units' final checkpoints in order of the units' starts.
+    """
     tag = run_dir.name
     publish(output, committed_chunks(run_dir, checkpoints, dead=False), as_array, tag)
     crashpoint("after_output")

@@ -1,8 +1,11 @@
-"""Planning: identify the input, cut it into shards on line boundaries, count items.
+"""Planning: identify the input, count its items, index it sparsely, cut it into units.
 
 Plain blocking functions; the coordinator runs them in a worker thread. Planning reads
-the whole input once (to count items, so every shard knows its first index); resuming
-never does: it re-reads only the fixed samples of :func:`fingerprint`.
+the whole input once: to count items (so every unit knows the index of its first item)
+and to record a sparse line index (the item index at a line start every few KiB), so
+that any range left later can be cut again, at an indexed point, without reading the
+input a second time. Resuming never reads the input: it re-reads only the fixed samples
+of :func:`fingerprint`.
 """
 
 from __future__ import annotations
@@ -10,16 +13,19 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from itertools import pairwise
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from .._errors import InputError
-from ..storage.records import InputIdentity, ShardPlan
+from ..storage.records import InputIdentity, LineIndex, UnitPlan
 
 CHUNK = 1 << 20
 SAMPLE = 4096
 SAMPLES = 16
+INDEX_POINTS = 16384  # at most this many index entries (about 250 KB on disk)
+MIN_INDEX_GAP = 4096  # and no closer than this many bytes apart
 # A blank line holds only what bytes.strip() removes.
 _BLANK_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*\n", re.MULTILINE)
 
@@ -75,37 +81,89 @@ def change_in(then: InputIdentity) -> str | None:
     return None
 
 
-def cut_points(fh: BinaryIO, size: int, workers: int) -> list[int]:
-    """Shard boundaries: each target moved forward to just past the next newline."""
-    points = [0]
-    for k in range(1, workers):
-        point = _next_line_start(fh, size * k // workers, size)
-        if points[-1] < point < size:
-            points.append(point)
-    points.append(size)
-    return points
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """What planning found: the input, its units, its index and its item count."""
+
+    identity: InputIdentity
+    units: tuple[UnitPlan, ...]
+    index: LineIndex
+    total_items: int
 
 
-def _next_line_start(fh: BinaryIO, target: int, size: int) -> int:
-    if target == 0:
-        return 0
-    fh.seek(target - 1)
-    position = target - 1
-    while position < size:
-        block = fh.read(65536)
-        newline = block.find(b"\n")
-        if newline >= 0:
-            return position + newline + 1
-        position += len(block)
-        if not block:
-            break
-    return size
+def index_gap(size: int) -> int:
+    """Bytes between index points: fine for small inputs, bounded in count for large ones."""
+    return max(MIN_INDEX_GAP, -(-size // INDEX_POINTS))
 
 
-def count_items(fh: BinaryIO, start: int, end: int) -> int:
-    """Count non-blank lines in ``[start, end)``, whole lines at a time."""
-    fh.seek(start)
-    remaining, carry, items = end - start, b"", 0
+def plan(path: Path, workers: int) -> Planned:
+    """Identify the input, count and index its items, and cut it into ``workers`` units."""
+    identity = identify(path)
+    size = identity.size
+    gap = index_gap(size)
+    index_targets = list(range(gap, size, gap))
+    unit_targets = [size * k // workers for k in range(1, workers)]
+    with path.open("rb") as fh:
+        found, total = scan(fh, size, sorted({*index_targets, *unit_targets}))
+    index = LineIndex(*_columns([(0, 0), *(found[t] for t in index_targets)], size))
+    starts = _columns([(0, 0), *(found[t] for t in unit_targets)], size)
+    units = tuple(UnitPlan(k, o, i) for k, (o, i) in enumerate(zip(*starts, strict=True)))
+    return Planned(identity, units, index, total)
+
+
+def _columns(
+    points: Sequence[tuple[int, int]], size: int
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Distinct points before the end of the input, as an offsets column and an indexes one."""
+    kept = sorted({p for p in points if p[0] < size or p[0] == 0})
+    return tuple(o for o, _ in kept), tuple(i for _, i in kept)
+
+
+def scan(fh: BinaryIO, size: int, targets: Sequence[int]) -> tuple[dict[int, tuple[int, int]], int]:
+    """For each target offset, the first line start at or after it and the item index there.
+
+    ``targets`` ascend. A target past the last line start maps to ``(size, total)``.
+    Returns the map and the total number of items.
+    """
+    found: dict[int, tuple[int, int]] = {}
+    pending = iter(targets)
+    target = next(pending, None)
+    items = 0
+    for base, block in _whole_lines(fh, size):
+        position = 0  # within block: items counts the lines of block[:position]
+        while target is not None and (cut := _line_start(block, base, target)) is not None:
+            items += _count(block[position : cut - base])
+            position = cut - base
+            # Every target up to the line start found maps to it: a long line is searched once.
+            while target is not None and target <= cut:
+                found[target] = (cut, items)
+                target = next(pending, None)
+        items += _count(block[position:])
+    while target is not None:
+        found[target] = (size, items)
+        target = next(pending, None)
+    return found, items
+
+
+def _line_start(block: bytes, base: int, target: int) -> int | None:
+    """The first line start at or after ``target`` inside ``block`` (or just past it)."""
+    if target <= base:
+        return base
+    newline = block.find(b"\n", target - 1 - base)
+    return None if newline < 0 else base + newline + 1
+
+
+def _count(lines: bytes) -> int:
+    """Non-blank lines in ``lines``; the last may lack its newline (the input's end)."""
+    whole = lines.count(b"\n") - len(_BLANK_LINE.findall(lines))
+    tail = lines[lines.rfind(b"\n") + 1 :]
+    return whole + (1 if tail.strip() else 0)
+
+
+def _whole_lines(fh: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
+    """The first ``size`` bytes as blocks of whole lines and their offsets (the last may be cut)."""
+    fh.seek(0)
+    base, carry, remaining = 0, b"", size
     while remaining > 0:
         chunk = fh.read(min(CHUNK, remaining))
         if not chunk:
@@ -113,19 +171,10 @@ def count_items(fh: BinaryIO, start: int, end: int) -> int:
         remaining -= len(chunk)
         block = carry + chunk
         cut = block.rfind(b"\n") + 1
-        whole, carry = block[:cut], block[cut:]
-        items += whole.count(b"\n") - len(_BLANK_LINE.findall(whole))
-    return items + (1 if carry.strip() else 0)
-
-
-def plan(path: Path, workers: int | None, auto: int) -> tuple[InputIdentity, tuple[ShardPlan, ...]]:
-    """Identify the input and cut it into at most ``workers`` (or ``auto``) shards."""
-    identity = identify(path)
-    with path.open("rb") as fh:
-        points = cut_points(fh, identity.size, workers or auto)
-        shards, first = [], 0
-        for shard_id, (start, end) in enumerate(pairwise(points)):
-            items = count_items(fh, start, end)
-            shards.append(ShardPlan(shard_id, start, end, first, items))
-            first += items
-    return identity, tuple(shards)
+        if cut:
+            yield base, block[:cut]
+            base, carry = base + cut, block[cut:]
+        else:
+            carry = block
+    if carry:
+        yield base, carry

@@ -1,4 +1,4 @@
-"""Calling the processor: the fast first attempt, then bounded retries with backoff."""
+"""Calling the processor: one attempt bounded by the timeout, retries with backoff."""
 
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ BACKOFF_CAP = 10.0
 # run through its own handlers, and cancellation is never caught here.
 ITEM_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
 
-# (value, error, attempts): error is None when the item succeeded.
-Outcome = tuple[Any, BaseException | None, int]
+Call = Callable[[Any], Awaitable[Any]]
 
 
 def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -29,38 +28,17 @@ def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) 
     return random.uniform(delay / 2, delay)
 
 
-class Attempts:
-    """Runs the processor on one item up to ``retries + 1`` times.
+def caller(processor: Processor, timeout: float | None, threads: int) -> Call:
+    """One attempt at one item: on the loop, or in one of ``threads`` worker threads.
 
-    Lanes call ``call`` directly for the first attempt (the hot path) and ``retry``
-    only after it failed.
+    Sync processors get a thread limiter of their own, sized to the run's concurrency
+    (anyio's default limiter would cap them at 40 threads).
     """
-
-    def __init__(self, processor: Processor, retries: int, timeout: float | None) -> None:
-        self._retries = retries
-        self.call = _caller(processor, timeout)
-
-    async def run(self, item: Any) -> Outcome:
-        try:
-            return await self.call(item), None, 1
-        except ITEM_ERRORS as exc:  # an item's failure is data, not a crash
-            return await self.retry(item, exc)
-
-    async def retry(self, item: Any, error: BaseException) -> Outcome:
-        """After a failed first attempt: back off and try again, up to the limit."""
-        for attempt in range(1, self._retries + 1):
-            await anyio.sleep(backoff(attempt))
-            try:
-                return await self.call(item), None, attempt + 1
-            except ITEM_ERRORS as exc:
-                error = exc
-        return None, error, self._retries + 1
-
-
-def _caller(processor: Processor, timeout: float | None) -> Callable[[Any], Awaitable[Any]]:
-    plain: Callable[[Any], Awaitable[Any]] = (
-        processor.fn if processor.is_async else processor.__call__
-    )
+    plain: Call
+    if processor.is_async:
+        plain = processor.fn
+    else:
+        plain = _in_threads(processor.fn, anyio.CapacityLimiter(threads))
     if timeout is None:
         return plain
 
@@ -70,3 +48,26 @@ def _caller(processor: Processor, timeout: float | None) -> Callable[[Any], Awai
         raise ItemTimeoutError(f"attempt took longer than --timeout {timeout:g}s")
 
     return bounded
+
+
+def _in_threads(fn: Callable[[Any], Any], limiter: anyio.CapacityLimiter) -> Call:
+    async def threaded(item: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, item, limiter=limiter)
+
+    return threaded
+
+
+async def retry(
+    call: Call, item: Any, error: BaseException, retries: int
+) -> tuple[Any, BaseException | None, int]:
+    """After a failed first attempt: back off and try again, up to ``retries`` times.
+
+    Returns (value, None, attempts) on success, (None, last error, attempts) otherwise.
+    """
+    for attempt in range(1, retries + 1):
+        await anyio.sleep(backoff(attempt))
+        try:
+            return await call(item), None, attempt + 1
+        except ITEM_ERRORS as exc:
+            error = exc
+    return None, error, retries + 1

@@ -21,16 +21,15 @@ from typing import Any, BinaryIO
 import anyio
 import orjson
 
-from .._errors import CheckpointError, InputChangedError
+from .._errors import CheckpointError
 from .._options import Options
 from ..runs.rundir import RunDir
 from ..storage.records import Manifest, RunStatus
+from .choose import require_unchanged
 from .context import LaneSlot, current_slot
-from .encode import Encoder, decoder_for
 from .merge import publish
-from .planning import change_in
+from .pipeline import Pipeline
 from .processors import Processor
-from .retry import ITEM_ERRORS, Attempts
 from .summary import Summary
 
 log = logging.getLogger("asyncproc")
@@ -45,12 +44,7 @@ async def retry_failed(
     """Retry the failed items of a completed run; return the updated summary."""
     started = time.monotonic()
     manifest = await anyio.to_thread.run_sync(run.read)
-    change = await anyio.to_thread.run_sync(change_in, manifest.input)
-    if change:
-        raise InputChangedError(
-            f"input {manifest.input.path} changed ({change}) since run {run.run_id}; its "
-            "failed items cannot be found again: start over with --new-run"
-        )
+    await anyio.to_thread.run_sync(require_unchanged, manifest.input, run.run_id, "since")
     failed_path = Path(summary.failed_items_file or "")
     letters = await anyio.to_thread.run_sync(_read_letters, failed_path)
     log.info("retrying %d failed item(s) of run %s", len(letters), run.run_id)
@@ -77,9 +71,11 @@ async def _process(
 ) -> Outcomes:
     outcomes: Outcomes = {}
     limiter = anyio.CapacityLimiter(options.concurrency)
-    attempts = Attempts(processor, options.retries, options.timeout)
-    encoder = Encoder(str(manifest.options["output_kind"]), 0)
-    decode = decoder_for(str(manifest.options["format"]))
+    pipeline = Pipeline(
+        processor, format=str(manifest.options["format"]),
+        output_kind=str(manifest.options["output_kind"]), retries=options.retries,
+        timeout=options.timeout, threads=options.threads or options.concurrency,
+    )  # fmt: skip
     raws = await anyio.to_thread.run_sync(_read_raws, Path(manifest.input.path), letters)
 
     async def one(index: int, offset: int, raw: bytes) -> None:
@@ -87,28 +83,13 @@ async def _process(
             slot = LaneSlot(-1, manifest.input.fingerprint)
             slot.index, slot.offset = index, offset
             current_slot.set(slot)
-            outcomes[index] = await _attempt(attempts, encoder, decode, index, offset, raw)
+            outcome = await pipeline.process(index, offset, raw)
+            outcomes[index] = (None, outcome.record) if outcome.failed else (outcome.record, None)
 
     async with anyio.create_task_group() as tg:
         for index, offset, raw in raws:
             tg.start_soon(one, index, offset, raw)
     return outcomes
-
-
-async def _attempt(
-    attempts: Attempts, encoder: Encoder, decode: Any, index: int, offset: int, raw: bytes
-) -> tuple[bytes | None, bytes | None]:
-    try:
-        item = decode(raw)
-    except ITEM_ERRORS as exc:
-        return None, encoder.dead(index, offset, raw, exc, 0)
-    value, error, count = await attempts.run(item)
-    if error is None:
-        try:
-            return encoder.record(index, value), None
-        except ITEM_ERRORS as exc:
-            error = exc
-    return None, encoder.dead(index, offset, item, error, count)
 
 
 def _read_raws(path: Path, letters: list[dict[str, Any]]) -> list[tuple[int, int, bytes]]:

@@ -20,11 +20,14 @@ class Summary:
     failed_items_file: str | None
     checkpoint_cleared: bool
     resumed: bool
-    workers: int
-    concurrency: int
+    workers: int  # units worked on at once, in this invocation
+    concurrency: int  # lanes, over all processes
+
     elapsed_s: float
     items_per_s: float
     loop: str = "asyncio"  # the event loop that ran the last invocation
+    processes: int = 1  # worker processes of this invocation
+    units: int = 1  # units in the final plan (splits add units)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

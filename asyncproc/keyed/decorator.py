@@ -20,8 +20,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._errors import ConfigError
 from .._options import DEFAULT_CHECKPOINT
-from ..engine.processors import Processor
-from ..engine.retry import Attempts
+from ..engine.pipeline import Pipeline
+from ..engine.processors import load_processor
 from .loader import LoaderCheckpoint, LoaderStats
 from .records import Key, check_key
 from .run import DEFAULT_SHARDS, CheckpointManager
@@ -76,7 +76,7 @@ class LoaderContext(Generic[T]):
     async def process_items(
         self,
         items: Iterable[T] | AsyncIterable[T],
-        fn: Callable[[T], Awaitable[Any]],
+        fn: Callable[[T], Awaitable[Any]] | Callable[[T], Any],
         *,
         concurrency: int = 16,
         retries: int = 0,
@@ -84,19 +84,22 @@ class LoaderContext(Generic[T]):
     ) -> ItemsReport:
         """Run ``fn`` on every item whose key is not done yet, ``concurrency`` at a time.
 
-        A failing item is tried ``retries`` more times with backoff (each attempt bounded
-        by ``item_timeout`` seconds), then recorded as failed with its last error.
+        ``fn`` may be async or plain (plain functions run in worker threads). A failing
+        item is tried ``retries`` more times with backoff (each attempt bounded by
+        ``item_timeout`` seconds), then recorded as failed with its last error.
         """
         if concurrency < 1 or retries < 0:
             raise ConfigError("process_items needs concurrency >= 1 and retries >= 0")
-        name = getattr(fn, "__qualname__", "fn")
-        attempts = Attempts(Processor(name, fn, True), retries, item_timeout)
+        pipeline = Pipeline(
+            load_processor(fn), format="jsonl", output_kind="jsonl", retries=retries,
+            timeout=item_timeout, threads=concurrency,
+        )  # fmt: skip
         tally = _Tally()
         send, receive = anyio.create_memory_object_stream[tuple[Key, T]](0)
         feed_error: Exception | None = None
         async with anyio.create_task_group() as tg:
             for _ in range(concurrency):
-                tg.start_soon(self._consume, receive.clone(), attempts, tally)
+                tg.start_soon(self._consume, receive.clone(), pipeline, tally)
             receive.close()
             try:
                 await self._feed(items, send, tally)
@@ -131,12 +134,12 @@ class LoaderContext(Generic[T]):
     async def _consume(
         self,
         receive: MemoryObjectReceiveStream[tuple[Key, T]],
-        attempts: Attempts,
+        pipeline: Pipeline,
         tally: _Tally,
     ) -> None:
         async with receive:
             async for key, item in receive:
-                _, error, _ = await attempts.run(item)
+                _, error, _ = await pipeline.attempt(item)
                 if error is None:
                     await self.checkpoint.mark_processed(key)
                     tally.succeeded += 1

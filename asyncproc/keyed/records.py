@@ -7,7 +7,7 @@
             keyed.json                  KeyedRunRecord: status, config, shard count
             lock                        held by the process working on the run
             loaders/<name>/loader.json  LoaderRecord: total items (set_total_items)
-            loaders/<name>/shards/0003.a.ckpt        ShardCheckpoint (the engine's record)
+            loaders/<name>/units/0003.a.ckpt         UnitCheckpoint (the engine's record)
             loaders/<name>/segments/0003.<attempt>.keys   acknowledged keys, orjson lines
             loaders/<name>/segments/0003.<attempt>.fail   failures, orjson lines
 

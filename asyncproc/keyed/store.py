@@ -2,7 +2,7 @@
 
 A :class:`KeyShard` buffers key lines and failure lines in memory; :meth:`snapshot`
 takes them (on the event loop, no awaiting) and :meth:`commit` makes them durable in a
-worker thread through :class:`ShardStore`: segments fsynced first, then the checkpoint
+worker thread through :class:`UnitStore`: segments fsynced first, then the checkpoint
 that records their committed lengths. Loading reads only committed bytes, so a torn
 tail or a corrupt newest checkpoint costs at most the keys of one save.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 import orjson
 
 from .._errors import CorruptCheckpointError
-from ..storage.local import ShardStore
-from ..storage.records import SegmentRef, ShardCheckpoint
+from ..storage.local import UnitStore
+from ..storage.records import SegmentRef, UnitCheckpoint
 from .records import Key, KeyFailure
 
 
@@ -28,7 +28,7 @@ class Pending:
     """One shard's buffered lines and the checkpoint that will point past them."""
 
     data: dict[str, bytes]
-    checkpoint: ShardCheckpoint
+    checkpoint: UnitCheckpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class LoadedShard:
     problems: tuple[str, ...]
 
 
-def _lines(store: ShardStore, refs: tuple[SegmentRef, ...]) -> Iterator[bytes]:
+def _lines(store: UnitStore, refs: tuple[SegmentRef, ...]) -> Iterator[bytes]:
     carry = b""
     for ref in refs:
         for chunk in store.read_committed(ref):
@@ -57,10 +57,10 @@ class KeyShard:
 
     def __init__(self, loader_dir: Path, shard_id: int, run_id: str) -> None:
         self.shard_id = shard_id
-        self._store = ShardStore(loader_dir, shard_id)
-        self._state = ShardCheckpoint(
-            run_id=run_id, shard_id=shard_id, generation=0, offset=0, next_index=0,
-            processed=0, failed=0, attempts=0, segments=(), dead_segments=(), done=False,
+        self._store = UnitStore(loader_dir, shard_id)
+        self._state = UnitCheckpoint(
+            run_id=run_id, unit_id=shard_id, generation=0, offset=0, next_index=0,
+            processed=0, failed=0, attempts=0, segments=(), dead_segments=(),
             updated_at=time.time(),
         )  # fmt: skip
         self._keys, self._fails = bytearray(), bytearray()
@@ -86,7 +86,7 @@ class KeyShard:
                 failures[failure.key] = failure
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise CorruptCheckpointError(
-                f"shard {self.shard_id} of {self._store.shards_dir.parent}: a committed line "
+                f"shard {self.shard_id} of {self._store.checkpoints_dir.parent}: a committed line "
                 f"does not decode ({exc}); restore the file from a backup or start a new run"
             ) from exc
         return LoadedShard(keys, failures, loaded.problems)
@@ -121,7 +121,7 @@ class KeyShard:
         self._new_keys = self._new_fails = 0
         return Pending({self._names[0]: keys, self._names[1]: fails}, self._state)
 
-    def _advance(self, previous: ShardCheckpoint, keys: int, fails: int) -> ShardCheckpoint:
+    def _advance(self, previous: UnitCheckpoint, keys: int, fails: int) -> UnitCheckpoint:
         assert self._names is not None
         key_name, fail_name = self._names
         return replace(

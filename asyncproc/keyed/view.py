@@ -16,8 +16,8 @@ from .._errors import AsyncprocError
 from ..runs.failures import failures_from_segments
 from ..runs.locks import holder_text, is_held
 from ..runs.views import FINISHED, RunView, derive_status, iso
-from ..storage.local import ShardStore
-from ..storage.records import RunStatus, ShardCheckpoint
+from ..storage.local import UnitStore
+from ..storage.records import RunStatus, UnitCheckpoint
 from .records import KEYED_MANIFEST, LOADER_RECORD, KeyedRunRecord, LoaderRecord
 
 
@@ -34,8 +34,8 @@ def _loaders(path: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
 
 
-def _checkpoints(loader: Path, shards: int) -> list[ShardCheckpoint]:
-    found = (ShardStore(loader, k).load().checkpoint for k in range(shards))
+def _checkpoints(loader: Path, shards: int) -> list[UnitCheckpoint]:
+    found = (UnitStore(loader, k).load().checkpoint for k in range(shards))
     return [c for c in found if c is not None]
 
 

@@ -1,22 +1,23 @@
 """A worker process for ``--processes``: ``python -m asyncproc.processes.child``.
 
-It reads one JSON line on stdin (the shards to run, each a :class:`ShardSpec` and the
-checkpoint to resume from, plus the processor and the loop), runs those shards on its
-own event loop and prints one JSON line per durable commit on stdout, then ``{"done":
-true}``. It dies with its parent: the kernel sends it SIGKILL when the parent dies
-(``PR_SET_PDEATHSIG`` on Linux), and it exits at once when its stdin reaches EOF, which
-is how the parent stops it at once; a line ``stop GRACE`` asks for a graceful stop (the
-workers finish their items in flight for up to GRACE seconds and commit). It runs in a
-session of its own and ignores SIGINT: Ctrl-C is the parent's to handle.
+It reads the run's setup (one JSON line on stdin), then runs units exactly as one
+process does (:class:`~asyncproc.engine.executor.InProcess`: unit slots and one pool of
+lanes), except that its work source is the parent: each slot asks for a unit over the
+pipe, every durable commit is reported on stdout, and a cap request from the parent is
+answered by the running unit itself. It dies with its parent: the kernel sends it
+SIGKILL when the parent dies (``PR_SET_PDEATHSIG`` on Linux), and it exits at once when
+its stdin reaches EOF. It ignores SIGINT: Ctrl-C is the parent's to handle.
 """
 
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -25,14 +26,27 @@ import anyio.lowlevel
 import orjson
 from anyio.lowlevel import EventLoopToken
 
+from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
 from ..engine.loops import backend_options
-from ..engine.processors import Processor, load_processor
-from ..engine.worker import Commit, ShardWorker
-from ..storage.records import ShardCheckpoint
-from .wire import DONE, PARENT_ENV, STOP, commit_line, decode_spec
+from ..engine.processors import load_processor
+from ..engine.stopping import Stopper, StopReason
+from ..engine.unit import Commit
+from ..engine.units import Place, UnitSpec
+from ..storage.records import UnitCheckpoint
+from .wire import (
+    DONE,
+    PARENT_ENV,
+    commit_message,
+    decode_checkpoint,
+    decode_spec,
+    encode_checkpoint,
+    encode_place,
+    line,
+)
 
 PR_SET_PDEATHSIG = 1
 EXIT_ORPHANED = 75
+Job = tuple[UnitSpec, UnitCheckpoint]
 
 
 def _die_with_parent() -> None:
@@ -45,25 +59,11 @@ def _die_with_parent() -> None:
         os._exit(EXIT_ORPHANED)
 
 
-def _watch_stdin(token: EventLoopToken, workers: list[ShardWorker]) -> None:
-    """Read the parent's stop lines; EOF means the parent wants this process gone, now."""
-    for line in sys.stdin.buffer:
-        if line.startswith(STOP):
-            grace = float(line.split()[1])
-            anyio.from_thread.run_sync(_stop_all, workers, grace, token=token)
-    os._exit(0)
-
-
-def _stop_all(workers: list[ShardWorker], grace: float) -> None:
-    for worker in workers:
-        worker.stop(grace)
-
-
 class _Channel:
     """The child's private line to its parent: the original stdout.
 
     ``print`` in a user's processor must not corrupt it, so fd 1 and ``sys.stdout``
-    are pointed at stderr and only this channel writes to the pipe.
+    are pointed at stderr and only this channel writes to the pipe (from the loop).
     """
 
     def __init__(self) -> None:
@@ -71,30 +71,88 @@ class _Channel:
         os.dup2(2, 1)
         sys.stdout = sys.stderr
 
-    def send(self, line: bytes) -> None:
-        self._out.write(line)
+    def send(self, data: bytes) -> None:
+        self._out.write(data)
         self._out.flush()
 
-    def emit(self, commit: Commit) -> None:
-        self.send(commit_line(commit))
+
+class ParentLink:
+    """The child's work source: units come from the parent, results go back to it."""
+
+    def __init__(self, channel: _Channel, stopper: Stopper) -> None:
+        self._channel, self._stopper = channel, stopper
+        self._ids = itertools.count()
+        self._answers: dict[int, tuple[anyio.Event, list[Job | None]]] = {}
+        self._units: dict[int, UnitHandle] = {}
+
+    async def next_unit(self) -> Job | None:
+        request = next(self._ids)
+        event, box = anyio.Event(), list[Job | None]([None])
+        self._answers[request] = (event, box)
+        self._channel.send(line({"next": request}))
+        await event.wait()
+        return box[0]
+
+    def answer(self, message: dict[str, Any]) -> None:
+        """A unit (or none) for the slot that asked."""
+        event, box = self._answers.pop(int(message["id"]))
+        if message["unit"] is not None:
+            start = decode_checkpoint(message["start"], "unit start")
+            box[0] = (decode_spec(message["unit"]), start)
+        event.set()
+
+    async def cap(self, message: dict[str, Any]) -> None:
+        unit = self._units.get(int(message["cap"]))
+        candidates = [Place(o, i) for o, i in message["candidates"]]
+        place = None if unit is None else await unit.cap(candidates)
+        self._channel.send(line({"capped": message["id"], "place": encode_place(place)}))
+
+    def running(self, unit_id: int, handle: UnitHandle) -> None:
+        self._units[unit_id] = handle
+
+    def committed(self, commit: Commit) -> None:
+        self._channel.send(line(commit_message(commit)))
+
+    def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        self._units.pop(unit_id, None)
+        message = {"finished": unit_id, "checkpoint": encode_checkpoint(checkpoint)}
+        self._channel.send(line(message))
+
+    def stop(self, grace: float) -> None:
+        self._stopper.grace = grace
+        self._stopper.request(StopReason(None, "stopped by the parent"))
+
+
+def _watch_stdin(token: EventLoopToken, link: ParentLink) -> None:
+    """Hand the parent's lines to the loop; EOF means the parent wants this process gone."""
+    for raw in sys.stdin.buffer:
+        message = orjson.loads(raw)
+        if "unit" in message:
+            anyio.from_thread.run_sync(link.answer, message, token=token)
+        elif "cap" in message:
+            anyio.from_thread.run(link.cap, message, token=token)
+        elif "stop" in message:
+            anyio.from_thread.run_sync(link.stop, float(message["stop"]), token=token)
+    os._exit(0)
+
+
+def _setup(job: dict[str, Any], stopper: Stopper) -> RunSetup:
+    return RunSetup(
+        processor=load_processor(job["processor"], job["processor_args"]),
+        processor_args=job["processor_args"], format=job["format"],
+        output_kind=job["output_kind"], retries=int(job["retries"]), timeout=job["timeout"],
+        fingerprint=job["fingerprint"], stores=local_store, stopper=stopper,
+        workers=int(job["workers"]), concurrency=int(job["concurrency"]),
+        threads=int(job["threads"]),
+    )  # fmt: skip
 
 
 async def _serve(job: dict[str, Any], channel: _Channel) -> None:
-    processor: Processor = load_processor(job["processor"], job["processor_args"])
-    workers = [
-        ShardWorker(
-            decode_spec(shard["spec"]),
-            processor,
-            ShardCheckpoint.from_bytes(shard["start"].encode(), "shard start"),
-            channel.emit,
-        )
-        for shard in job["shards"]
-    ]
+    stopper = Stopper(0.0)
+    link = ParentLink(channel, stopper)
     token = anyio.lowlevel.current_token()
-    threading.Thread(target=_watch_stdin, args=(token, workers), daemon=True).start()
-    async with anyio.create_task_group() as tg:
-        for worker in workers:
-            tg.start_soon(worker.run)
+    threading.Thread(target=_watch_stdin, args=(token, link), daemon=True).start()
+    await InProcess().run(link, _setup(job, stopper))
 
 
 def _report(exc: BaseException) -> None:
@@ -104,14 +162,15 @@ def _report(exc: BaseException) -> None:
     sys.stderr.flush()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    del argv
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = _Channel()
     job = orjson.loads(sys.stdin.buffer.readline())
     try:
         anyio.run(_serve, job, channel, backend_options=backend_options(job["loop"]))
-    except Exception as exc:  # reported in one line; the parent names the shards
+    except Exception as exc:  # reported in one line; the parent names the process
         _report(exc)
         os._exit(1)
     channel.send(DONE)

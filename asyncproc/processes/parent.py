@@ -1,19 +1,22 @@
-"""``--processes P``: the parent's side of running shards in worker processes.
+"""``--processes P``: the parent's side of running units in worker processes.
 
-Pending shards are dealt round-robin to at most P children (:mod:`._child`). The parent
-keeps the run lock, turns each child's commit lines into the same ``on_commit`` calls an
-in-process worker makes (progress, states for the merge), and does the merge itself. A
-child that dies before saying ``done`` fails the run with a hint to resume; the other
-children are then killed. Every commit a child reported was durable before it was
-printed, so a resume loses nothing the parent counted.
+Each child (:mod:`.child`) runs unit slots and a pool of lanes of its own and asks the
+parent for units one at a time; the parent answers from the coordinator's work source,
+which splits a unit running in one child to give a tail to an idle one. The parent
+keeps the run lock, turns each child's commit lines into the same calls an in-process
+unit makes (progress, states for the merge), and does the merge itself. A child that
+dies before saying ``done`` fails the run with a hint to resume; the other children are
+then killed. Every commit a child reported was durable before it was printed, so a
+resume loses nothing the parent counted.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -22,120 +25,182 @@ from anyio.abc import ByteSendStream, Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._errors import WorkerProcessError, unwrap_group
-from ..engine.executor import Job
+from ..engine.executor import RunSetup, WorkSource
 from ..engine.loops import running_loop
-from ..engine.processors import Processor
-from ..engine.stopping import Stopper
-from ..engine.worker import Commit
-from .wire import PARENT_ENV, STOP, decode_commit, encode_spec
+from ..engine.units import Place
+from .wire import (
+    PARENT_ENV,
+    decode_checkpoint,
+    decode_commit,
+    decode_place,
+    encode_checkpoint,
+    encode_spec,
+    line,
+)
 
 MAX_LINE = 64 * 1024 * 1024
 
 
-def deal(jobs: Sequence[Job], processes: int) -> list[list[Job]]:
-    """Round-robin the shards over the processes; no process without a shard."""
-    groups = [list(jobs[k::processes]) for k in range(processes)]
-    return [group for group in groups if group]
+def shares(total: int, parts: int) -> list[int]:
+    """Spread ``total`` over ``parts``, at least one each."""
+    base, extra = divmod(total, parts)
+    return [max(1, base + (1 if k < extra else 0)) for k in range(parts)]
 
 
-def payload(group: Sequence[Job], processor: str, args: dict[str, str]) -> bytes:
-    shards = [{"spec": encode_spec(s), "start": c.to_bytes().decode()} for s, c in group]
-    job = {"processor": processor, "processor_args": args, "loop": running_loop(),
-           "shards": shards}  # fmt: skip
-    return orjson.dumps(job) + b"\n"
-
-
-class _ChildStop:
-    """Stands for one child in the :class:`Stopper`: a stop becomes a line on its stdin."""
-
-    def __init__(self, stdin: ByteSendStream, tg: TaskGroup) -> None:
-        self._stdin = stdin
-        self._tg = tg
-
-    def stop(self, grace: float) -> None:
-        self._tg.start_soon(self._stdin.send, STOP + f" {grace}\n".encode())
+def setup_message(setup: RunSetup, workers: int, concurrency: int, threads: int) -> bytes:
+    return line({
+        "processor": setup.processor.spec, "processor_args": setup.processor_args,
+        "loop": running_loop(), "format": setup.format, "output_kind": setup.output_kind,
+        "retries": setup.retries, "timeout": setup.timeout, "fingerprint": setup.fingerprint,
+        "workers": workers, "concurrency": concurrency, "threads": threads,
+    })  # fmt: skip
 
 
 class Processes:
-    """The ``--processes P`` executor: shards dealt to P child processes."""
+    """The ``--processes P`` executor: units handed out to P child processes on demand."""
 
-    def __init__(self, processes: int, processor_args: dict[str, str]) -> None:
+    def __init__(self, processes: int) -> None:
         self.processes = processes
-        self.processor_args = processor_args
 
-    async def run(
-        self, jobs: Sequence[Job], processor: Processor, stopper: Stopper,
-        on_commit: Callable[[Commit], None], concurrency: int,
-    ) -> None:  # fmt: skip
-        """Run every job in child processes; return when all of them finished."""
-        del concurrency  # already spread over the shards' lanes
+    async def run(self, work: WorkSource, setup: RunSetup) -> None:
+        p = self.processes
+        slots, lanes = shares(setup.workers, p), shares(setup.concurrency, p)
+        threads = shares(setup.threads, p)
         try:
             async with anyio.create_task_group() as tg:
-                for group in deal(jobs, self.processes):
-                    data = payload(group, processor.spec, self.processor_args)
-                    tg.start_soon(_Child(data, group, stopper, on_commit).run)
+                for k in range(p):
+                    data = setup_message(setup, slots[k], lanes[k], threads[k])
+                    tg.start_soon(_Child(data, work, setup).run)
         except ExceptionGroup as group:
             raise unwrap_group(group) from None
+
+
+class _RemoteUnit:
+    """A unit running in a child, as the coordinator sees it."""
+
+    def __init__(self, child: _Child, unit_id: int, claimed: Place) -> None:
+        self.unit_id, self.claimed, self._child = unit_id, claimed, child
+
+    async def cap(self, candidates: Sequence[Place]) -> Place | None:
+        return await self._child.ask_cap(self.unit_id, candidates)
 
 
 class _Child:
     """One worker process, from start to exit."""
 
-    def __init__(
-        self, data: bytes, group: Sequence[Job], stopper: Stopper,
-        on_commit: Callable[[Commit], None],
-    ) -> None:  # fmt: skip
-        self._data = data
-        self._group = group
-        self._stopper = stopper
-        self._on_commit = on_commit
+    def __init__(self, data: bytes, work: WorkSource, setup: RunSetup) -> None:
+        self._data, self._work, self._setup = data, work, setup
+        self._units: dict[int, _RemoteUnit] = {}
+        self._caps: dict[int, tuple[anyio.Event, list[Place | None]]] = {}
+        self._ids = itertools.count()
+        self._send_lock = anyio.Lock()
+        self._stdin: ByteSendStream | None = None
+        self._done = False
 
     async def run(self) -> None:
         env = {**os.environ, PARENT_ENV: str(os.getpid())}
-        command = [sys.executable, "-m", "asyncproc.processes.child"]
+        command = [sys.executable, "-I", "-m", "asyncproc.processes.child"]
         async with await anyio.open_process(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env,
             start_new_session=True,  # Ctrl-C is for the parent; children die with it
         ) as process:  # fmt: skip
-            done = await self._talk(process)
+            await self._talk(process)
             code = await process.wait()
-        if not done or code != 0:
-            _child_failed(self._group, code)
+        if not self._done or code != 0:
+            _child_failed(sorted(self._units), code)
 
-    async def _talk(self, process: Process) -> bool:
-        """Send the job, relay stop requests, follow the commits until the child is done."""
+    async def _talk(self, process: Process) -> None:
+        """Send the setup, serve the child's requests until it says it is done."""
         assert process.stdin is not None
-        await process.stdin.send(self._data)
+        self._stdin = process.stdin
+        await self._send_raw(self._data)
+        stopper = self._setup.stopper
         async with anyio.create_task_group() as tg:
-            handle = _ChildStop(process.stdin, tg)
-            if not self._stopper.attach(handle):
+            handle = _ChildStop(self, tg)
+            if not stopper.attach(handle):
                 handle.stop(0)
             try:
-                done = await _follow(process, self._on_commit)
+                await self._follow(process, tg)
             finally:
-                self._stopper.detach(handle)
-        return done
+                stopper.detach(handle)
+                tg.cancel_scope.cancel()  # answers nobody will read any more
+
+    async def _follow(self, process: Process, tg: TaskGroup) -> None:
+        assert process.stdout is not None
+        stream = BufferedByteReceiveStream(process.stdout)
+        while not self._done:
+            try:
+                raw = await stream.receive_until(b"\n", MAX_LINE)
+            except (anyio.EndOfStream, anyio.IncompleteRead):
+                return
+            self._dispatch(orjson.loads(raw), tg)
+
+    def _dispatch(self, message: dict[str, Any], tg: TaskGroup) -> None:
+        if "next" in message:
+            tg.start_soon(self._give_unit, int(message["next"]))
+        elif "commit" in message:
+            commit = decode_commit(message["commit"])
+            if commit.unit_id in self._units:
+                self._units[commit.unit_id].claimed = commit.claimed
+            self._work.committed(commit)
+        elif "capped" in message:
+            event, box = self._caps.pop(int(message["capped"]))
+            box[0] = decode_place(message["place"])
+            event.set()
+        elif "finished" in message:
+            unit_id = int(message["finished"])
+            self._units.pop(unit_id, None)
+            self._work.finished(unit_id, decode_checkpoint(message["checkpoint"], "child"))
+        elif message.get("done"):
+            self._done = True
+
+    async def _give_unit(self, request: int) -> None:
+        job = await self._work.next_unit()
+        if job is None:
+            await self._send({"unit": None, "id": request})
+            return
+        spec, start = job
+        unit = _RemoteUnit(self, spec.unit_id, Place(start.offset, start.next_index))
+        self._units[spec.unit_id] = unit
+        self._work.running(spec.unit_id, unit)
+        await self._send({"unit": encode_spec(spec), "start": encode_checkpoint(start),
+                          "id": request})  # fmt: skip
+
+    async def ask_cap(self, unit_id: int, candidates: Sequence[Place]) -> Place | None:
+        request = next(self._ids)
+        event, box = anyio.Event(), list[Place | None]([None])
+        self._caps[request] = (event, box)
+        await self._send({"cap": unit_id, "candidates": [[p.offset, p.index] for p in candidates],
+                          "id": request})  # fmt: skip
+        await event.wait()
+        return box[0]
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        await self._send_raw(line(message))
+
+    async def _send_raw(self, data: bytes) -> None:
+        assert self._stdin is not None
+        async with self._send_lock:
+            try:
+                await self._stdin.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the child is gone; its exit says how
 
 
-async def _follow(process: Process, on_commit: Callable[[Commit], None]) -> bool:
-    """Apply each commit line; True when the child said it finished."""
-    assert process.stdout is not None
-    stream = BufferedByteReceiveStream(process.stdout)
-    while True:
-        try:
-            line = await stream.receive_until(b"\n", MAX_LINE)
-        except (anyio.EndOfStream, anyio.IncompleteRead):
-            return False
-        message: dict[str, Any] = orjson.loads(line)
-        if message.get("done"):
-            return True
-        on_commit(decode_commit(message))
+class _ChildStop:
+    """Stands for one child in the :class:`Stopper`: a stop becomes a line on its stdin."""
+
+    def __init__(self, child: _Child, tg: TaskGroup) -> None:
+        self._child, self._tg = child, tg
+
+    def stop(self, grace: float) -> None:
+        self._tg.start_soon(self._child._send, {"stop": grace})
 
 
-def _child_failed(group: Sequence[Job], code: int) -> None:
-    shards = ", ".join(str(spec.shard.shard_id) for spec, _ in group)
+def _child_failed(units: Sequence[int], code: int) -> None:
+    what = f"unit(s) {', '.join(map(str, units))}" if units else "its units"
     how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
     raise WorkerProcessError(
-        f"the worker process for shard(s) {shards} {how}; "
+        f"the worker process for {what} {how}; "
         "committed work is safe: run the same command again to resume"
     )

@@ -1,50 +1,70 @@
-"""The wire format between the parent and its ``--processes`` children: JSON lines.
+"""The wire between the parent and its ``--processes`` children: one JSON object per line.
 
-Parent to child, one line: ``processor``, ``processor_args``, ``loop`` and ``shards``,
-each a :class:`ShardSpec` as plain data and the checkpoint to resume from. Child to
-parent, one line per durable commit (:func:`commit_line`), then ``{"done": true}``.
+Parent to child: the run's setup first (:func:`setup_line`), then answers and requests:
+``{"unit": spec, "start": checkpoint, "id": n}`` (``unit`` null: no more work),
+``{"cap": unit_id, "candidates": [[offset, index], ...], "id": n}``, and
+``{"stop": grace}``. Child to parent: ``{"next": n}`` (a slot wants a unit),
+``{"commit": ...}`` after each durable commit, ``{"capped": n, "place": [o, i] | null}``,
+``{"finished": unit_id, "checkpoint": ...}`` and, last, ``{"done": true}``.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import orjson
 
-from ..engine.worker import Commit, ShardSpec
-from ..storage.records import ShardCheckpoint, ShardPlan
+from ..engine.unit import Commit
+from ..engine.units import Place, UnitSpec
+from ..storage.records import UnitCheckpoint
 
 PARENT_ENV = "ASYNCPROC_PARENT_PID"
-DONE = b'{"done": true}\n'
-STOP = b"stop"  # parent to child, after the job: "stop GRACE\n" asks for a graceful stop
+DONE = b'{"done":true}\n'
 
 
-def encode_spec(spec: ShardSpec) -> dict[str, Any]:
-    """A ShardSpec as plain JSON data."""
-    fields = {name: getattr(spec, name) for name in ShardSpec.__dataclass_fields__}
-    plan = spec.shard
-    fields["shard"] = {k: getattr(plan, k) for k in ShardPlan.__dataclass_fields__}
-    return fields
+def line(message: dict[str, Any]) -> bytes:
+    return orjson.dumps(message) + b"\n"
 
 
-def decode_spec(data: dict[str, Any]) -> ShardSpec:
-    plan = ShardPlan.from_dict(data["shard"], "shard spec")
-    return ShardSpec(**{**data, "shard": plan})
+def encode_spec(spec: UnitSpec) -> dict[str, Any]:
+    return asdict(spec)
 
 
-def commit_line(commit: Commit) -> bytes:
-    """One stdout line for one durable commit."""
-    checkpoint = commit.checkpoint.to_bytes().decode()
-    body = {"shard_id": commit.shard_id, "processed": commit.processed,
-            "failed": commit.failed, "checkpoint": checkpoint,
-            "last_error": commit.last_error}  # fmt: skip
-    return orjson.dumps(body) + b"\n"
+def decode_spec(data: dict[str, Any]) -> UnitSpec:
+    return UnitSpec(**data)
+
+
+def encode_checkpoint(checkpoint: UnitCheckpoint) -> str:
+    return checkpoint.to_bytes().decode()
+
+
+def decode_checkpoint(text: str, what: str) -> UnitCheckpoint:
+    return UnitCheckpoint.from_bytes(text.encode(), what)
+
+
+def encode_place(place: Place | None) -> list[int] | None:
+    return None if place is None else [place.offset, place.index]
+
+
+def decode_place(data: list[int] | None) -> Place | None:
+    return None if data is None else Place(int(data[0]), int(data[1]))
+
+
+def commit_message(commit: Commit) -> dict[str, Any]:
+    return {"commit": {
+        "unit_id": commit.unit_id, "processed": commit.processed, "failed": commit.failed,
+        "checkpoint": encode_checkpoint(commit.checkpoint),
+        "claimed": encode_place(commit.claimed), "last_error": commit.last_error,
+    }}  # fmt: skip
 
 
 def decode_commit(data: dict[str, Any]) -> Commit:
-    checkpoint = ShardCheckpoint.from_bytes(data["checkpoint"].encode(), "child commit")
+    claimed = decode_place(data["claimed"])
     error = data.get("last_error")
     return Commit(
-        int(data["shard_id"]), int(data["processed"]), int(data["failed"]), checkpoint,
+        int(data["unit_id"]), int(data["processed"]), int(data["failed"]),
+        decode_checkpoint(data["checkpoint"], "child commit"),
+        claimed if claimed is not None else Place(0, 0),
         str(error) if error is not None else None,
     )  # fmt: skip

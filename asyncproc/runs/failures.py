@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ..storage.records import SegmentRef, ShardCheckpoint
+from ..storage.records import SegmentRef, UnitCheckpoint
 
 TAIL = 256 * 1024
 
@@ -33,7 +33,7 @@ def tail_lines(path: Path, length: int, limit: int) -> list[bytes]:
     return [line for line in lines if line.strip()][-limit:]
 
 
-def _decode(lines: Iterable[bytes], shard: int | None) -> list[dict[str, Any]]:
+def _decode(lines: Iterable[bytes], unit: int | None) -> list[dict[str, Any]]:
     found = []
     for line in lines:
         try:
@@ -41,7 +41,7 @@ def _decode(lines: Iterable[bytes], shard: int | None) -> list[dict[str, Any]]:
         except orjson.JSONDecodeError:
             continue
         if isinstance(entry, dict):
-            found.append(entry if shard is None else {"shard_id": shard, **entry})
+            found.append(entry if unit is None else {"shard_id": unit, **entry})
     return found
 
 
@@ -51,15 +51,15 @@ def _newest(entries: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 
 def failures_from_segments(
-    run_dir: Path, checkpoints: Iterable[ShardCheckpoint], limit: int
+    run_dir: Path, checkpoints: Iterable[UnitCheckpoint], limit: int
 ) -> list[dict[str, Any]]:
-    """The last ``limit`` committed failures over every shard, highest index first."""
+    """The last ``limit`` committed failures over every unit, highest index first."""
     entries: list[dict[str, Any]] = []
     for checkpoint in checkpoints:
         refs: tuple[SegmentRef, ...] = checkpoint.dead_segments
         for ref in refs:
             path = run_dir / "segments" / ref.name
-            entries += _decode(tail_lines(path, ref.length, limit), checkpoint.shard_id)
+            entries += _decode(tail_lines(path, ref.length, limit), checkpoint.unit_id)
     return _newest(entries, limit)
 
 

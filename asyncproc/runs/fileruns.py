@@ -1,7 +1,7 @@
 """File runs as run management sees them: views read from the manifest and checkpoints.
 
-A view never takes a run's lock: it reads the manifest and each shard's newest good
-checkpoint (:meth:`ShardStore.load`), and asks the kernel whether the lock is held.
+A view never takes a run's lock: it reads the manifest and each unit's newest good
+checkpoint (:meth:`UnitStore.load`), and asks the kernel whether the lock is held.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..storage.local import ShardStore
-from ..storage.records import Manifest, RunStatus, ShardCheckpoint, ShardPlan
+from ..storage.local import UnitStore
+from ..storage.records import Manifest, RunStatus, UnitCheckpoint, UnitPlan
 from .failures import failures_from_file, failures_from_segments
 from .locks import holder_text, is_held
 from .rundir import MANIFEST, RunDir
-from .views import FINISHED, RunView, ShardView, derive_status
+from .views import FINISHED, RunView, UnitView, derive_status
 
 
 class FileRuns:
@@ -38,7 +38,7 @@ class FileRuns:
             failed_file = (view.summary or {}).get("failed_items_file")
             return failures_from_file(Path(failed_file), limit) if failed_file else []
         run = RunDir(view.path)
-        return failures_from_segments(run.path, shard_checkpoints(run, run.read()), limit)
+        return failures_from_segments(run.path, unit_checkpoints(run, run.read()), limit)
 
 
 FILE_RUNS = FileRuns()
@@ -47,9 +47,9 @@ FILE_RUNS = FileRuns()
 def _view(run: RunDir, manifest: Manifest) -> RunView:
     held = is_held(run.path / "lock")
     status = derive_status(manifest.status, held)
-    shards = () if manifest.status in FINISHED else _shard_views(run, manifest)
-    processed, failed = _counts(manifest, shards)
-    checkpoint_times = [s.checkpoint_at for s in shards if s.checkpoint_at is not None]
+    units = () if manifest.status in FINISHED else _unit_views(run, manifest)
+    processed, failed = _counts(manifest, units)
+    checkpoint_times = [u.checkpoint_at for u in units if u.checkpoint_at is not None]
     updated = max([manifest.updated_at, *checkpoint_times])
     ended = manifest.updated_at if status in (*FINISHED, RunStatus.FAILED) else None
     return RunView(
@@ -57,36 +57,46 @@ def _view(run: RunDir, manifest: Manifest) -> RunView:
         output=manifest.output, total_items=manifest.total_items, processed=processed,
         failed=failed, started_at=manifest.created_at, ended_at=ended, updated_at=updated,
         options=manifest.options, holder=holder_text(run.path / "lock") if held else None,
-        path=run.path, shards=shards, summary=manifest.summary,
+        path=run.path, units=units, summary=manifest.summary,
     )  # fmt: skip
 
 
-def _counts(manifest: Manifest, shards: tuple[ShardView, ...]) -> tuple[int, int]:
+def _counts(manifest: Manifest, units: tuple[UnitView, ...]) -> tuple[int, int]:
     summary = manifest.summary or {}
     if manifest.status in FINISHED and "processed" in summary:
         return int(summary["processed"]), int(summary["failed"])
-    return sum(s.processed for s in shards), sum(s.failed for s in shards)
+    return sum(u.processed for u in units), sum(u.failed for u in units)
 
 
-def _shard_views(run: RunDir, manifest: Manifest) -> tuple[ShardView, ...]:
-    return tuple(_shard_view(run, plan) for plan in manifest.shards)
+def _extents(manifest: Manifest) -> list[tuple[UnitPlan, int, int]]:
+    """Each unit with its end and its item count (a unit ends where the next starts)."""
+    units = sorted(manifest.units, key=lambda u: u.start)
+    ends = [*((u.start, u.first_index) for u in units[1:]), (manifest.input.size,
+                                                             manifest.total_items)]  # fmt: skip
+    return [
+        (u, end, end_index - u.first_index) for u, (end, end_index) in zip(units, ends, strict=True)
+    ]
 
 
-def _shard_view(run: RunDir, plan: ShardPlan) -> ShardView:
-    loaded = ShardStore(run.path, plan.shard_id).load()
+def _unit_views(run: RunDir, manifest: Manifest) -> tuple[UnitView, ...]:
+    return tuple(_unit_view(run, *entry) for entry in _extents(manifest))
+
+
+def _unit_view(run: RunDir, unit: UnitPlan, end: int, items: int) -> UnitView:
+    loaded = UnitStore(run.path, unit.unit_id).load(unit.start, end)
     ck = loaded.checkpoint
     if ck is None:
-        return ShardView(
-            plan.shard_id, plan.start, plan.end, plan.items, 0, 0, 0,
-            plan.start >= plan.end, None, loaded.problems,
-        )  # fmt: skip
-    return ShardView(
-        plan.shard_id, plan.start, plan.end, plan.items, ck.processed, ck.failed,
-        ck.attempts, ck.done, ck.updated_at, loaded.problems,
+        return UnitView(unit.unit_id, unit.start, end, items, 0, 0, 0, False, None, loaded.problems)
+    return UnitView(
+        unit.unit_id, unit.start, end, items, ck.processed, ck.failed, ck.attempts,
+        ck.offset >= end, ck.updated_at, loaded.problems,
     )  # fmt: skip
 
 
-def shard_checkpoints(run: RunDir, manifest: Manifest) -> list[ShardCheckpoint]:
-    """The newest good checkpoint of every shard that has one."""
-    found = (ShardStore(run.path, s.shard_id).load().checkpoint for s in manifest.shards)
+def unit_checkpoints(run: RunDir, manifest: Manifest) -> list[UnitCheckpoint]:
+    """The newest good checkpoint of every unit that has one."""
+    found = (
+        UnitStore(run.path, unit.unit_id).load(unit.start, end).checkpoint
+        for unit, end, _ in _extents(manifest)
+    )
     return [c for c in found if c is not None]

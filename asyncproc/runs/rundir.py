@@ -5,9 +5,10 @@
     <checkpoint>/
         .lock                      held briefly while a run is chosen or created
         run_20261123_143022/
-            manifest.json          Manifest: input, options, shard plan, status
+            manifest.json          Manifest: input, options, units, status
+            index.json             LineIndex: item index at line starts every few KiB
             lock                   held by the process working on the run
-            shards/0000.a.ckpt     ShardCheckpoint, two generations per shard
+            units/0000.a.ckpt      UnitCheckpoint, two generations per unit
             segments/0000.<attempt>.out|.dead
 """
 
@@ -27,6 +28,7 @@ from ..storage.records import Manifest, RunStatus
 from .locks import hold
 
 MANIFEST = "manifest.json"
+INDEX = "index.json"  # LineIndex: written once, before the manifest
 
 
 class RunDir:
@@ -58,9 +60,10 @@ class RunDir:
         return updated
 
     def clear_state(self) -> None:
-        """Remove checkpoints and segments; the manifest (and its summary) stays."""
-        for name in ("shards", "segments"):
+        """Remove checkpoints, segments and the index; the manifest (and its summary) stays."""
+        for name in ("units", "segments"):
             shutil.rmtree(self.path / name, ignore_errors=True)
+        (self.path / INDEX).unlink(missing_ok=True)
         for leftover in self.path.glob("*.tmp"):  # a manifest write cut short by a crash
             leftover.unlink(missing_ok=True)
 

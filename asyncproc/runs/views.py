@@ -24,10 +24,14 @@ def iso(ts: float | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class ShardView:
-    """One shard's progress as its newest good checkpoint records it."""
+class UnitView:
+    """One work unit's progress as its newest good checkpoint records it.
 
-    shard_id: int
+    In JSON a unit keeps the field names of engine v1's shards (``shard_id`` in a
+    ``shards`` list), which scripts rely on.
+    """
+
+    unit_id: int
     start: int
     end: int
     items: int
@@ -40,7 +44,7 @@ class ShardView:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "shard_id": self.shard_id, "start": self.start, "end": self.end,
+            "shard_id": self.unit_id, "start": self.start, "end": self.end,
             "items": self.items, "processed": self.processed, "failed": self.failed,
             "attempts": self.attempts, "done": self.done,
             "checkpoint_at": iso(self.checkpoint_at), "problems": list(self.problems),
@@ -64,7 +68,7 @@ class RunView:
     options: dict[str, Any]
     holder: str | None
     path: Path
-    shards: tuple[ShardView, ...] = ()
+    units: tuple[UnitView, ...] = ()
     summary: dict[str, Any] | None = None
     kind: str = "file"  # "file" for a file run, "keyed" for a CheckpointManager run
     now: float = field(default_factory=time.time)
@@ -112,7 +116,7 @@ class RunView:
             **self.to_json(), "options": self.options,
             "items_per_s": round(self.throughput, 1),
             "eta_s": None if eta is None else round(eta, 1),
-            "shards": [s.to_json() for s in self.shards], "recent_failures": failures,
+            "shards": [u.to_json() for u in self.units], "recent_failures": failures,
         }  # fmt: skip
 
 

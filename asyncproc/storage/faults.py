@@ -19,12 +19,17 @@ POINTS = (
     "before_first_commit",  # a shard's segments exist, nothing committed yet
     "segment_write",  # about to append a commit's bytes to a segment
     "write_checkpoint",  # about to write a checkpoint's temporary file
+    "write_index",  # about to write the line index (before the first manifest)
+    "before_rename_index",
+    "after_rename_index",
     "write_manifest",
     "after_data_fsync",  # segment bytes durable, checkpoint not yet replaced
     "before_rename_checkpoint",  # new checkpoint fsynced in its temporary file
     "after_rename_checkpoint",  # renamed, directory not yet fsynced
     "before_rename_manifest",
     "after_rename_manifest",
+    "split_capped",  # a running unit agreed to end at a point; nothing durable yet
+    "split_recorded",  # the plan with the new unit is durable; the new unit not started
     "before_rename_output",  # merged output fsynced in its temporary file
     "after_output",  # output in place, failed-items file not yet written
     "before_clear",  # run marked merged, checkpoints and segments still there

@@ -1,4 +1,4 @@
-"""A shard's durable state: append-only segments and a two-slot atomic checkpoint.
+"""A unit's durable state: append-only segments and a two-slot atomic checkpoint.
 
 The commit order is the whole protocol: segment bytes are written and fsynced, then the
 checkpoint that points at them is written to a temporary file, fsynced, renamed over the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .._errors import CorruptCheckpointError
 from .faults import crashpoint
-from .records import SegmentRef, ShardCheckpoint
+from .records import SegmentRef, UnitCheckpoint
 
 SLOTS = ("a", "b")
 NO_CHECKPOINT = (
@@ -60,38 +60,42 @@ def atomic_write(path: Path, data: bytes, point: str = "record") -> None:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """The newest provably good checkpoint of a shard, and what was skipped to find it."""
+    """The newest provably good checkpoint of a unit, and what was skipped to find it."""
 
-    checkpoint: ShardCheckpoint | None
+    checkpoint: UnitCheckpoint | None
     problems: tuple[str, ...]
 
 
-class ShardStore:
-    """Files of one shard inside a run directory."""
+class UnitStore:
+    """Files of one unit inside a run directory."""
 
-    def __init__(self, run_dir: Path, shard_id: int) -> None:
-        self.shard_id = shard_id
-        self.shards_dir = run_dir / "shards"
+    def __init__(self, run_dir: Path, unit_id: int) -> None:
+        self.unit_id = unit_id
+        self.checkpoints_dir = run_dir / "units"
         self.segments_dir = run_dir / "segments"
         self._fds: dict[str, int] = {}
         self._unsynced_dir = False
 
     def slot_path(self, generation: int) -> Path:
-        return self.shards_dir / f"{self.shard_id:04d}.{SLOTS[generation % 2]}.ckpt"
+        return self.checkpoints_dir / f"{self.unit_id:04d}.{SLOTS[generation % 2]}.ckpt"
 
     def segment_path(self, name: str) -> Path:
         return self.segments_dir / name
 
     # -- loading ---------------------------------------------------------------------
 
-    def load(self) -> Loaded:
-        """Return the newest slot that parses, verifies and whose segments hold its bytes."""
-        good: list[ShardCheckpoint] = []
+    def load(self, start: int = 0, end: int | None = None) -> Loaded:
+        """Return the newest slot that parses, verifies and fits the unit's ``[start, end]``.
+
+        A checkpoint past ``end`` comes from an attempt that did not know the unit was
+        split (a stale attempt still running): it is refused, never merged.
+        """
+        good: list[UnitCheckpoint] = []
         problems: list[str] = []
         for slot in SLOTS:
-            path = self.shards_dir / f"{self.shard_id:04d}.{slot}.ckpt"
+            path = self.checkpoints_dir / f"{self.unit_id:04d}.{slot}.ckpt"
             try:
-                checkpoint = self._read_slot(path)
+                checkpoint = self._read_slot(path, start, end)
             except CorruptCheckpointError as exc:
                 problems.append(str(exc))
                 continue
@@ -110,23 +114,28 @@ class ShardStore:
         """Whether an earlier attempt wrote bytes that no checkpoint points at."""
         if not self.segments_dir.is_dir():
             return False
-        return any(p.stat().st_size for p in self.segments_dir.glob(f"{self.shard_id:04d}.*"))
+        return any(p.stat().st_size for p in self.segments_dir.glob(f"{self.unit_id:04d}.*"))
 
-    def _read_slot(self, path: Path) -> ShardCheckpoint | None:
-        what = f"shard {self.shard_id} checkpoint {path.name}"
+    def _read_slot(self, path: Path, start: int, end: int | None) -> UnitCheckpoint | None:
+        what = f"unit {self.unit_id} checkpoint {path.name}"
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise CorruptCheckpointError(f"{what} cannot be read: {exc.strerror}") from exc
-        checkpoint = ShardCheckpoint.from_bytes(raw, what)
-        if checkpoint.shard_id != self.shard_id:
-            raise CorruptCheckpointError(f"{what} belongs to shard {checkpoint.shard_id}")
+        checkpoint = UnitCheckpoint.from_bytes(raw, what)
+        if checkpoint.unit_id != self.unit_id:
+            raise CorruptCheckpointError(f"{what} belongs to unit {checkpoint.unit_id}")
+        if checkpoint.offset < start or (end is not None and checkpoint.offset > end):
+            raise CorruptCheckpointError(
+                f"{what} is at byte {checkpoint.offset}, outside the unit's [{start}, {end}] "
+                "(written by an attempt that did not know of a split)"
+            )
         self._verify_segments(checkpoint, what)
         return checkpoint
 
-    def _verify_segments(self, checkpoint: ShardCheckpoint, what: str) -> None:
+    def _verify_segments(self, checkpoint: UnitCheckpoint, what: str) -> None:
         for ref in (*checkpoint.segments, *checkpoint.dead_segments):
             try:
                 size = self.segment_path(ref.name).stat().st_size
@@ -146,7 +155,7 @@ class ShardStore:
         self._fds[name] = os.open(self.segment_path(name), flags, 0o644)
         self._unsynced_dir = True
 
-    def commit(self, data: dict[str, bytes], checkpoint: ShardCheckpoint) -> None:
+    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
         """Make ``data`` durable in its segments, then point the checkpoint at it."""
         for name, payload in data.items():
             if payload:
@@ -157,7 +166,7 @@ class ShardStore:
             fsync_dir(self.segments_dir)
             self._unsynced_dir = False
         crashpoint("after_data_fsync")
-        self.shards_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.slot_path(checkpoint.generation), checkpoint.to_bytes(), "checkpoint")
 
     def close(self) -> None:
@@ -173,7 +182,7 @@ class ShardStore:
                 chunk = fh.read(min(READ_CHUNK, remaining))
                 if not chunk:
                     raise CorruptCheckpointError(
-                        f"shard {self.shard_id}: segment {ref.name} ended early"
+                        f"unit {self.unit_id}: segment {ref.name} ended early"
                     )
                 remaining -= len(chunk)
                 yield chunk

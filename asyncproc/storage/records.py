@@ -16,7 +16,7 @@ import orjson
 
 from .._errors import CorruptCheckpointError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 T = TypeVar("T")
 
@@ -104,21 +104,55 @@ class InputIdentity:
 
 
 @dataclass(frozen=True, slots=True)
-class ShardPlan:
-    """A byte range ``[start, end)`` of the input, cut on line boundaries."""
+class UnitPlan:
+    """A work unit: the input from ``start`` up to the next unit's start (or the end).
 
-    shard_id: int
-    start: int
-    end: int
-    first_index: int
-    items: int
+    A unit has no stored end: the plan's units partition the input, so a unit ends
+    where the next one (by start) begins. Splitting a running unit is then one record
+    (the plan with the new unit in it), never an edit to the running unit's own state.
+    """
+
+    unit_id: int
+    start: int  # byte offset of the unit's first line
+    first_index: int  # index of the unit's first item among all items
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], what: str) -> Self:
-        return cls(*(field_of(data, k, int, what) for k in _SHARD_PLAN_KEYS))
+        return cls(*(field_of(data, k, int, what) for k in ("unit_id", "start", "first_index")))
 
 
-_SHARD_PLAN_KEYS = ("shard_id", "start", "end", "first_index", "items")
+@dataclass(frozen=True, slots=True)
+class LineIndex:
+    """A sparse index of the input: item index at line starts, at regular byte intervals.
+
+    Made by the planning pass (which reads the input anyway), so any remaining range
+    can be cut at an indexed point without reading the input again. ``offsets[k]`` is
+    the byte offset of a line start and ``indexes[k]`` the index of the first item at
+    or after it; both ascend, and the first entry is ``(0, 0)``.
+    """
+
+    offsets: tuple[int, ...]
+    indexes: tuple[int, ...]
+    schema: int = field(default=SCHEMA_VERSION)
+
+    def to_bytes(self) -> bytes:
+        return seal({"offsets": list(self.offsets), "indexes": list(self.indexes),
+                     "schema": self.schema})  # fmt: skip
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, what: str) -> Self:
+        data = unseal(raw, what)
+        offsets = _ints(field_of(data, "offsets", list, what), "offsets", what)
+        indexes = _ints(field_of(data, "indexes", list, what), "indexes", what)
+        if len(offsets) != len(indexes) or not offsets or offsets[0] != 0:
+            raise CorruptCheckpointError(f"{what}: offsets and indexes do not pair up")
+        return cls(offsets, indexes)
+
+
+def _ints(values: list[Any], key: str, what: str) -> tuple[int, ...]:
+    if not all(type(v) is int for v in values) or values != sorted(values):
+        raise CorruptCheckpointError(f"{what}: {key} should be ascending integers")
+    return tuple(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,20 +175,23 @@ def _segments(data: dict[str, Any], key: str, what: str) -> tuple[SegmentRef, ..
 
 
 @dataclass(frozen=True, slots=True)
-class ShardCheckpoint:
-    """Everything a shard has durably committed; replaced atomically after each batch."""
+class UnitCheckpoint:
+    """Everything a unit has durably committed; replaced atomically after each batch.
+
+    Whether the unit is done is not stored: it is done when ``offset`` has reached the
+    unit's end, which the plan decides (the next unit's start).
+    """
 
     run_id: str
-    shard_id: int
+    unit_id: int
     generation: int
     offset: int  # input byte offset just past the last committed item
     next_index: int  # index of the next item to process
     processed: int
     failed: int
-    attempts: int  # how many attempts (first run, resumes) have touched the shard
+    attempts: int  # how many attempts (first run, resumes) have touched the unit
     segments: tuple[SegmentRef, ...]
     dead_segments: tuple[SegmentRef, ...]
-    done: bool
     updated_at: float
     schema: int = field(default=SCHEMA_VERSION)
 
@@ -164,25 +201,28 @@ class ShardCheckpoint:
     @classmethod
     def from_bytes(cls, raw: bytes, what: str) -> Self:
         data = unseal(raw, what)
+        ints = {k: field_of(data, k, int, what) for k in _CHECKPOINT_INTS}
         return cls(
             run_id=field_of(data, "run_id", str, what),
-            shard_id=field_of(data, "shard_id", int, what),
-            generation=field_of(data, "generation", int, what),
-            offset=field_of(data, "offset", int, what),
-            next_index=field_of(data, "next_index", int, what),
-            processed=field_of(data, "processed", int, what),
-            failed=field_of(data, "failed", int, what),
-            attempts=field_of(data, "attempts", int, what),
+            **ints,
             segments=_segments(data, "segments", what),
             dead_segments=_segments(data, "dead_segments", what),
-            done=field_of(data, "done", bool, what),
             updated_at=time_of(data, "updated_at", what),
         )
 
 
+_CHECKPOINT_INTS = (
+    "unit_id", "generation", "offset", "next_index", "processed", "failed", "attempts",
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """A run: its input, its options, its shard plan and its status."""
+    """A run: its input, its options, its units and its status.
+
+    The coordinator rewrites it atomically when it splits a unit: the plan with the new
+    unit in it is the split's one durable record.
+    """
 
     run_id: str
     status: RunStatus
@@ -191,7 +231,7 @@ class Manifest:
     input: InputIdentity
     output: str
     options: dict[str, Any]
-    shards: tuple[ShardPlan, ...]
+    units: tuple[UnitPlan, ...]  # ascending by start; unit 0 starts at 0
     total_items: int
     summary: dict[str, Any] | None = None
     schema: int = field(default=SCHEMA_VERSION)
@@ -211,9 +251,7 @@ class Manifest:
             input=InputIdentity.from_dict(field_of(data, "input", dict, what), what),
             output=field_of(data, "output", str, what),
             options=field_of(data, "options", dict, what),
-            shards=tuple(
-                ShardPlan.from_dict(s, what) for s in field_of(data, "shards", list, what)
-            ),
+            units=_units(field_of(data, "units", list, what), what),
             total_items=field_of(data, "total_items", int, what),
             summary=summary if isinstance(summary, dict) else None,
         )
@@ -232,3 +270,13 @@ class DeadLetter:
 
     def to_line(self) -> bytes:
         return orjson.dumps(asdict(self), default=repr) + b"\n"
+
+
+def _units(items: list[Any], what: str) -> tuple[UnitPlan, ...]:
+    units = tuple(UnitPlan.from_dict(u, what) for u in items if isinstance(u, dict))
+    starts = [u.start for u in units]
+    if len(units) != len(items) or not units or starts[0] != 0 or starts != sorted(set(starts)):
+        raise CorruptCheckpointError(f"{what}: units do not partition the input")
+    if len({u.unit_id for u in units}) != len(units):
+        raise CorruptCheckpointError(f"{what}: two units share an id")
+    return units

@@ -1,0 +1,139 @@
+"""Choosing the run an invocation works on: an unfinished one to resume, or a new plan.
+
+Blocking; the coordinator runs it in a worker thread while it holds the checkpoint
+directory's lock, and takes the run's own lock before letting go of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._errors import ConfigError, IncompatibleRunError, InputChangedError, OutputError, RunError
+from .._options import Options, auto_workers
+from ..runs.rundir import INDEX, RunDir, find_resumable, new_run_dir
+from ..storage.local import atomic_write
+from ..storage.records import InputIdentity, Manifest, RunStatus
+from .planning import change_in, plan
+
+log = logging.getLogger("asyncproc")
+
+
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    """The run this invocation works on."""
+
+    run: RunDir
+    manifest: Manifest
+    resumed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What the invocation asked for, as far as choosing a run is concerned."""
+
+    input: Path
+    output: Path
+    options: Options
+    new_run: bool = False
+    resume: str | None = None
+    include_completed: bool = False  # --retry-failed may work on a completed run
+
+
+def check_output(output: Path, input_path: Path) -> None:
+    """Refuse an output that cannot be written, before any work."""
+    if output.resolve() == input_path.resolve():
+        raise ConfigError(f"output {output} is the input; choose another --output")
+    if output.is_dir():
+        raise OutputError(f"output {output} is a directory; give a file path")
+    parent = output.parent
+    if not parent.is_dir():
+        raise OutputError(f"output directory {parent} does not exist; create it first")
+    _probe_writable(parent)
+
+
+def _probe_writable(directory: Path) -> None:
+    """Create and remove a file there: permission bits alone miss root, ACLs, read-only mounts."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".asyncproc-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"output directory {directory} is not writable ({exc.strerror}); "
+            "check its permissions or choose another --output"
+        ) from None
+
+
+def require_unchanged(identity: InputIdentity, run_id: str, when: str) -> None:
+    """Refuse to go on with an input that is not the one the run planned.
+
+    ``when`` says how the change matters: "since" (a resume) or "while" (before a merge).
+    """
+    change = change_in(identity)
+    if change is None:
+        return
+    if when == "while":
+        raise InputChangedError(
+            f"input {identity.path} changed ({change}) while run {run_id} was running; its "
+            "output would mix two versions: start over with --new-run"
+        )
+    raise InputChangedError(
+        f"input {identity.path} changed ({change}) since run {run_id} was planned; "
+        "restore it, or start over with --new-run"
+    )
+
+
+def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
+    """The run to resume, checked against the input and the options; None for a new run."""
+    if wanted.resume:
+        run: RunDir | None = RunDir(checkpoint_dir / wanted.resume)
+    elif wanted.new_run:
+        return None
+    else:
+        run = find_resumable(
+            checkpoint_dir, str(wanted.input.resolve()), str(wanted.output.resolve()),
+            completed=wanted.include_completed,
+        )  # fmt: skip
+    if run is None:
+        return None
+    manifest = run.read()
+    if manifest.status is RunStatus.COMPLETED and not wanted.include_completed:
+        raise RunError(f"run {run.run_id} is already completed; run without --resume to start anew")
+    require_unchanged(manifest.input, run.run_id, "since")
+    differences = wanted.options.result_differences(manifest.options)
+    if differences:
+        raise IncompatibleRunError(
+            f"run {run.run_id} was started with other options ({'; '.join(differences)}); "
+            "resume with the same options, or start over with --new-run"
+        )
+    return Chosen(run, manifest, resumed=True)
+
+
+def planned_workers(options: Options, size: int) -> int:
+    """Units in a new plan: ``--workers``, else one per 16 MiB (at least one per process)."""
+    return options.workers or max(options.processes, auto_workers(size))
+
+
+def new_run(checkpoint_dir: Path, wanted: Wanted) -> Chosen:
+    """Plan the input into a new run directory: the index first, then the manifest."""
+    size = wanted.input.stat().st_size
+    workers = planned_workers(wanted.options, size)
+    planned = plan(wanted.input, workers)
+    run = new_run_dir(checkpoint_dir)
+    atomic_write(run.path / INDEX, planned.index.to_bytes(), "index")
+    now = time.time()
+    manifest = Manifest(
+        run_id=run.run_id, status=RunStatus.RUNNING, created_at=now, updated_at=now,
+        input=planned.identity, output=str(wanted.output.resolve()),
+        options={**wanted.options.to_dict(), "workers": workers}, units=planned.units,
+        total_items=planned.total_items,
+    )  # fmt: skip
+    run.write(manifest)
+    log.info(
+        "planned run %s: %d items in %d unit(s)", run.run_id, manifest.total_items,
+        len(planned.units),
+    )  # fmt: skip
+    return Chosen(run, manifest, resumed=False)

@@ -1,0 +1,92 @@
+"""The one item pipeline: decode, call with retries, backoff and timeout, encode or dead-letter.
+
+File runs, ``--retry-failed``, keyed ``process_items`` and ``asyncproc bench`` all go
+through a :class:`Pipeline`. The lanes of a file run inline its first attempt (decode,
+``call``, ``encode``: no extra frames on the hot path) and hand any failure to
+:meth:`Pipeline.recover`; everyone else calls :meth:`Pipeline.process` or
+:meth:`Pipeline.attempt`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .encode import Encoder, decoder_for
+from .processors import Processor
+from .retry import ITEM_ERRORS, Call, caller, retry
+
+# Where an item failed: its line, the processor, or encoding the result.
+DECODE, CALL, ENCODE = range(3)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One item's result: its encoded record, or its dead letter when ``failed``."""
+
+    record: bytes
+    failed: bool
+    error: str | None = None  # "Type: message" of a failed item
+
+
+class Pipeline:
+    """Everything that happens to one item, configured once per run."""
+
+    __slots__ = ("_encoder", "call", "decode", "encode", "error", "processor", "retries")
+
+    def __init__(
+        self, processor: Processor, *, format: str, output_kind: str, retries: int,
+        timeout: float | None, threads: int,
+    ) -> None:  # fmt: skip
+        self.processor = processor
+        self.retries = retries
+        self.decode: Callable[[bytes], Any] = decoder_for(format)
+        self.call: Call = caller(processor, timeout, threads)
+        self._encoder = Encoder(output_kind)
+        self.encode = self._encoder.record
+        self.error: str | None = None  # the last item error, for progress and limits
+
+    async def attempt(self, item: Any) -> tuple[Any, BaseException | None, int]:
+        """Call the processor with retries: (value, None, attempts) or (None, error, attempts)."""
+        try:
+            return await self.call(item), None, 1
+        except ITEM_ERRORS as exc:  # an item's failure is data, not a crash
+            return await retry(self.call, item, exc, self.retries)
+
+    async def process(self, index: int, offset: int, raw: bytes) -> Outcome:
+        """The whole path for one line, for callers off the hot path."""
+        stage, item = DECODE, raw
+        try:
+            item = self.decode(raw)
+            stage = CALL
+            value = await self.call(item)
+            stage = ENCODE
+            return Outcome(self.encode(index, value), False)
+        except ITEM_ERRORS as exc:
+            record, failed = await self.recover(stage, index, offset, item, exc)
+            return Outcome(record, failed, self.error if failed else None)
+
+    async def recover(
+        self, stage: int, index: int, offset: int, item: Any, error: BaseException
+    ) -> tuple[bytes, bool]:
+        """After a failed first attempt: retry a failed call; a bad line or result is final.
+
+        Returns the record and whether it is a dead letter.
+        """
+        attempts = 0 if stage == DECODE else 1
+        if stage == CALL:
+            value, retry_error, attempts = await retry(self.call, item, error, self.retries)
+            if retry_error is None:
+                try:
+                    return self.encode(index, value), False
+                except ITEM_ERRORS as exc:
+                    retry_error = exc
+            error = retry_error
+        return self.dead(index, offset, item, error, attempts), True
+
+    def dead(
+        self, index: int, offset: int, item: Any, error: BaseException, attempts: int
+    ) -> bytes:
+        self.error = f"{type(error).__name__}: {error}"
+        return self._encoder.dead(index, offset, item, error, attempts)

@@ -1,0 +1,253 @@
+"""One attempt at one work unit: read its range, let the run's lanes take its items, commit.
+
+A :class:`UnitRun` owns two tasks: a *feeder* that reads the unit's range a chunk at a
+time into a bounded queue of lines, and a *committer* that makes the ordered prefix
+(:class:`~.ordering.Ordering`) durable every ``batch_size`` items, or every
+``commit_interval`` seconds, through its :class:`UnitStore`, off the event loop. The
+lanes that take its items belong to the whole run (:mod:`.lanes`): a unit lends them
+work while it has lines and window.
+
+A running unit can be *capped* (:meth:`UnitRun.cap`): it agrees to end at an indexed
+point beyond everything it has claimed (handed to lanes), drops the lines it read past
+that point, and never reads further. The coordinator then records the new unit that
+starts there; until it has, a crash simply forgets the cap.
+"""
+
+from __future__ import annotations
+
+import bisect
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import aiofiles
+import anyio
+
+from ..storage.faults import crashpoint
+from ..storage.local import UnitStore
+from ..storage.records import SegmentRef, UnitCheckpoint
+from .ordering import Cut, Ordering, Point
+from .reader import LineReader
+from .signal import Signal
+from .units import Place, UnitSpec, choose
+
+FEED_LOW_WATER = 1024
+# Items lanes may run past a full batch while it commits: rides out a slow fsync with
+# small batches, without letting a large --batch-size multiply the window.
+COMMIT_SLACK = 8192
+
+
+def window(lanes: int, batch_size: int) -> int:
+    """How far lanes may run ahead of a unit's last commit: room for every lane, a batch
+    being committed and the slack that rides out a slow fsync."""
+    return max(4 * lanes, 64) + batch_size + min(7 * batch_size, COMMIT_SLACK)
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What one durable commit of one unit added."""
+
+    unit_id: int
+    processed: int
+    failed: int
+    checkpoint: UnitCheckpoint
+    claimed: Place  # how far the unit had handed out items, for choosing splits
+    last_error: str | None = None
+
+
+class UnitRun:
+    """One attempt at one unit, resuming from ``start``."""
+
+    def __init__(
+        self, spec: UnitSpec, start: UnitCheckpoint, store: UnitStore, lanes: int,
+        on_commit: Callable[[Commit], None], wake_lanes: Callable[[], None],
+    ) -> None:  # fmt: skip
+        self.spec = spec
+        self.unit_id = spec.unit_id
+        self.first_index = start.next_index  # sequence 0 is this item
+        self.end, self.end_index = spec.end, spec.end_index
+        self.limit = window(lanes, spec.batch_size)
+        self.order = Ordering(spec.batch_size, start.offset)
+        self.starts: deque[int] = deque()  # offsets of the lines waiting for a lane
+        self.lines: deque[bytes] = deque()  # and the lines, without their newline
+        self.eof = self.stopping = False
+        self.last_error: str | None = None
+        self.batch, self.space = Signal(), Signal()
+        self._unread = start.offset  # the first line start not yet queued
+        self._lanes_gone = False
+        self._store, self._on_commit, self._wake = store, on_commit, wake_lanes
+        attempt = f"{spec.unit_id:04d}.{start.attempts + 1:03d}-{secrets.token_hex(3)}"
+        self._out_name, self._dead_name = f"{attempt}.out", f"{attempt}.dead"
+        self._durable = replace(start, attempts=start.attempts + 1)
+
+    @property
+    def checkpoint(self) -> UnitCheckpoint:
+        """The last durable state."""
+        return self._durable
+
+    @property
+    def claimed(self) -> Place:
+        """The first line no lane has taken, and the index of its item."""
+        offset = self.starts[0] if self.starts else self._unread
+        return Place(offset, self.first_index + self.order.taken)
+
+    @property
+    def ready(self) -> bool:
+        """A lane may take an item now."""
+        order = self.order
+        return bool(self.lines) and order.taken - order.durable < self.limit and not self.stopping
+
+    async def run(self) -> UnitCheckpoint:
+        """Process the rest of the unit (or until stopped); return its last checkpoint."""
+        await anyio.to_thread.run_sync(self._open_segments)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._feed)
+                await self._commit_loop()
+                tg.cancel_scope.cancel()  # a stopped unit's feeder may still be reading
+        finally:
+            self._store.close()
+        return self._durable
+
+    def _open_segments(self) -> None:
+        self._store.open_segment(self._out_name)
+        self._store.open_segment(self._dead_name)
+        crashpoint("before_first_commit")
+
+    # -- stopping and capping ---------------------------------------------------------
+
+    def stop(self) -> None:
+        """Take no new items; commit what finishes in order, then return."""
+        self.stopping = True
+        self.space.fire()
+        self.batch.fire()
+
+    def lanes_gone(self) -> None:
+        """The run's lanes have ended: items still in flight will never finish."""
+        self._lanes_gone = True
+        self.batch.fire()
+
+    async def cap(self, candidates: Sequence[Place]) -> Place | None:
+        """End the unit at one of ``candidates`` beyond what it has claimed, if it can.
+
+        Lines already read past the new end are dropped and nothing past it is read
+        again. Returns the chosen point, or None (the unit has moved past them all).
+        """
+        if self.stopping:
+            return None
+        place = choose(candidates, self.claimed, self.end_index)
+        if place is None or place.offset >= self.end:
+            return None
+        self.end, self.end_index = place.offset, place.index
+        cut = bisect.bisect_left(self.starts, place.offset)
+        while len(self.starts) > cut:
+            self.starts.pop()
+            self.lines.pop()
+        if self._unread >= place.offset:
+            self._finish_reading()
+        return place
+
+    # -- feeder -----------------------------------------------------------------------
+
+    async def _feed(self) -> None:
+        async with aiofiles.open(Path(self.spec.input_path), "rb") as fh:
+            await fh.seek(self._unread)
+            reader = LineReader(fh, self._unread, self.spec.input_path)
+            while not self.stopping and (lines := await reader.next(self.end)) is not None:
+                self._queue(*lines)
+                self._unread = reader.unread
+                while len(self.lines) > FEED_LOW_WATER and not self.stopping:
+                    await self.space.wait()
+            self._unread = max(self._unread, reader.unread)
+        if not self.stopping:
+            self._finish_reading()
+
+    def _queue(self, starts: list[int], lines: list[bytes]) -> None:
+        """Queue whole lines, dropping any a cap has put past the end meanwhile."""
+        if starts and starts[-1] >= self.end:
+            keep = bisect.bisect_left(starts, self.end)
+            starts, lines = starts[:keep], lines[:keep]
+        self.starts.extend(starts)
+        self.lines.extend(lines)
+        if lines:
+            self._wake()
+
+    def _finish_reading(self) -> None:
+        self.eof = True
+        self.batch.fire()
+
+    # -- committer --------------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        """Every item of the unit is ordered (not only every item taken)."""
+        return self.eof and not self.lines and self.order.complete
+
+    def _over(self) -> bool:
+        """Nothing more will be ordered: complete, stopped and drained, or lanes gone."""
+        if self._lanes_gone:
+            return True
+        return self.order.complete and (self.stopping or (self.eof and not self.lines))
+
+    async def _commit_loop(self) -> None:
+        """Commit each batch as it fills (or what there is, every commit interval).
+
+        A commit that fell behind takes every whole batch ordered meanwhile: checkpoints
+        stay on batch boundaries, and a slow fsync means bigger commits, not stalled
+        lanes. ``--simulate-crash`` caps commits at one batch so the crash lands where
+        asked.
+        """
+        order, capped = self.order, self.spec.one_batch_per_commit
+        interval = self.spec.commit_interval
+        due = anyio.current_time() + interval
+        while True:
+            if not (self._over() or order.marks):
+                with anyio.move_on_after(due - anyio.current_time()):
+                    await self.batch.wait()
+            if self._over():
+                while capped and order.marks and order.marks[0].next < order.next:
+                    await self._commit(order.marks[0])
+                await self._commit(order.here(), final=True)
+                return
+            if order.marks:
+                await self._commit(order.marks[0] if capped else order.marks[-1])
+            elif anyio.current_time() >= due and order.next > order.durable:
+                await self._commit(order.here())  # the interval passed mid-batch
+            else:
+                continue
+            due = anyio.current_time() + interval
+
+    async def _commit(self, point: Point, *, final: bool = False) -> None:
+        """Make the ordered prefix up to ``point`` durable, off the loop."""
+        previous = self._durable
+        offset = self.end if final and self.complete else point.offset
+        if point.next == self.order.durable and offset == previous.offset:
+            return  # nothing new to say
+        cut = self.order.cut(point)
+        checkpoint = self._checkpoint_after(previous, cut, offset)
+        data = {self._out_name: cut.out, self._dead_name: cut.dead}
+        await anyio.to_thread.run_sync(self._store.commit, data, checkpoint)
+        self._durable = checkpoint
+        self._wake()  # the window moved: lanes may take more of this unit's items
+        self._on_commit(Commit(
+            self.unit_id, cut.ok, cut.failed, checkpoint, self.claimed, self.last_error
+        ))  # fmt: skip
+
+    def _checkpoint_after(self, previous: UnitCheckpoint, cut: Cut, offset: int) -> UnitCheckpoint:
+        point = cut.point
+        old_out = tuple(s for s in previous.segments if s.name != self._out_name)
+        old_dead = tuple(s for s in previous.dead_segments if s.name != self._dead_name)
+        return replace(
+            previous,
+            generation=previous.generation + 1,
+            offset=offset,
+            next_index=self.first_index + point.next,
+            processed=previous.processed + cut.ok,
+            failed=previous.failed + cut.failed,
+            segments=(*old_out, SegmentRef(self._out_name, point.out_len)),
+            dead_segments=(*old_dead, SegmentRef(self._dead_name, point.dead_len)),
+            updated_at=time.time(),
+        )
