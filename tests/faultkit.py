@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from conftest import describe, run_cli, run_dirs, summary_of
 
-from asyncproc.storage.local import UnitStore
+from asyncproc.runs.rundir import RunDir
 from asyncproc.storage.records import Manifest, UnitCheckpoint
 
 ITEMS = 3000
@@ -86,7 +86,9 @@ def slot_files(run_dir: Path, shard_id: int) -> list[Path]:
 def load_problems(run_dir: Path) -> dict[int, tuple[str, ...]]:
     """What loading each shard's newest good checkpoint had to skip."""
     manifest = read_manifest(run_dir)
-    return {s.unit_id: UnitStore(run_dir, s.unit_id).load().problems for s in manifest.units}
+    return {
+        s.unit_id: RunDir(run_dir).unit_store(s.unit_id).load().problems for s in manifest.units
+    }
 
 
 def state_left(run_dir: Path) -> list[str]:

@@ -19,8 +19,9 @@ from conftest import numbered_lines, text_items, write_lines
 from unitkit import fresh_unit, run_unit
 
 from asyncproc.engine.units import UnitSpec
-from asyncproc.storage.local import UnitStore
+from asyncproc.storage.localfs import LocalStorage
 from asyncproc.storage.records import UnitCheckpoint
+from asyncproc.storage.unitstore import UnitStore
 
 ITEMS = 1000
 BATCH = 100
@@ -44,7 +45,7 @@ class Gate:
                     assert gate.reached.wait(timeout=30), "the lanes never got ahead"
                 super().commit(data, checkpoint)
 
-        return StalledStore(Path(spec.run_dir), spec.unit_id)
+        return StalledStore(LocalStorage(Path(spec.run_dir)), spec.unit_id)
 
 
 @pytest.mark.parametrize("capped", [False, True], ids=["uncapped", "one-batch-per-commit"])

@@ -38,7 +38,7 @@ from faultkit import (
 )
 
 from asyncproc.storage.faults import CRASH_EXIT, POINTS
-from asyncproc.storage.local import NO_CHECKPOINT
+from asyncproc.storage.unitstore import NO_CHECKPOINT
 
 # Every point the engine names, in commit-protocol order. A point added to the engine
 # without being added here fails test_points_are_all_covered.

@@ -17,8 +17,8 @@ from asyncproc.engine.processors import Fn, load_processor
 from asyncproc.engine.stopping import Stopper
 from asyncproc.engine.unit import Commit
 from asyncproc.engine.units import UnitSpec, first_checkpoint
-from asyncproc.storage.local import UnitStore
 from asyncproc.storage.records import Manifest, UnitCheckpoint, UnitPlan
+from asyncproc.storage.unitstore import UnitStore
 
 Job = tuple[UnitSpec, UnitCheckpoint]
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from .._errors import ConfigError, IncompatibleRunError, InputChangedError, OutputError, RunError
 from .._options import Options, auto_workers
-from ..runs.rundir import INDEX, RunDir, find_resumable, new_run_dir
-from ..storage.local import atomic_write
+from ..runs.rundir import RunDir, find_resumable, new_run_dir
 from ..storage.records import InputIdentity, Manifest, RunStatus
 from .planning import change_in, plan
 
@@ -123,7 +122,7 @@ def new_run(checkpoint_dir: Path, wanted: Wanted) -> Chosen:
     workers = planned_workers(wanted.options, size)
     planned = plan(wanted.input, workers)
     run = new_run_dir(checkpoint_dir)
-    atomic_write(run.path / INDEX, planned.index.to_bytes(), "index")
+    run.write_index(planned.index)
     now = time.time()
     manifest = Manifest(
         run_id=run.run_id, status=RunStatus.RUNNING, created_at=now, updated_at=now,

@@ -31,8 +31,8 @@ from .._errors import (
 from .._options import DEFAULT_CHECKPOINT, Options
 from ..runs.rundir import RunDir, directory_lock
 from ..storage.faults import CRASH_EXIT
-from ..storage.local import UnitStore
 from ..storage.records import Manifest, RunStatus, UnitPlan
+from ..storage.unitstore import UnitStore
 from .choose import Chosen, Wanted, check_output, existing, new_run, require_unchanged
 from .executor import Executor, InProcess, RunSetup, local_store
 from .finish import finish, merge_output

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import anyio
 
-from ..storage.local import UnitStore
+from ..storage.localfs import LocalStorage
 from ..storage.records import UnitCheckpoint
-from ..storage.volatile import unit_store
+from ..storage.unitstore import UnitStore, VolatileUnitStore
 from .lanes import LanePool
 from .pipeline import Pipeline
 from .processors import Processor
@@ -84,7 +85,8 @@ class Executor(Protocol):
 
 def local_store(spec: UnitSpec) -> UnitStore:
     """The default store of a unit: files in its run directory."""
-    return unit_store(spec.run_dir, spec.unit_id, spec.durable)
+    kind = UnitStore if spec.durable else VolatileUnitStore
+    return kind(LocalStorage(Path(spec.run_dir)), spec.unit_id)
 
 
 def pipeline_for(setup: RunSetup, threads: int) -> Pipeline:

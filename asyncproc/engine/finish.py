@@ -29,9 +29,8 @@ def merge_output(run: RunDir, manifest: Manifest, state: RunState) -> Path | Non
             "run the same command again to resume"
         )
     ordered = [state.states[u.unit_id] for u in plan]
-    return merge(
-        run.path, ordered, Path(manifest.output), manifest.options["output_kind"] == "json"
-    )
+    as_array = manifest.options["output_kind"] == "json"
+    return merge(run.storage, run.run_id, ordered, Path(manifest.output), as_array)
 
 
 def finish(run: RunDir, manifest: Manifest, resumed: bool) -> Summary:

@@ -12,19 +12,29 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..storage.faults import crashpoint
-from ..storage.local import UnitStore, fsync_dir
+from ..storage.protocol import Storage
 from ..storage.records import SegmentRef, UnitCheckpoint
+from ..storage.unitstore import UnitStore
 
 
 def committed_chunks(
-    run_dir: Path, checkpoints: Iterable[UnitCheckpoint], dead: bool
+    storage: Storage, checkpoints: Iterable[UnitCheckpoint], dead: bool
 ) -> Iterator[bytes]:
     """Every committed byte of the output (or dead-letter) segments, in the order given."""
     for checkpoint in checkpoints:
-        store = UnitStore(run_dir, checkpoint.unit_id)
+        store = UnitStore(storage, checkpoint.unit_id)
         refs: tuple[SegmentRef, ...] = checkpoint.dead_segments if dead else checkpoint.segments
         for ref in refs:
             yield from store.read_committed(ref)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def whole_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -71,18 +81,17 @@ def failed_items_path(output: Path) -> Path:
 
 
 def merge(
-    run_dir: Path, checkpoints: list[UnitCheckpoint], output: Path, as_array: bool
+    storage: Storage, tag: str, checkpoints: list[UnitCheckpoint], output: Path, as_array: bool
 ) -> Path | None:
     """Write the output and the failed-items file; return the latter if there is one.
 
     ``checkpoints`` are the units' final checkpoints in order of the units' starts.
     """
-    tag = run_dir.name
-    publish(output, committed_chunks(run_dir, checkpoints, dead=False), as_array, tag)
+    publish(output, committed_chunks(storage, checkpoints, dead=False), as_array, tag)
     crashpoint("after_output")
     failed = failed_items_path(output)
     if any(c.failed for c in checkpoints):
-        publish(failed, committed_chunks(run_dir, checkpoints, dead=True), False, tag)
+        publish(failed, committed_chunks(storage, checkpoints, dead=True), False, tag)
         return failed
     failed.unlink(missing_ok=True)
     return None

@@ -10,8 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from .._errors import CheckpointError
-from ..runs.rundir import INDEX, RunDir
-from ..storage.local import UnitStore
+from ..runs.rundir import RunDir
 from ..storage.records import LineIndex, Manifest, UnitCheckpoint
 from .units import Place, Plan, first_checkpoint, recut
 
@@ -50,7 +49,7 @@ def load_state(run: RunDir, manifest: Manifest) -> RunState:
 
 def _load_unit(run: RunDir, plan: Plan, unit_id: int) -> UnitCheckpoint:
     unit = plan[unit_id]
-    loaded = UnitStore(run.path, unit_id).load(unit.start, plan.extent(unit_id).end)
+    loaded = run.unit_store(unit_id).load(unit.start, plan.extent(unit_id).end)
     for problem in loaded.problems:
         log.warning("unit %d: %s", unit_id, problem)
     if loaded.checkpoint is None:
@@ -67,11 +66,11 @@ def _load_unit(run: RunDir, plan: Plan, unit_id: int) -> UnitCheckpoint:
 
 def _load_index(run: RunDir) -> LineIndex:
     """The line index; without a usable one the run goes on, only no unit is split."""
-    what = f"line index of run {run.run_id}"
     try:
-        return LineIndex.from_bytes((run.path / INDEX).read_bytes(), what)
+        return run.read_index()
     except (OSError, CheckpointError) as exc:
-        log.warning("%s cannot be used (%s); units will not be split", what, exc)
+        log.warning("the line index of run %s cannot be used (%s); units will not be "
+                    "split", run.run_id, exc)  # fmt: skip
         return LineIndex((0,), (0,))
 
 

@@ -27,8 +27,8 @@ import aiofiles
 import anyio
 
 from ..storage.faults import crashpoint
-from ..storage.local import UnitStore
 from ..storage.records import SegmentRef, UnitCheckpoint
+from ..storage.unitstore import UnitStore
 from .ordering import Cut, Ordering, Point
 from .reader import LineReader
 from .signal import Signal

@@ -21,7 +21,7 @@ import anyio
 
 from .._errors import ConfigError, RunError
 from ..runs.rundir import RunDir
-from ..storage.local import atomic_write
+from ..storage.localfs import LocalStorage
 from .records import LOADER_RECORD, Key, KeyFailure, LoaderRecord, check_key, shard_of
 from .store import KeyShard, Pending
 
@@ -165,7 +165,7 @@ class LoaderCheckpoint:
 
     async def _save_total(self, total: int | None) -> None:
         raw = LoaderRecord(self.name, total).to_bytes()
-        await anyio.to_thread.run_sync(atomic_write, self.path / LOADER_RECORD, raw)
+        await anyio.to_thread.run_sync(LocalStorage(self.path).put, LOADER_RECORD, raw)
         self._total_saved = total
 
     def _check_open(self) -> None:

@@ -24,7 +24,7 @@ from .._options import DEFAULT_CHECKPOINT
 from ..runs.locks import hold, is_held
 from ..runs.rundir import RunDir, directory_lock, new_run_dir, run_order
 from ..runs.views import derive_status
-from ..storage.local import atomic_write
+from ..storage.localfs import LocalStorage
 from ..storage.records import RunStatus
 from .loader import LoaderCheckpoint
 from .records import KEYED_MANIFEST, KeyedRunRecord, check_name, config_differences
@@ -67,7 +67,7 @@ def _read(path: Path) -> KeyedRunRecord:
 
 
 def _write(path: Path, record: KeyedRunRecord) -> None:
-    atomic_write(path / KEYED_MANIFEST, record.to_bytes(), "manifest")
+    LocalStorage(path).put(KEYED_MANIFEST, record.to_bytes(), point="manifest")
 
 
 class KeyedRun:

@@ -18,8 +18,9 @@ from pathlib import Path
 import orjson
 
 from .._errors import CorruptCheckpointError
-from ..storage.local import UnitStore
+from ..storage.localfs import LocalStorage
 from ..storage.records import SegmentRef, UnitCheckpoint
+from ..storage.unitstore import UnitStore
 from .records import Key, KeyFailure
 
 
@@ -57,7 +58,7 @@ class KeyShard:
 
     def __init__(self, loader_dir: Path, shard_id: int, run_id: str) -> None:
         self.shard_id = shard_id
-        self._store = UnitStore(loader_dir, shard_id)
+        self._store = UnitStore(LocalStorage(loader_dir), shard_id)
         self._state = UnitCheckpoint(
             run_id=run_id, unit_id=shard_id, generation=0, offset=0, next_index=0,
             processed=0, failed=0, attempts=0, segments=(), dead_segments=(),
@@ -86,7 +87,7 @@ class KeyShard:
                 failures[failure.key] = failure
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise CorruptCheckpointError(
-                f"shard {self.shard_id} of {self._store.checkpoints_dir.parent}: a committed line "
+                f"shard {self.shard_id} of {self._store.storage}: a committed line "
                 f"does not decode ({exc}); restore the file from a backup or start a new run"
             ) from exc
         return LoadedShard(keys, failures, loaded.problems)

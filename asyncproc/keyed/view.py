@@ -16,8 +16,9 @@ from .._errors import AsyncprocError
 from ..runs.failures import failures_from_segments
 from ..runs.locks import holder_text, is_held
 from ..runs.views import FINISHED, RunView, derive_status, iso
-from ..storage.local import UnitStore
+from ..storage.localfs import LocalStorage
 from ..storage.records import RunStatus, UnitCheckpoint
+from ..storage.unitstore import UnitStore
 from .records import KEYED_MANIFEST, LOADER_RECORD, KeyedRunRecord, LoaderRecord
 
 
@@ -35,7 +36,8 @@ def _loaders(path: Path) -> list[Path]:
 
 
 def _checkpoints(loader: Path, shards: int) -> list[UnitCheckpoint]:
-    found = (UnitStore(loader, k).load().checkpoint for k in range(shards))
+    storage = LocalStorage(loader)
+    found = (UnitStore(storage, k).load().checkpoint for k in range(shards))
     return [c for c in found if c is not None]
 
 
@@ -88,7 +90,7 @@ def keyed_failures(path: Path, limit: int) -> list[dict[str, Any]]:
     shards = _record(path).shards
     found: list[dict[str, Any]] = []
     for loader in _loaders(path):
-        entries = failures_from_segments(loader, _checkpoints(loader, shards), limit)
+        entries = failures_from_segments(LocalStorage(loader), _checkpoints(loader, shards), limit)
         found += ({"loader": loader.name, **e} for e in entries)
     found.sort(key=lambda e: float(e.get("at", 0.0)), reverse=True)
     return found[:limit]

@@ -13,7 +13,10 @@ from typing import Any
 
 import orjson
 
+from .._errors import CorruptCheckpointError
+from ..storage.protocol import Storage
 from ..storage.records import SegmentRef, UnitCheckpoint
+from ..storage.unitstore import SEGMENTS
 
 TAIL = 256 * 1024
 
@@ -27,6 +30,20 @@ def tail_lines(path: Path, length: int, limit: int) -> list[bytes]:
             block = fh.read(length - start)
     except OSError:
         return []
+    return _last_lines(block, start, limit)
+
+
+def segment_tail(storage: Storage, name: str, length: int, limit: int) -> list[bytes]:
+    """The last ``limit`` whole lines of a segment's committed bytes."""
+    start = max(0, length - TAIL)
+    try:
+        block = b"".join(storage.read_segment(SEGMENTS + name, start, length - start))
+    except (OSError, CorruptCheckpointError):
+        return []
+    return _last_lines(block, start, limit)
+
+
+def _last_lines(block: bytes, start: int, limit: int) -> list[bytes]:
     lines = block.split(b"\n")
     if start > 0:
         lines = lines[1:]  # the first one may be cut
@@ -51,15 +68,15 @@ def _newest(entries: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
 
 
 def failures_from_segments(
-    run_dir: Path, checkpoints: Iterable[UnitCheckpoint], limit: int
+    storage: Storage, checkpoints: Iterable[UnitCheckpoint], limit: int
 ) -> list[dict[str, Any]]:
     """The last ``limit`` committed failures over every unit, highest index first."""
     entries: list[dict[str, Any]] = []
     for checkpoint in checkpoints:
         refs: tuple[SegmentRef, ...] = checkpoint.dead_segments
         for ref in refs:
-            path = run_dir / "segments" / ref.name
-            entries += _decode(tail_lines(path, ref.length, limit), checkpoint.unit_id)
+            lines = segment_tail(storage, ref.name, ref.length, limit)
+            entries += _decode(lines, checkpoint.unit_id)
     return _newest(entries, limit)
 
 

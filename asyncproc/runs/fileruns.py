@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..storage.local import UnitStore
 from ..storage.records import Manifest, RunStatus, UnitCheckpoint, UnitPlan
 from .failures import failures_from_file, failures_from_segments
 from .locks import holder_text, is_held
@@ -38,7 +37,7 @@ class FileRuns:
             failed_file = (view.summary or {}).get("failed_items_file")
             return failures_from_file(Path(failed_file), limit) if failed_file else []
         run = RunDir(view.path)
-        return failures_from_segments(run.path, unit_checkpoints(run, run.read()), limit)
+        return failures_from_segments(run.storage, unit_checkpoints(run, run.read()), limit)
 
 
 FILE_RUNS = FileRuns()
@@ -83,7 +82,7 @@ def _unit_views(run: RunDir, manifest: Manifest) -> tuple[UnitView, ...]:
 
 
 def _unit_view(run: RunDir, unit: UnitPlan, end: int, items: int) -> UnitView:
-    loaded = UnitStore(run.path, unit.unit_id).load(unit.start, end)
+    loaded = run.unit_store(unit.unit_id).load(unit.start, end)
     ck = loaded.checkpoint
     if ck is None:
         return UnitView(unit.unit_id, unit.start, end, items, 0, 0, 0, False, None, loaded.problems)
@@ -96,7 +95,7 @@ def _unit_view(run: RunDir, unit: UnitPlan, end: int, items: int) -> UnitView:
 def unit_checkpoints(run: RunDir, manifest: Manifest) -> list[UnitCheckpoint]:
     """The newest good checkpoint of every unit that has one."""
     found = (
-        UnitStore(run.path, unit.unit_id).load(unit.start, end).checkpoint
+        run.unit_store(unit.unit_id).load(unit.start, end).checkpoint
         for unit, end, _ in _extents(manifest)
     )
     return [c for c in found if c is not None]

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -23,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CheckpointError, CorruptCheckpointError, RunNotFoundError
-from ..storage.local import atomic_write
-from ..storage.records import Manifest, RunStatus
+from ..storage.localfs import LocalStorage
+from ..storage.protocol import Storage
+from ..storage.records import LineIndex, Manifest, RunStatus
+from ..storage.unitstore import CHECKPOINTS, SEGMENTS, UnitStore
 from .locks import hold
 
 MANIFEST = "manifest.json"
@@ -37,6 +38,7 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.run_id = path.name
+        self.storage: Storage = LocalStorage(path)
 
     @property
     def manifest_path(self) -> Path:
@@ -44,15 +46,27 @@ class RunDir:
 
     def read(self) -> Manifest:
         try:
-            raw = self.manifest_path.read_bytes()
-        except FileNotFoundError:
-            raise RunNotFoundError(f"run {self.run_id} has no manifest at {self.path}") from None
+            raw = self.storage.get(MANIFEST)
         except OSError as exc:
             raise CheckpointError(f"cannot read {self.manifest_path}: {exc.strerror}") from exc
+        if raw is None:
+            raise RunNotFoundError(f"run {self.run_id} has no manifest at {self.path}")
         return Manifest.from_bytes(raw, f"manifest of run {self.run_id}")
 
     def write(self, manifest: Manifest) -> None:
-        atomic_write(self.manifest_path, manifest.to_bytes(), "manifest")
+        self.storage.put(MANIFEST, manifest.to_bytes(), point="manifest")
+
+    def write_index(self, index: LineIndex) -> None:
+        self.storage.put(INDEX, index.to_bytes(), point="index")
+
+    def read_index(self) -> LineIndex:
+        raw = self.storage.get(INDEX)
+        if raw is None:
+            raise CorruptCheckpointError(f"run {self.run_id} has no {INDEX}")
+        return LineIndex.from_bytes(raw, f"line index of run {self.run_id}")
+
+    def unit_store(self, unit_id: int) -> UnitStore:
+        return UnitStore(self.storage, unit_id)
 
     def set_status(self, manifest: Manifest, status: RunStatus, **changes: Any) -> Manifest:
         updated = replace(manifest, status=status, updated_at=time.time(), **changes)
@@ -61,10 +75,10 @@ class RunDir:
 
     def clear_state(self) -> None:
         """Remove checkpoints, segments and the index; the manifest (and its summary) stays."""
-        for name in ("units", "segments"):
-            shutil.rmtree(self.path / name, ignore_errors=True)
-        (self.path / INDEX).unlink(missing_ok=True)
-        for leftover in self.path.glob("*.tmp"):  # a manifest write cut short by a crash
+        for folder in (CHECKPOINTS, SEGMENTS):
+            self.storage.remove_tree(folder)
+        self.storage.delete(INDEX)
+        for leftover in self.path.glob(".*.tmp"):  # a record write cut short by a crash
             leftover.unlink(missing_ok=True)
 
     @contextmanager

@@ -8,6 +8,7 @@ Decoding failures of any kind become :class:`CorruptCheckpointError` here, in on
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Self, TypeVar
@@ -168,10 +169,19 @@ def _segments(data: dict[str, Any], key: str, what: str) -> tuple[SegmentRef, ..
     for item in field_of(data, key, list, what):
         if not isinstance(item, dict):
             raise CorruptCheckpointError(f"{what}: {key} holds a non-object")
-        refs.append(
-            SegmentRef(field_of(item, "name", str, what), field_of(item, "length", int, what))
-        )
+        name = _segment_name(field_of(item, "name", str, what), what)
+        refs.append(SegmentRef(name, field_of(item, "length", int, what)))
     return tuple(refs)
+
+
+_SEGMENT_NAME = re.compile(r"^[0-9]{4,}\.[0-9]{3,}-[0-9a-f]{6}\.[a-z]{3,4}$")
+
+
+def _segment_name(name: str, what: str) -> str:
+    """A segment name is a plain name of the form the engine makes: never a path."""
+    if not _SEGMENT_NAME.match(name):
+        raise CorruptCheckpointError(f"{what}: {name!r} is not a segment name")
+    return name
 
 
 @dataclass(frozen=True, slots=True)
