@@ -15,7 +15,6 @@ from .engine.loops import backend_options, running_loop
 from .engine.observer import LogProgress, Silent
 from .engine.processors import Fn
 from .engine.summary import Summary
-from .processes.parent import Processes
 
 _REQUEST_KEYS = {
     "checkpoint_dir",
@@ -48,6 +47,8 @@ def _request(
     if extra.get("observer") is None:
         extra["observer"] = Silent() if quiet else LogProgress()
     if opts.processes > 1:
+        from .processes.parent import Processes  # loaded only when asked for
+
         extra["executor"] = Processes(opts.processes)
     return Request(Path(input), Path(output), processor, opts, **extra)
 
