@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,11 @@ def run_args(
     return [*args, "--checkpoint", checkpoint] if checkpoint is not None else args
 
 
+def run_status(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """``asyncproc status --json``: the run going on now, else the newest unfinished one."""
+    return summary_of(run_cli("status", "--checkpoint", checkpoint, "--json", check=0))
+
+
 def run_ok(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Run the CLI, require exit code 0 and return the parsed summary."""
     return summary_of(run_cli(*args, env=env, check=0))
@@ -189,11 +195,74 @@ def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
+def change_input(source: Path, how: str) -> None:
+    """Change an input the way a careless user might: ``append`` a line, ``touch`` it (same
+    bytes, newer mtime) or ``same-size-and-mtime`` (one word rewritten near the start, size
+    and mtime put back, so only the fingerprint can tell)."""
+    st = source.stat()
+    if how == "append":
+        with source.open("ab") as fh:
+            fh.write(b"one appended line\n")
+    elif how == "touch":
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000_000))
+    else:
+        raw = bytearray(source.read_bytes())
+        raw[0:4] = b"LINE"
+        source.write_bytes(bytes(raw))
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert source.stat().st_size == st.st_size
+
+
 def run_dirs(checkpoint: Path) -> list[Path]:
     """Run directories (``run_*``) under a checkpoint directory."""
     if not checkpoint.is_dir():
         return []
     return sorted(p for p in checkpoint.iterdir() if p.is_dir() and p.name.startswith("run_"))
+
+
+# -- watching a live run ----------------------------------------------------------------
+
+POLL = 0.01
+# Checkpoint files of every run, whatever the engine calls the folder that holds them.
+CHECKPOINT_GLOB = "run_*/*/*.ckpt"
+
+CheckpointFiles = dict[Path, tuple[int, int, int]]
+
+
+def checkpoint_files(checkpoint: Path) -> CheckpointFiles:
+    """The checkpoint files under a checkpoint directory, each with (inode, mtime, size).
+
+    A commit replaces a checkpoint by rename, so a new commit shows as a changed entry.
+    """
+    found: CheckpointFiles = {}
+    for path in checkpoint.glob(CHECKPOINT_GLOB):
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # replaced or cleared between glob and stat
+            continue
+        found[path] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    return found
+
+
+def committed_since(checkpoint: Path, before: CheckpointFiles) -> bool:
+    """Whether a checkpoint was written since the snapshot ``before``."""
+    now = checkpoint_files(checkpoint)
+    return any(before.get(path) != stamp for path, stamp in now.items())
+
+
+def wait_until(
+    done: Callable[[], bool],
+    what: str,
+    proc: subprocess.Popen[Any] | None = None,
+    timeout: float = CLI_TIMEOUT,
+) -> None:
+    """Poll ``done()`` until it is true; fail early if ``proc`` ends first."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if proc is not None:
+            assert proc.poll() is None, f"the run exited ({proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(POLL)
 
 
 # -- fixtures --------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,14 @@ import anyio
 import pytest
 from conftest import (
     CLI_TIMEOUT,
+    checkpoint_files,
     cli_command,
     describe,
     error_lines,
     numbered_lines,
     run_cli,
     run_ok,
+    wait_until,
     write_lines,
 )
 
@@ -261,14 +262,6 @@ def test_cleanup_keeps_newest_finished_and_never_unfinished(source: Path, tmp_pa
 # -- a run going on in another process ---------------------------------------------------
 
 
-def _wait_for(predicate: Any, what: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + CLI_TIMEOUT
-    while not predicate():
-        assert proc.poll() is None, f"the run exited early ({proc.returncode}) waiting for {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
-
-
 def test_list_status_delete_while_a_run_is_going(source: Path, tmp_path: Path) -> None:
     processor = tmp_path / "gated.py"
     processor.write_text(textwrap.dedent(GATED))
@@ -281,8 +274,7 @@ def test_list_status_delete_while_a_run_is_going(source: Path, tmp_path: Path) -
     )
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        committed = lambda: started.exists() and any(ck.glob("run_*/units/*.ckpt"))  # noqa: E731
-        _wait_for(committed, "a commit", proc)
+        wait_until(lambda: started.exists() and bool(checkpoint_files(ck)), "a commit", proc)
         run_id = _check_live(ck, proc.pid)
         watcher = subprocess.Popen(
             cli_command("status", run_id, "--checkpoint", ck, "--json", "--watch", "0.02"),

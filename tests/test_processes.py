@@ -1,8 +1,10 @@
 """``--processes``: the same bytes as one process, whoever is SIGKILLed and whenever.
 
 Real subprocesses throughout: the parent ``asyncproc run`` and its ``asyncproc.processes.child``
-workers. Kill moments are random (seeded, printed, fixable with ASYNCPROC_TEST_SEED);
-the tests wait for observable state (child pids, checkpoint files), never for timing.
+workers. Kill moments are random (seeded, printed, fixable with ASYNCPROC_TEST_SEED)
+within a short while after a commit, and each kill is then shown to have landed mid-run;
+otherwise the tests wait for observable state (child pids, checkpoint files), never for
+timing.
 """
 
 from __future__ import annotations
@@ -18,16 +20,21 @@ from pathlib import Path
 import pytest
 from conftest import (
     CLI_TIMEOUT,
+    checkpoint_files,
     cli_command,
+    committed_since,
     error_lines,
     numbered_lines,
     run_cli,
+    run_dirs,
     run_ok,
+    run_status,
+    wait_until,
     write_lines,
 )
 
 ITEMS = 12_000
-POLL = 0.01
+KILL_WITHIN = 0.25  # seconds after an attempt's first commit: well before the run could end
 
 
 def _args(source: Path, output: Path, ck: Path, processes: int) -> list[str | os.PathLike[str]]:
@@ -64,13 +71,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(POLL)
-
-
 def _gone(pids: list[int]) -> Callable[[], bool]:
     def check() -> bool:
         for pid in pids:
@@ -86,7 +86,7 @@ def _gone(pids: list[int]) -> Callable[[], bool]:
 
 
 def _committed(ck: Path) -> bool:
-    return any(ck.glob("run_*/units/*.ckpt"))
+    return bool(checkpoint_files(ck))
 
 
 def _popen(args: list[str | os.PathLike[str]]) -> subprocess.Popen[bytes]:
@@ -104,24 +104,44 @@ def test_two_processes_give_the_same_bytes(tmp_path: Path, source: Path, expecte
     assert out.read_bytes() == expected
 
 
+def _kill_parent_mid_run(args: list[str | os.PathLike[str]], ck: Path, delay: float) -> None:
+    """Start a run; once both children run and it has committed a checkpoint of its own,
+    SIGKILL the parent ``delay`` s later. The run must still be going then."""
+    before = checkpoint_files(ck)
+    with _popen(args) as proc:
+        wait_until(
+            lambda: len(_children(proc.pid)) == 2 and committed_since(ck, before),
+            "two worker processes and a commit",
+            proc,
+        )
+        children = _children(proc.pid)
+        time.sleep(delay)  # the randomness of the kill moment, not synchronisation
+        assert proc.poll() is None, f"the run ended ({proc.returncode}) before the kill"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=CLI_TIMEOUT)
+    assert proc.returncode == -signal.SIGKILL, proc.returncode
+    wait_until(_gone(children), f"children {children} of a killed parent to die")
+
+
 def test_sigkill_of_the_parent_kills_children_and_resume_is_exact(
     tmp_path: Path, source: Path, expected: bytes
 ) -> None:
     seed = int(os.environ.get("ASYNCPROC_TEST_SEED", random.randrange(1 << 30)))
+    print(f"ASYNCPROC_TEST_SEED={seed}")
     rng = random.Random(seed)
     out, ck = tmp_path / "out.json", tmp_path / "ck"
-    for _ in range(2):
-        with _popen(_args(source, out, ck, 2)) as proc:
-            _wait_for(lambda: len(_children(proc.pid)) == 2, "two worker processes")
-            children = _children(proc.pid)
-            time.sleep(rng.uniform(0.0, 0.8))  # the randomness of the kill moment
-            if proc.poll() is not None:
-                break
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=CLI_TIMEOUT)
-        _wait_for(_gone(children), f"children {children} of a killed parent to die")
-    if not out.exists():
-        run_ok(*_args(source, out, ck, 2))
+    args = _args(source, out, ck, 2)
+    for attempt in range(2):
+        # Each kill lands mid-run: after a commit of its own, before the run ended.
+        _kill_parent_mid_run(args, ck, rng.uniform(0.0, KILL_WITHIN))
+        assert not out.exists(), f"seed {seed}: attempt {attempt} got as far as the output"
+    status = run_status(ck)
+    assert status["status"] == "interrupted", (seed, status)
+    assert 0 < status["processed"] < ITEMS, (seed, status)
+    summary = run_ok(*args)
+    assert summary["resumed"] is True, (seed, summary)
+    assert [r.name for r in run_dirs(ck)] == [summary["run_id"]], f"seed {seed}: one run"
+    assert summary["processed"] == ITEMS, (seed, summary)
     assert out.read_bytes() == expected, f"seed {seed}"
 
 
@@ -130,7 +150,7 @@ def test_sigkill_of_one_child_fails_cleanly_then_resume_is_exact(
 ) -> None:
     out, ck = tmp_path / "out.json", tmp_path / "ck"
     with _popen(_args(source, out, ck, 2)) as proc:
-        _wait_for(lambda: len(_children(proc.pid)) == 2 and _committed(ck), "a commit")
+        wait_until(lambda: len(_children(proc.pid)) == 2 and _committed(ck), "a commit", proc)
         children = _children(proc.pid)
         os.kill(children[0], signal.SIGKILL)
         _, stderr = proc.communicate(timeout=CLI_TIMEOUT)
@@ -138,7 +158,7 @@ def test_sigkill_of_one_child_fails_cleanly_then_resume_is_exact(
     lines = error_lines(stderr.decode())
     assert len(lines) == 1 and "killed by signal 9" in lines[0], stderr
     assert "run the same command again to resume" in lines[0]
-    _wait_for(_gone(children), "the other child to die")
+    wait_until(_gone(children), "the other child to die")
     summary = run_ok(*_args(source, out, ck, 2))
     assert summary["resumed"] is True
     assert out.read_bytes() == expected
@@ -170,13 +190,13 @@ def test_sigint_stops_children_gracefully_then_resume_is_exact(
 ) -> None:
     out, ck = tmp_path / "out.json", tmp_path / "ck"
     with _popen(_args(source, out, ck, 2)) as proc:
-        _wait_for(lambda: len(_children(proc.pid)) == 2 and _committed(ck), "a commit")
+        wait_until(lambda: len(_children(proc.pid)) == 2 and _committed(ck), "a commit", proc)
         children = _children(proc.pid)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=CLI_TIMEOUT)
     assert proc.returncode == 128 + signal.SIGINT, stderr
     assert len(error_lines(stderr.decode())) == 1, stderr
-    _wait_for(_gone(children), "the children to exit")
+    wait_until(_gone(children), "the children to exit")
     summary = run_ok(*_args(source, out, ck, 2))
     assert summary["resumed"] is True
     assert out.read_bytes() == expected

@@ -119,6 +119,11 @@ CHECKPOINT = UnitCheckpoint(
 )
 
 
+def test_an_intact_checkpoint_reads_back() -> None:
+    """Without this, a decoder that refused everything would pass the two tests below."""
+    assert UnitCheckpoint.from_bytes(CHECKPOINT.to_bytes(), "checkpoint") == CHECKPOINT
+
+
 @given(position=st.integers(0, 10_000), value=st.integers(0, 255))
 def test_a_damaged_checkpoint_is_refused_or_unchanged(position: int, value: int) -> None:
     raw = bytearray(CHECKPOINT.to_bytes())

@@ -96,7 +96,7 @@ class Ordering:
         line, or its dead letter when ``failed``. The in-order case is inline: it is
         most items' only path.
         """
-        if seq != self.next:
+        if seq != self.next or seq == self.taken:  # out of order, or never handed out
             self._park(seq, end, record, failed)
             return False
         if failed:
