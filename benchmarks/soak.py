@@ -5,7 +5,15 @@ moment, or a deterministic crash at a random named fault point (``ASYNCPROC_CRAS
 When the job finally exits 0, its output is compared byte for byte with a clean run and
 its indices are counted: items lost and items duplicated must both be 0.
 
+With ``--skewed`` an item's cost grows with its number (cubically), so the units finish
+one after another and idle slots split the slow ones all through the run: the random
+SIGKILLs and the split fault points then land around splits. After each SIGKILL the soak
+reads the manifest: a kill counts as *after a split* when the killed attempt had begun
+committing (a checkpoint written since it started, so a resume's re-cut was behind it)
+and the manifest then listed more units than at that moment.
+
     python benchmarks/soak.py --kills 300
+    python benchmarks/soak.py --kills 300 --skewed
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from pathlib import Path
 
 import orjson
 
+from asyncproc._errors import AsyncprocError
 from asyncproc.storage.faults import POINTS
+from asyncproc.storage.records import Manifest
 
 PROCESSOR = """
 import anyio
@@ -34,6 +44,18 @@ async def fn(item):
     return item
 """
 
+# The cost grows with the item's number: the last units are slow, and are split.
+SKEWED = """
+import anyio
+
+async def fn(item):
+    await anyio.sleep(0.006 * (int(item.split()[1]) / {items}) ** 3)
+    return item
+"""
+
+WORKERS = 4
+POLL = 0.01
+
 
 @dataclass
 class Tally:
@@ -41,6 +63,8 @@ class Tally:
 
     episodes: int = 0
     kills: int = 0
+    kills_with_new_units: int = 0  # the manifest listed more units than planned
+    kills_after_split: int = 0  # ... more than when the killed attempt began committing
     crash_points: int = 0
     resumes: int = 0
     lost: int = 0
@@ -53,37 +77,79 @@ def _command(work: Path, output: Path, checkpoint: Path) -> list[str]:
     return [
         sys.executable, "-m", "asyncproc", "run", "--input", str(work / "input.txt"),
         "--output", str(output), "--checkpoint", str(checkpoint),
-        "--processor", f"{work / 'proc.py'}:fn", "--workers", "4", "--batch-size", "200",
+        "--processor", f"{work / 'proc.py'}:fn", "--workers", str(WORKERS), "--batch-size", "200",
         "--concurrency", "64", "-q",
     ]  # fmt: skip
 
 
-def _one_attempt(argv: list[str], rng: random.Random, tally: Tally) -> int:
+def _units(checkpoint: Path) -> int:
+    """Units in the run's manifest now (0 before the run is planned)."""
+    for manifest in checkpoint.glob("run_*/manifest.json"):
+        try:
+            return len(Manifest.from_bytes(manifest.read_bytes(), str(manifest)).units)
+        except (OSError, AsyncprocError):
+            continue
+    return 0
+
+
+def _committed_since(checkpoint: Path, started: float) -> bool:
+    """Whether a unit checkpoint was written since ``started`` (``time.time()``)."""
+    for path in checkpoint.glob("run_*/units/*.ckpt"):
+        try:
+            if path.stat().st_mtime >= started:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _crash_point(argv: list[str], rng: random.Random, tally: Tally) -> int:
     env = dict(os.environ)
-    if rng.random() < 0.4:
-        point = rng.choice(POINTS)
-        env["ASYNCPROC_CRASH_AT"] = f"{point}:{rng.randint(1, 3)}"
-        code = subprocess.run(argv, env=env, capture_output=True, check=False).returncode
-        if code == 3:
-            tally.crash_points += 1
-            tally.points_hit[point] += 1
-        return code
-    env.pop("ASYNCPROC_CRASH_AT", None)
+    point = rng.choice(POINTS)
+    env["ASYNCPROC_CRASH_AT"] = f"{point}:{rng.randint(1, 3)}"
+    code = subprocess.run(argv, env=env, capture_output=True, check=False).returncode
+    if code == 3:
+        tally.crash_points += 1
+        tally.points_hit[point] += 1
+    return code
+
+
+def _sigkill(argv: list[str], checkpoint: Path, wait: float, tally: Tally) -> int:
+    """Run, SIGKILL after ``wait`` s unless done; read the manifest's units meanwhile."""
+    env = {k: v for k, v in os.environ.items() if k != "ASYNCPROC_CRASH_AT"}
+    started, deadline = time.time(), time.monotonic() + wait
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        return proc.wait(timeout=rng.uniform(0.05, 1.0))
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        tally.kills += 1
-        return -9
+    working = None  # units once this attempt began committing: its re-cut is behind it
+    while proc.poll() is None and time.monotonic() < deadline:
+        if working is None and _committed_since(checkpoint, started):
+            working = _units(checkpoint)
+        time.sleep(POLL)  # polling the run's state, and the randomness of the kill moment
+    if proc.poll() is not None:
+        return proc.returncode
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    tally.kills += 1
+    units = _units(checkpoint)
+    tally.kills_with_new_units += units > WORKERS
+    tally.kills_after_split += working is not None and units > working
+    return -9
 
 
-def _episode(work: Path, n: int, rng: random.Random, clean: bytes, tally: Tally) -> None:
-    output = work / f"out{n}.jsonl"
-    argv = _command(work, output, work / f"ck{n}")
+def _one_attempt(
+    argv: list[str], checkpoint: Path, rng: random.Random, tally: Tally, max_wait: float
+) -> int:
+    if rng.random() < 0.4:
+        return _crash_point(argv, rng, tally)
+    return _sigkill(argv, checkpoint, rng.uniform(0.05, max_wait), tally)
+
+
+def _episode(
+    work: Path, n: int, rng: random.Random, clean: bytes, tally: Tally, max_wait: float
+) -> None:
+    output, checkpoint = work / f"out{n}.jsonl", work / f"ck{n}"
+    argv = _command(work, output, checkpoint)
     for _ in range(200):
-        if _one_attempt(argv, rng, tally) == 0:
+        if _one_attempt(argv, checkpoint, rng, tally, max_wait) == 0:
             break
         tally.resumes += 1
     else:
@@ -100,10 +166,10 @@ def _count(got: bytes, clean: bytes, tally: Tally) -> None:
     tally.mismatches += got != clean
 
 
-def _prepare(work: Path, items: int) -> bytes:
+def _prepare(work: Path, items: int, skewed: bool) -> bytes:
     lines = (f"item {k:07d} {'x' * (k % 17)}\n" for k in range(items))
     (work / "input.txt").write_text("".join(lines))
-    (work / "proc.py").write_text(PROCESSOR)
+    (work / "proc.py").write_text(SKEWED.format(items=items) if skewed else PROCESSOR)
     clean = work / "clean.jsonl"
     subprocess.run(_command(work, clean, work / "ck-clean"), check=True, capture_output=True)
     return clean.read_bytes()
@@ -114,17 +180,28 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=300, help="crashes to inflict in total")
     parser.add_argument("--items", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument(
+        "--skewed", action="store_true", help="items cost more the later they come: units split"
+    )
+    parser.add_argument(
+        "--max-wait", type=float, default=None,
+        help="longest wait before a SIGKILL, in seconds [default: 1.0; 1.5 with --skewed]",
+    )  # fmt: skip
     args = parser.parse_args()
     rng, tally = random.Random(args.seed), Tally()
+    max_wait = args.max_wait or (1.5 if args.skewed else 1.0)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="asyncproc-soak-") as tmp:
         work = Path(tmp)
-        clean = _prepare(work, args.items)
+        clean = _prepare(work, args.items, args.skewed)
         while tally.kills + tally.crash_points < args.kills:
-            _episode(work, tally.episodes, rng, clean, tally)
-    print(f"seed {args.seed}, {time.monotonic() - started:.0f} s, {args.items} items per run")
+            _episode(work, tally.episodes, rng, clean, tally, max_wait)
+    print(f"seed {args.seed}, {time.monotonic() - started:.0f} s, {args.items} items per run"
+          f"{', skewed' if args.skewed else ''}")  # fmt: skip
     print(f"episodes {tally.episodes}, SIGKILLs {tally.kills}, crash points {tally.crash_points}, "
           f"resumes {tally.resumes}")  # fmt: skip
+    print(f"SIGKILLs with more units than planned {tally.kills_with_new_units}, "
+          f"after a split recorded by the killed attempt {tally.kills_after_split}")  # fmt: skip
     print(f"items lost {tally.lost}, duplicated {tally.duplicated}, "
           f"outputs differing from the clean run {tally.mismatches}")  # fmt: skip
     print("crash points hit: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.points_hit.items())))
