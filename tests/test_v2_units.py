@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
+from asyncproc.storage.local import UnitStore
 from conftest import (
     describe,
     expected_array,
@@ -41,7 +42,6 @@ from v2kit import (
 )
 
 from asyncproc.storage.faults import CRASH_EXIT
-from asyncproc.storage.local import UnitStore
 from asyncproc.storage.records import Manifest, SegmentRef, UnitCheckpoint
 
 ITEMS = 3000

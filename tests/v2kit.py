@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from asyncproc.storage.local import UnitStore
 from conftest import CLI_TIMEOUT, cli_command, logging_processor, run_dirs
 
 from asyncproc._errors import CheckpointError
-from asyncproc.storage.local import UnitStore
 from asyncproc.storage.records import Manifest
 
 Arg = str | os.PathLike[str]

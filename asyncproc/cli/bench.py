@@ -21,6 +21,7 @@ from ..bench.durability import Durability, durability_cost, items_for
 from ..bench.measure import Budget, Call, LevelResult, find_knee, parse_levels, sweep
 from ..bench.sample import Sample, load_sample, synthetic
 from ..engine.loops import LoopChoice, backend_options, running_loop
+from ..engine.pipeline import Pipeline
 from ..engine.processors import Processor, load_processor
 from .group import key_values
 
@@ -64,9 +65,13 @@ def _budget(items: int | None, duration: float | None) -> Budget:
     return Budget(items, duration)
 
 
-def _call(processor: Processor) -> Call:
-    call: Call = processor.fn if processor.is_async else processor.__call__
-    return call
+def _call(req: BenchRequest) -> Call:
+    """The pipeline's call: a sync processor gets as many threads as the highest level."""
+    pipeline = Pipeline(
+        req.processor, format=req.sample.format, output_kind="jsonl", retries=0,
+        timeout=None, threads=max(req.levels),
+    )  # fmt: skip
+    return pipeline.call
 
 
 def _report_level(quiet: bool) -> Callable[[LevelResult], None]:
@@ -81,7 +86,7 @@ def _report_level(quiet: bool) -> Callable[[LevelResult], None]:
 
 
 async def _measure(req: BenchRequest) -> BenchResult:
-    call = _call(req.processor)
+    call = _call(req)
     levels = await sweep(call, req.sample.items, req.levels, req.budget, _report_level(req.quiet))
     knee = find_knee(levels)
     cost = await _durability(req, levels, knee) if req.durability else None

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from .._errors import ConfigError, ProcessorLoadError
 
 Fn = Callable[[Any], Any]
@@ -77,11 +75,6 @@ class Processor:
     spec: str
     fn: Fn
     is_async: bool
-
-    async def __call__(self, item: Any) -> Any:
-        if self.is_async:
-            return await self.fn(item)
-        return await anyio.to_thread.run_sync(self.fn, item)
 
 
 def load_processor(spec: str | Fn, args: dict[str, str] | None = None) -> Processor:
