@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 import pytest
-from asyncproc.storage.local import UnitStore
 from conftest import (
     describe,
     expected_array,
@@ -41,6 +40,7 @@ from v2kit import (
     write_processor,
 )
 
+from asyncproc.runs.rundir import RunDir
 from asyncproc.storage.faults import CRASH_EXIT
 from asyncproc.storage.records import Manifest, SegmentRef, UnitCheckpoint
 
@@ -165,8 +165,8 @@ def _stale_attempt(run_dir: Path, good: UnitCheckpoint, end: int, end_index: int
         processed=good.processed + end_index - good.next_index, attempts=good.attempts + 1,
         segments=(*good.segments, SegmentRef(name, len(bogus))), updated_at=time.time(),
     )  # fmt: skip
-    store = UnitStore(run_dir, 0)
-    store.slot_path(stale.generation).write_bytes(stale.to_bytes())
+    store = RunDir(run_dir).unit_store(0)
+    (run_dir / store.slot_name(stale.generation)).write_bytes(stale.to_bytes())
     return stale.generation
 
 
@@ -174,9 +174,11 @@ def test_a_checkpoint_past_a_split_is_refused_and_the_older_slot_used(
     skewed: Skewed, tmp_path: Path
 ) -> None:
     log = tmp_path / "calls.log"
-    # The fast half waits for unit 0's first checkpoint: unit 0 has one when it is split.
+    # The fast half's first items wait for unit 0's first checkpoint, so unit 1 cannot
+    # finish (and split unit 0) before unit 0 has one. Only four items wait: lanes are
+    # shared, and gating more items than there are lanes could hold every lane.
     first_checkpoint = tmp_path / "ck" / "run_*" / "units" / "0000.*.ckpt"
-    gate = {**SLOW, "ASYNCPROC_TEST_GATED": f"{ITEMS // 2}:{ITEMS}",
+    gate = {**SLOW, "ASYNCPROC_TEST_GATED": f"{ITEMS // 2}:{ITEMS // 2 + 4}",
             "ASYNCPROC_TEST_GATE": str(first_checkpoint)}  # fmt: skip
     run_dir = _crash_at_split(skewed, tmp_path, "--batch-size", "20", env=call_env(log, gate))
     manifest = manifest_of(run_dir)
@@ -184,14 +186,14 @@ def test_a_checkpoint_past_a_split_is_refused_and_the_older_slot_used(
     split_at, old_end, old_end_index = _the_split(manifest)
     start, end, _, split_index = extents(manifest)[0]
     assert (start, end) == (0, split_at)
-    good = UnitStore(run_dir, 0).load(0, split_at).checkpoint
+    good = RunDir(run_dir).unit_store(0).load(0, split_at).checkpoint
     assert good is not None and good.generation >= 1, f"unit 0 never committed: {good}"
     assert good.offset <= split_at, good
 
     generation = _stale_attempt(run_dir, good, old_end, old_end_index)
     # Nothing is wrong with the stale checkpoint but where it ends: without the plan's
     # end it would be loaded, bogus records and all.
-    unbounded = UnitStore(run_dir, 0).load().checkpoint
+    unbounded = RunDir(run_dir).unit_store(0).load().checkpoint
     assert unbounded is not None and unbounded.generation == generation, unbounded
 
     before = len(calls(log))

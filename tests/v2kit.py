@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from asyncproc.storage.local import UnitStore
 from conftest import CLI_TIMEOUT, cli_command, logging_processor, run_dirs
 
 from asyncproc._errors import CheckpointError
+from asyncproc.runs.rundir import RunDir
 from asyncproc.storage.records import Manifest
 
 Arg = str | os.PathLike[str]
@@ -98,7 +98,7 @@ def committed(run_dir: Path) -> set[int]:
     done: set[int] = set()
     for unit_id, (start, end, first, _) in extents(manifest).items():
         try:
-            loaded = UnitStore(run_dir, unit_id).load(start, end).checkpoint
+            loaded = RunDir(run_dir).unit_store(unit_id).load(start, end).checkpoint
         except CheckpointError:  # a checkpoint being replaced right now: read it next time
             continue
         if loaded is not None:
