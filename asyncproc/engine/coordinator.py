@@ -95,7 +95,7 @@ class Coordinator:
                 summary = Summary.from_dict(chosen.manifest.summary or {})
             else:
                 summary = await self._work(chosen, processor, options)
-            if req.retry_failed and summary.failed_items_file:
+            if req.retry_failed:  # also clears what an interrupted retry left
                 summary = await retry_failed(chosen.run, processor, options, summary)
             return summary
 

@@ -14,6 +14,16 @@ import sys
 
 CRASH_EXIT = 3
 
+# The points of ``--retry-failed`` (``engine/retry_*.py``), in the order it passes them.
+RETRY_POINTS = (
+    "retry_planned",  # the retry's plan is durable, nothing of it committed yet
+    "retry_committed",  # one more retry commit durable: segments synced, checkpoint replaced
+    "retry_before_publish",  # every failed item retried and committed, output not replaced
+    "retry_after_output",  # spliced output in place, failed-items file not yet replaced
+    "retry_after_failed_file",  # failed-items file replaced (or removed), summary not recorded
+    "retry_before_clear",  # summary recorded in the manifest, retry state still there
+)
+
 # Every named point, so that tests can cover each one and a typo is caught.
 POINTS = (
     "before_first_commit",  # a shard's segments exist, nothing committed yet
@@ -34,6 +44,7 @@ POINTS = (
     "after_output",  # output in place, failed-items file not yet written
     "before_clear",  # run marked merged, checkpoints and segments still there
     "after_clear",  # state cleared, run not yet marked completed
+    *RETRY_POINTS,
 )
 
 

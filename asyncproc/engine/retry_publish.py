@@ -1,0 +1,126 @@
+"""Publishing a retry whose items are all committed: output, failed-items file, summary.
+
+Each step can be redone after a crash, and its crash point is named after it:
+
+1. ``retry_before_publish``; the output is rewritten as a streaming splice of the
+   existing records and the retry's committed successes, by index, and replaced
+   atomically. An index already in the output wins, so a splice redone after the output
+   was replaced changes nothing.
+2. ``retry_after_output``; the failed-items file is replaced by the retry's committed
+   dead letters (or removed when none is left): the same bytes every time.
+3. ``retry_after_failed_file``; the summary is recorded in the manifest. Its counts come
+   from the summary the retry started from, which the manifest still holds until this
+   step (the retry's plan remembers the manifest's ``updated_at`` to tell).
+4. ``retry_before_clear``; the retry's state is removed.
+
+Blocking; the retry runs it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from operator import itemgetter
+from pathlib import Path
+
+import orjson
+
+from .._errors import CheckpointError
+from ..runs.rundir import RunDir
+from ..storage.faults import crashpoint
+from ..storage.records import Manifest, RunStatus, UnitCheckpoint
+from .merge import committed_chunks, failed_items_path, publish, whole_lines
+from .retry_state import clear, retry_storage
+from .summary import Summary
+
+log = logging.getLogger("asyncproc")
+
+
+def publish_retry(
+    run: RunDir, manifest: Manifest, final: UnitCheckpoint, updated: Summary
+) -> Manifest:
+    """Publish a committed retry, record ``updated`` and forget the retry's state."""
+    output = Path(manifest.output)
+    failed = failed_items_path(output)
+    storage, tag = retry_storage(run), f"{run.run_id}.retry"
+    crashpoint("retry_before_publish")
+    new = records(committed_chunks(storage, [final], dead=False))
+    as_array = manifest.options["output_kind"] == "json"
+    publish(output, spliced(existing_records(output), new), as_array, tag)
+    crashpoint("retry_after_output")
+    if final.failed:
+        publish(failed, committed_chunks(storage, [final], dead=True), False, tag)
+    else:
+        failed.unlink(missing_ok=True)
+    crashpoint("retry_after_failed_file")
+    manifest = run.set_status(manifest, RunStatus.COMPLETED, summary=updated.to_dict())
+    crashpoint("retry_before_clear")
+    clear(run)
+    log.info(
+        "retried %d item(s) of run %s: %d succeeded, %d still failing",
+        final.processed + final.failed, run.run_id, final.processed, final.failed,
+    )  # fmt: skip
+    return manifest
+
+
+def summary_after(
+    summary: Summary, final: UnitCheckpoint, failed: Path, elapsed: float, here: int
+) -> Summary:
+    """The run's summary once the retry is published; ``here`` items ran in this process."""
+    return replace(
+        summary,
+        processed=summary.processed + final.processed,
+        failed=final.failed,
+        failed_items_file=str(failed) if final.failed else None,
+        resumed=True,
+        elapsed_s=round(elapsed, 3),
+        items_per_s=round(here / elapsed, 1) if elapsed > 0 else 0.0,
+    )
+
+
+def existing_records(output: Path) -> Iterator[bytes]:
+    """The output's records as JSON lines, whichever layout it has, streamed."""
+    with output.open("rb") as fh:
+        for line in fh:
+            body = line.strip()
+            if body in (b"[", b"]", b"[]", b""):
+                continue
+            yield body.rstrip(b",") + b"\n"
+
+
+def records(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Committed segment bytes as one record (a JSON line) at a time."""
+    for block in whole_lines(chunks):
+        for line in block.split(b"\n")[:-1]:
+            yield line + b"\n"
+
+
+def spliced(existing: Iterable[bytes], new: Iterable[bytes]) -> Iterator[bytes]:
+    """Merge two streams of records ascending by index; an index already present wins.
+
+    ``heapq.merge`` is stable, so of two records with one index the existing one comes
+    first and the other is dropped. Memory: one record of each stream.
+    """
+    previous = -1
+    merged = heapq.merge(_by_index(existing, "output"), _by_index(new, "retry"),
+                         key=itemgetter(0))  # fmt: skip
+    for index, line in merged:
+        if index != previous:
+            yield line
+        previous = index
+
+
+def _by_index(lines: Iterable[bytes], what: str) -> Iterator[tuple[int, bytes]]:
+    """Each record with its index, refusing a stream that is not in input order."""
+    previous = -1
+    for line in lines:
+        index = orjson.loads(line)["index"]
+        if index < previous:
+            raise CheckpointError(
+                f"the {what} records are not in input order (index {index} after "
+                f"{previous}); cannot splice the retried items in"
+            )
+        previous = index
+        yield index, line

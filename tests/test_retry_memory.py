@@ -1,0 +1,159 @@
+"""A retry's memory is bounded by its window, not by the number of failed items.
+
+In process, a spy holds the retry's first commit and counts processor calls: lanes must
+stop exactly one window past what that commit took, and the feeder's queue must stay
+under its low-water mark plus one block. In a subprocess, the peak RSS of a retry of
+50,000 failed items must be close to that of a retry of 5,000 (the retry that kept
+every item and outcome in memory took 530 MB against 83 MB).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import orjson
+import pytest
+from conftest import CLI_TIMEOUT, cli_command, run_cli, summary_of
+
+from asyncproc.engine.pipeline import Pipeline
+from asyncproc.engine.processors import load_processor
+from asyncproc.engine.retry_run import BLOCK_ITEMS, LetterReader, RetryRun
+from asyncproc.engine.retry_state import UNIT, Subfolder
+from asyncproc.engine.unit import FEED_LOW_WATER, window
+from asyncproc.engine.units import first_checkpoint
+from asyncproc.storage.memory import MemoryStorage
+from asyncproc.storage.records import DeadLetter, UnitCheckpoint
+from asyncproc.storage.unitstore import UnitStore
+
+LETTERS = 20_000
+BATCH = 100
+LANES = 8
+
+
+def _input_and_letters(tmp_path: Path, n: int) -> tuple[Path, Path]:
+    """An input of ``n`` lines and a failed-items file naming every one of them."""
+    source, failed = tmp_path / "input.txt", tmp_path / "out.failed.jsonl"
+    lines = [f"item {i:06d}\n".encode() for i in range(n)]
+    source.write_bytes(b"".join(lines))
+    offsets = [0]
+    for line in lines[:-1]:
+        offsets.append(offsets[-1] + len(line))
+    letters = (DeadLetter(i, offsets[i], f"item {i:06d}", "ValueError", "down", 1).to_line()
+               for i in range(n))  # fmt: skip
+    failed.write_bytes(b"".join(letters))
+    return source, failed
+
+
+class HeldStore(UnitStore):
+    """Holds its first commit until the lanes have run as far as the window lets them."""
+
+    def __init__(self, storage: MemoryStorage, calls: list[int], limit: int) -> None:
+        super().__init__(Subfolder(storage, "retry/"), UNIT.unit_id)
+        self.calls, self.limit = calls, limit
+        self.first_cut: int | None = None
+        self.calls_while_held = -1
+        self.reached = threading.Event()
+
+    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
+        if self.first_cut is None:
+            self.first_cut = checkpoint.next_index
+            deadline = time.monotonic() + 30
+            while self.calls[0] < self.first_cut + self.limit and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(0.1)  # room for lanes that would run past the window to do so
+            self.calls_while_held = self.calls[0]
+        super().commit(data, checkpoint)
+
+
+def test_lanes_stop_one_window_past_a_held_commit(tmp_path: Path) -> None:
+    source, failed = _input_and_letters(tmp_path, LETTERS)
+    calls = [0]
+
+    async def work(item: str) -> str:
+        calls[0] += 1
+        await anyio.lowlevel.checkpoint()
+        return item
+
+    pipeline = Pipeline(load_processor(work), format="text", output_kind="jsonl", retries=0,
+                        timeout=None, threads=LANES)  # fmt: skip
+    store = HeldStore(MemoryStorage(), calls, window(LANES, BATCH))
+    start = first_checkpoint("run_test", UNIT)
+    size = failed.stat().st_size
+    reader = LetterReader(failed, 0, size, source, source.stat().st_size)
+    retry = RetryRun(reader, start, size, store, pipeline, lanes=LANES, batch_size=BATCH,
+                     commit_interval=60, fingerprint="f")  # fmt: skip
+    try:
+        final = anyio.run(retry.run)
+    finally:
+        reader.close()
+
+    assert store.first_cut is not None and store.first_cut >= BATCH
+    assert store.calls_while_held == store.first_cut + retry.limit, (
+        "lanes did not stop one window past the commit being made"
+    )
+    assert retry.peak == retry.limit < LETTERS // 2, (retry.peak, retry.limit)
+    assert retry.peak_queue <= FEED_LOW_WATER + BLOCK_ITEMS, retry.peak_queue
+    assert calls[0] == LETTERS and (final.processed, final.failed) == (LETTERS, 0)
+    assert final.offset == size
+    committed = b"".join(
+        b"".join(store.read_committed(ref)) for ref in final.segments
+    )  # fmt: skip
+    expected = [{"index": i, "result": f"item {i:06d}"} for i in range(LETTERS)]
+    assert [orjson.loads(line) for line in committed.splitlines()] == expected
+
+
+# -- peak RSS of a real retry ----------------------------------------------------------
+
+PEAK_RSS = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, timeout=float(%r))
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+FAILING = """
+import os
+
+
+async def fn(item):
+    if os.environ.get("FAIL"):
+        raise ValueError(f"down: {item}")
+    return {"text": item, "n": len(item)}
+"""
+
+
+def _retry_peak_kib(tmp_path: Path, n: int) -> int:
+    """Peak RSS of ``--retry-failed`` over ``n`` failed items, measured by a small parent.
+
+    A child's ru_maxrss is never below its parent's RSS when it forked: the parent here
+    is a bare interpreter, far smaller than a retry.
+    """
+    base = tmp_path / str(n)
+    base.mkdir()
+    source = base / "input.txt"
+    source.write_text("".join(f"line {i:06d} with a few words to make it longer\n"
+                              for i in range(n)))  # fmt: skip
+    module = base / "failing.py"
+    module.write_text(FAILING)
+    out = base / "out.jsonl"
+    args = ["run", "--input", str(source), "--output", str(out), "--checkpoint",
+            str(base / "ck"), "--processor", f"{module}:fn", "--retries", "0", "-q"]  # fmt: skip
+    assert summary_of(run_cli(*args, env={"FAIL": "1"}, check=0))["failed"] == n
+    argv = [sys.executable, "-c", PEAK_RSS % CLI_TIMEOUT, *cli_command(*args, "--retry-failed")]
+    measured = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT,
+                              check=True)  # fmt: skip
+    assert not out.with_name("out.failed.jsonl").exists(), "the retry left failed items"
+    assert out.read_bytes().count(b"\n") == n
+    return int(measured.stdout)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
+def test_peak_rss_does_not_grow_with_the_failed_items(tmp_path: Path) -> None:
+    small, large = _retry_peak_kib(tmp_path, 5_000), _retry_peak_kib(tmp_path, 50_000)
+    # Measured: 32 MiB and 38 MiB; the in-memory retry took 83 MiB and 530 MiB.
+    assert large - small < 20 * 1024, f"peak RSS {small} KiB for 5,000, {large} KiB for 50,000"
