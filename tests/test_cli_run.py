@@ -275,7 +275,8 @@ def test_checkpoints_commit_batch_size_items(
     source = make_input(1000)
     module = _write_module(tmp_path / "counting.py", COUNTING_PROCESSOR)
     output = tmp_path / "result.json"
-    args = ["run", "--input", source, "--output", output, "--checkpoint", tmp_path / "ck",
+    args: list[str | os.PathLike[str]] = [
+            "run", "--input", source, "--output", output, "--checkpoint", tmp_path / "ck",
             "--processor", f"{module}:work", "--workers", "1", "--concurrency", "4",
             "--batch-size", "50"]  # fmt: skip
     crash_log, resume_log = tmp_path / "crash.log", tmp_path / "resume.log"

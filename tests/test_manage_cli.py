@@ -333,7 +333,8 @@ def test_a_file_processor_is_recorded_by_its_absolute_path(tmp_path: Path) -> No
     elsewhere.mkdir()
     write_lines(home / "input.txt", numbered_lines(ITEMS))
     (home / "proc.py").write_text("def work(item):\n    return {'seen': item}\n")
-    args = ["run", "--input", tmp_path / "home" / "input.txt", "--output", tmp_path / "o.json",
+    args: list[str | os.PathLike[str]] = [
+            "run", "--input", tmp_path / "home" / "input.txt", "--output", tmp_path / "o.json",
             "--checkpoint", tmp_path / "ck", "--batch-size", "5", "--concurrency", "1"]  # fmt: skip
     run_cli(*args, "--processor", "proc.py:work", "--simulate-crash", "5", check=3, cwd=home)
     (run,) = _json(run_cli("list", "--checkpoint", tmp_path / "ck", "--json", check=0))
