@@ -21,7 +21,7 @@ from typing import BinaryIO
 from .._errors import InputError
 from ..storage.records import InputIdentity, LineIndex, UnitPlan
 
-CHUNK = 1 << 20
+CHUNK = 1 << 18  # 256 KiB: larger reads were no faster and raised peak memory
 SAMPLE = 4096
 SAMPLES = 16
 INDEX_POINTS = 16384  # at most this many index entries (about 250 KB on disk)

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from .._errors import CorruptCheckpointError
 
-READ_CHUNK = 1 << 20  # most bytes read_segment yields at once
+READ_CHUNK = 1 << 18  # most bytes read_segment yields at once (256 KiB)
 TEMP_SUFFIX = ".tmp"  # temporary files end so (and start with '.'); never a name
 
 
@@ -81,7 +81,7 @@ class Storage(Protocol):
         ...
 
     def read_segment(self, name: str, start: int, length: int) -> Iterator[bytes]:
-        """Yield exactly bytes ``[start, start + length)`` in chunks of at most 1 MiB.
+        """Yield exactly bytes ``[start, start + length)`` in chunks of at most ``READ_CHUNK``.
 
         Raises :class:`ShortSegmentError` at the call, before any byte is yielded, if
         fewer bytes are stored (a missing segment holds none).
