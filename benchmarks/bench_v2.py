@@ -16,7 +16,7 @@ the same bytes. Scenarios (``--only``):
   ``python -m asyncproc run ... --processor identity`` process on 200,000 items against
   the whole ``python benchmarks/bare_asyncio.py --processor noop`` process, both at
   concurrency 64: interpreter start-up and imports included. Also each side's import
-  time alone (``python -c 'import asyncproc._cli'`` against ``python -c 'import
+  time alone (``python -c 'import asyncproc.cli.main'`` against ``python -c 'import
   asyncio, orjson'``, next to ``python -c pass``). Target: >= 0.85x bare.
 * ``sync``: a plain ``def`` processor blocking 10 ms (``_sync_work.py:work``) on 20,000
   items at ``--concurrency 256`` against ``ThreadPoolExecutor(256).map`` of the same
@@ -503,7 +503,7 @@ def bench_noop(cfg: Config, tmp: Path) -> dict[str, Any]:
 
 IMPORTS = {
     "python -c pass": "pass",
-    "import asyncproc._cli": "import asyncproc._cli",
+    "import asyncproc.cli.main": "import asyncproc.cli.main",
     "import asyncio, orjson": "import asyncio, orjson",
 }
 

@@ -18,7 +18,7 @@ import orjson
 from .._errors import ConfigError
 from .._options import format_for
 from ..bench.durability import Durability, durability_cost, items_for
-from ..bench.measure import Budget, Call, LevelResult, find_knee, parse_levels, sweep
+from ..bench.measure import Budget, LevelResult, find_knee, parse_levels, sweep
 from ..bench.sample import Sample, load_sample, synthetic
 from ..engine.loops import LoopChoice, backend_options, running_loop
 from ..engine.pipeline import Pipeline
@@ -65,13 +65,12 @@ def _budget(items: int | None, duration: float | None) -> Budget:
     return Budget(items, duration)
 
 
-def _call(req: BenchRequest) -> Call:
-    """The pipeline's call: a sync processor gets as many threads as the highest level."""
-    pipeline = Pipeline(
+def _pipeline(req: BenchRequest) -> Pipeline:
+    """A sync processor gets as many threads as the highest level."""
+    return Pipeline(
         req.processor, format=req.sample.format, output_kind="jsonl", retries=0,
         timeout=None, threads=max(req.levels),
     )  # fmt: skip
-    return pipeline.call
 
 
 def _report_level(quiet: bool) -> Callable[[LevelResult], None]:
@@ -86,8 +85,9 @@ def _report_level(quiet: bool) -> Callable[[LevelResult], None]:
 
 
 async def _measure(req: BenchRequest) -> BenchResult:
-    call = _call(req)
-    levels = await sweep(call, req.sample.items, req.levels, req.budget, _report_level(req.quiet))
+    with _pipeline(req) as pipeline:
+        report = _report_level(req.quiet)
+        levels = await sweep(pipeline.call, req.sample.items, req.levels, req.budget, report)
     knee = find_knee(levels)
     cost = await _durability(req, levels, knee) if req.durability else None
     return BenchResult(levels, knee, cost, running_loop())

@@ -102,8 +102,10 @@ class InProcess:
     processes = 1
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
-        pipeline = pipeline_for(setup, setup.threads)
-        pool = LanePool(setup.concurrency, pipeline, setup.fingerprint)
+        with pipeline_for(setup, setup.threads) as pipeline:
+            await self._run(work, setup, LanePool(setup.concurrency, pipeline, setup.fingerprint))
+
+    async def _run(self, work: WorkSource, setup: RunSetup, pool: LanePool) -> None:
         if not setup.stopper.attach(pool):
             return
         try:

@@ -16,6 +16,7 @@ from typing import Any
 from .encode import Encoder, decoder_for
 from .processors import Processor
 from .retry import ITEM_ERRORS, Call, caller, retry
+from .threads import ThreadPool
 
 # Where an item failed: its line, the processor, or encoding the result.
 DECODE, CALL, ENCODE = range(3)
@@ -33,7 +34,7 @@ class Outcome:
 class Pipeline:
     """Everything that happens to one item, configured once per run."""
 
-    __slots__ = ("_encoder", "call", "decode", "encode", "error", "processor", "retries")
+    __slots__ = ("_encoder", "_pool", "call", "decode", "encode", "error", "processor", "retries")
 
     def __init__(
         self, processor: Processor, *, format: str, output_kind: str, retries: int,
@@ -42,10 +43,23 @@ class Pipeline:
         self.processor = processor
         self.retries = retries
         self.decode: Callable[[bytes], Any] = decoder_for(format)
-        self.call: Call = caller(processor, timeout, threads)
+        # A sync processor's calls run in threads of the pipeline's own (close it after).
+        self._pool = None if processor.is_async else ThreadPool(threads)
+        self.call: Call = caller(processor, timeout, self._pool)
         self._encoder = Encoder(output_kind)
         self.encode = self._encoder.record
         self.error: str | None = None  # the last item error, for progress and limits
+
+    def close(self) -> None:
+        """Let the worker threads of a sync processor end."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     async def attempt(self, item: Any) -> tuple[Any, BaseException | None, int]:
         """Call the processor with retries: (value, None, attempts) or (None, error, attempts)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,6 +11,7 @@ import anyio
 
 from .._errors import ItemTimeoutError
 from .processors import Processor
+from .threads import ThreadPool
 
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 10.0
@@ -28,17 +30,13 @@ def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) 
     return random.uniform(delay / 2, delay)
 
 
-def caller(processor: Processor, timeout: float | None, threads: int) -> Call:
-    """One attempt at one item: on the loop, or in one of ``threads`` worker threads.
-
-    Sync processors get a thread limiter of their own, sized to the run's concurrency
-    (anyio's default limiter would cap them at 40 threads).
-    """
+def caller(processor: Processor, timeout: float | None, pool: ThreadPool | None) -> Call:
+    """One attempt at one item: on the loop, or (a sync processor) in the pool's threads."""
     plain: Call
-    if processor.is_async:
+    if processor.is_async or pool is None:
         plain = processor.fn
     else:
-        plain = _in_threads(processor.fn, anyio.CapacityLimiter(threads))
+        plain = functools.partial(pool.call, processor.fn)
     if timeout is None:
         return plain
 
@@ -48,13 +46,6 @@ def caller(processor: Processor, timeout: float | None, threads: int) -> Call:
         raise ItemTimeoutError(f"attempt took longer than --timeout {timeout:g}s")
 
     return bounded
-
-
-def _in_threads(fn: Callable[[Any], Any], limiter: anyio.CapacityLimiter) -> Call:
-    async def threaded(item: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, item, limiter=limiter)
-
-    return threaded
 
 
 async def retry(

@@ -87,11 +87,11 @@ async def _retry(
         LetterReader, failed, begin.offset, plan.failed.size,
         Path(manifest.input.path), manifest.input.size,
     )  # fmt: skip
+    pipeline = _pipeline(manifest, processor, options)
     retry = RetryRun(
-        reader, begin, plan.failed.size, retry_store(run, options.durable),
-        _pipeline(manifest, processor, options), lanes=options.concurrency,
-        batch_size=options.batch_size, commit_interval=options.commit_interval,
-        fingerprint=manifest.input.fingerprint,
+        reader, begin, plan.failed.size, retry_store(run, options.durable), pipeline,
+        lanes=options.concurrency, batch_size=options.batch_size,
+        commit_interval=options.commit_interval, fingerprint=manifest.input.fingerprint,
     )  # fmt: skip
     try:
         final = await retry.run()
@@ -100,6 +100,7 @@ async def _retry(
         raise cause from (None if cause is group else group)
     finally:
         reader.close()
+        pipeline.close()
     return final, retry.committed
 
 

@@ -97,14 +97,15 @@ class LoaderContext(Generic[T]):
         tally = _Tally()
         send, receive = anyio.create_memory_object_stream[tuple[Key, T]](0)
         feed_error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            for _ in range(concurrency):
-                tg.start_soon(self._consume, receive.clone(), pipeline, tally)
-            receive.close()
-            try:
-                await self._feed(items, send, tally)
-            except Exception as exc:  # the iterator or the key function: items in flight finish
-                feed_error = exc
+        with pipeline:
+            async with anyio.create_task_group() as tg:
+                for _ in range(concurrency):
+                    tg.start_soon(self._consume, receive.clone(), pipeline, tally)
+                receive.close()
+                try:
+                    await self._feed(items, send, tally)
+                except Exception as exc:  # the iterator or the key function: in-flight items finish
+                    feed_error = exc
         await self.checkpoint.save_progress()
         if feed_error is not None:
             raise feed_error
