@@ -89,6 +89,13 @@ class Coordinator:
         options = replace(req.options.resolved(req.input, req.output), processor=processor.spec)
         wanted = Wanted(req.input, req.output, options, req.new_run, req.resume, req.retry_failed)
         checkpoint_dir = self._checkpoint_dir()
+        async with self._executor.started():
+            return await self._run(checkpoint_dir, wanted, processor, options)
+
+    async def _run(
+        self, checkpoint_dir: Path, wanted: Wanted, processor: Processor, options: Options
+    ) -> Summary:
+        req = self.request
         with ExitStack() as stack:
             chosen = await anyio.to_thread.run_sync(self._choose, checkpoint_dir, wanted, stack)
             if chosen.manifest.status is RunStatus.COMPLETED:

@@ -10,6 +10,7 @@ cluster. Progress, limits, signals and the merge stay with the coordinator.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -80,6 +81,10 @@ class Executor(Protocol):
         """Worker processes it runs units in (1: this one)."""
         ...
 
+    def started(self) -> AbstractAsyncContextManager[None]:
+        """Around the whole invocation: start what takes long to start (processes)."""
+        ...
+
     async def run(self, work: WorkSource, setup: RunSetup) -> None: ...
 
 
@@ -100,6 +105,9 @@ class InProcess:
     """``workers`` unit slots and ``concurrency`` lanes, all on this event loop."""
 
     processes = 1
+
+    def started(self) -> AbstractAsyncContextManager[None]:
+        return nullcontext()
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
         with pipeline_for(setup, setup.threads) as pipeline:

@@ -25,7 +25,7 @@ CHUNK = 1 << 18  # 256 KiB: larger reads were no faster and raised peak memory
 SAMPLE = 4096
 SAMPLES = 16
 INDEX_POINTS = 16384  # at most this many index entries (about 250 KB on disk)
-MIN_INDEX_GAP = 4096  # and no closer than this many bytes apart
+MIN_INDEX_GAP = 1024  # and no closer than this many bytes apart
 # A blank line holds only what bytes.strip() removes.
 _BLANK_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*\n", re.MULTILINE)
 

@@ -16,7 +16,8 @@ import itertools
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -61,18 +62,46 @@ class Processes:
 
     def __init__(self, processes: int) -> None:
         self.processes = processes
+        self._spawned: list[Process] = []
+
+    @asynccontextmanager
+    async def started(self) -> AsyncIterator[None]:
+        """Start the children now: they import while the parent plans, then wait for work.
+
+        A child whose run never comes (the run was already done, or failed first) sees
+        its stdin closed on the way out and exits.
+        """
+        async with AsyncExitStack() as stack:
+            for _ in range(self.processes):
+                process = await stack.enter_async_context(await _spawn())
+                self._spawned.append(process)
+            try:
+                yield
+            finally:
+                self._spawned.clear()
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
         p = self.processes
         slots, lanes = shares(setup.workers, p), shares(setup.concurrency, p)
         threads = shares(setup.threads, p)
+        spawned = list(self._spawned)
         try:
             async with anyio.create_task_group() as tg:
                 for k in range(p):
                     data = setup_message(setup, slots[k], lanes[k], threads[k])
-                    tg.start_soon(_Child(data, work, setup).run)
+                    child = _Child(data, work, setup)
+                    tg.start_soon(child.run, spawned[k] if k < len(spawned) else None)
         except ExceptionGroup as group:
             raise unwrap_group(group) from None
+
+
+async def _spawn() -> Process:
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}
+    command = [sys.executable, "-I", "-m", "asyncproc.processes.child"]
+    return await anyio.open_process(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env,
+        start_new_session=True,  # Ctrl-C is for the parent; children die with it
+    )  # fmt: skip
 
 
 class _RemoteUnit:
@@ -97,15 +126,13 @@ class _Child:
         self._stdin: ByteSendStream | None = None
         self._done = False
 
-    async def run(self) -> None:
-        env = {**os.environ, PARENT_ENV: str(os.getpid())}
-        command = [sys.executable, "-I", "-m", "asyncproc.processes.child"]
-        async with await anyio.open_process(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env,
-            start_new_session=True,  # Ctrl-C is for the parent; children die with it
-        ) as process:  # fmt: skip
-            await self._talk(process)
-            code = await process.wait()
+    async def run(self, spawned: Process | None) -> None:
+        """Run the child: one started earlier (:meth:`Processes.started`), or a new one."""
+        async with AsyncExitStack() as stack:
+            if spawned is None:
+                spawned = await stack.enter_async_context(await _spawn())
+            await self._talk(spawned)
+            code = await spawned.wait()
         if not self._done or code != 0:
             _child_failed(sorted(self._units), code)
 
