@@ -14,7 +14,6 @@ commit, so memory is bounded by the window, not by the number of failed items.
 from __future__ import annotations
 
 import secrets
-import time
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
@@ -241,16 +240,7 @@ class RetryRun:
 
     def _checkpoint_after(self, previous: UnitCheckpoint, cut: Cut, offset: int) -> UnitCheckpoint:
         point = cut.point
-        old_out = tuple(s for s in previous.segments if s.name != self._out_name)
-        old_dead = tuple(s for s in previous.dead_segments if s.name != self._dead_name)
-        return replace(
-            previous,
-            generation=previous.generation + 1,
-            offset=offset,
-            next_index=self._first + point.next,
-            processed=previous.processed + cut.ok,
-            failed=previous.failed + cut.failed,
-            segments=(*old_out, SegmentRef(self._out_name, point.out_len)),
-            dead_segments=(*old_dead, SegmentRef(self._dead_name, point.dead_len)),
-            updated_at=time.time(),
-        )
+        return previous.advanced(
+            SegmentRef(self._out_name, point.out_len), SegmentRef(self._dead_name, point.dead_len),
+            cut.ok, cut.failed, offset=offset, next_index=self._first + point.next,
+        )  # fmt: skip

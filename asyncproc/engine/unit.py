@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import secrets
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -238,16 +237,7 @@ class UnitRun:
 
     def _checkpoint_after(self, previous: UnitCheckpoint, cut: Cut, offset: int) -> UnitCheckpoint:
         point = cut.point
-        old_out = tuple(s for s in previous.segments if s.name != self._out_name)
-        old_dead = tuple(s for s in previous.dead_segments if s.name != self._dead_name)
-        return replace(
-            previous,
-            generation=previous.generation + 1,
-            offset=offset,
-            next_index=self.first_index + point.next,
-            processed=previous.processed + cut.ok,
-            failed=previous.failed + cut.failed,
-            segments=(*old_out, SegmentRef(self._out_name, point.out_len)),
-            dead_segments=(*old_dead, SegmentRef(self._dead_name, point.dead_len)),
-            updated_at=time.time(),
-        )
+        return previous.advanced(
+            SegmentRef(self._out_name, point.out_len), SegmentRef(self._dead_name, point.dead_len),
+            cut.ok, cut.failed, offset=offset, next_index=self.first_index + point.next,
+        )  # fmt: skip

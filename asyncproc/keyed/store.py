@@ -125,20 +125,11 @@ class KeyShard:
     def _advance(self, previous: UnitCheckpoint, keys: int, fails: int) -> UnitCheckpoint:
         assert self._names is not None
         key_name, fail_name = self._names
-        return replace(
-            previous,
-            generation=previous.generation + 1,
-            processed=previous.processed + keys,
-            failed=previous.failed + fails,
-            segments=(
-                *(s for s in previous.segments if s.name != key_name),
-                SegmentRef(key_name, self._lengths[0]),
-            ),
-            dead_segments=(
-                *(s for s in previous.dead_segments if s.name != fail_name),
-                SegmentRef(fail_name, self._lengths[1]),
-            ),
-            updated_at=time.time(),
+        return previous.advanced(
+            SegmentRef(key_name, self._lengths[0]),
+            SegmentRef(fail_name, self._lengths[1]),
+            keys,
+            fails,
         )
 
     # -- committing (blocking, one thread at a time per shard) ---------------------------

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Self, TypeVar
 
@@ -204,6 +205,24 @@ class UnitCheckpoint:
     dead_segments: tuple[SegmentRef, ...]
     updated_at: float
     schema: int = field(default=SCHEMA_VERSION)
+
+    def advanced(
+        self, out: SegmentRef, dead: SegmentRef, ok: int, failed: int,
+        offset: int | None = None, next_index: int | None = None,
+    ) -> Self:  # fmt: skip
+        """The next generation: this attempt's two segments at their new committed lengths,
+        ``ok`` and ``failed`` more items, and the input position reached, if it moved."""
+        return replace(
+            self,
+            generation=self.generation + 1,
+            offset=self.offset if offset is None else offset,
+            next_index=self.next_index if next_index is None else next_index,
+            processed=self.processed + ok,
+            failed=self.failed + failed,
+            segments=(*(s for s in self.segments if s.name != out.name), out),
+            dead_segments=(*(s for s in self.dead_segments if s.name != dead.name), dead),
+            updated_at=time.time(),
+        )
 
     def to_bytes(self) -> bytes:
         return seal(asdict(self))
