@@ -116,7 +116,7 @@ def _by_index(lines: Iterable[bytes], what: str) -> Iterator[tuple[int, bytes]]:
     """Each record with its index, refusing a stream that is not in input order."""
     previous = -1
     for line in lines:
-        index = orjson.loads(line)["index"]
+        index = _index_of(line, what)
         if index < previous:
             raise CheckpointError(
                 f"the {what} records are not in input order (index {index} after "
@@ -124,3 +124,19 @@ def _by_index(lines: Iterable[bytes], what: str) -> Iterator[tuple[int, bytes]]:
             )
         previous = index
         yield index, line
+
+
+def _index_of(line: bytes, what: str) -> int:
+    """A record's ``index``: the engine's, which every record has (a result's own is nested)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = None
+    index = record.get("index") if isinstance(record, dict) else None
+    if type(index) is not int:
+        raise CheckpointError(
+            f"a line of the {what} records is not a record with an integer index "
+            f"({line[:60]!r}); cannot splice the retried items in: restore the output, "
+            "or start over with --new-run"
+        )
+    return index
