@@ -26,10 +26,9 @@ import anyio
 
 from .._errors import unwrap_group
 from .._options import Options
-from ..runs.rundir import RunDir
+from ..runs.rundir import RunDir, failed_items_path
 from ..storage.records import Manifest, UnitCheckpoint
 from .choose import require_unchanged
-from .merge import failed_items_path
 from .pipeline import Pipeline
 from .processors import Processor
 from .retry_publish import publish_retry, summary_after

@@ -28,10 +28,10 @@ from pathlib import Path
 import orjson
 
 from .._errors import CheckpointError
-from ..runs.rundir import RunDir
+from ..runs.rundir import RunDir, failed_items_path
 from ..storage.faults import crashpoint
 from ..storage.records import Manifest, RunStatus, UnitCheckpoint
-from .merge import committed_chunks, failed_items_path, publish, whole_lines
+from .merge import committed_chunks, publish, whole_lines
 from .retry_state import clear, retry_storage
 from .summary import Summary
 
@@ -44,14 +44,14 @@ def publish_retry(
     """Publish a committed retry, record ``updated`` and forget the retry's state."""
     output = Path(manifest.output)
     failed = failed_items_path(output)
-    storage, tag = retry_storage(run), f"{run.run_id}.retry"
+    storage = retry_storage(run)
     crashpoint("retry_before_publish")
     new = records(committed_chunks(storage, [final], dead=False))
     as_array = manifest.options["output_kind"] == "json"
-    publish(output, spliced(existing_records(output), new), as_array, tag)
+    publish(output, spliced(existing_records(output), new), as_array)
     crashpoint("retry_after_output")
     if final.failed:
-        publish(failed, committed_chunks(storage, [final], dead=True), False, tag)
+        publish(failed, committed_chunks(storage, [final], dead=True), False, private=True)
     else:
         failed.unlink(missing_ok=True)
     crashpoint("retry_after_failed_file")
