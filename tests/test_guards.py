@@ -171,8 +171,8 @@ def test_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_path: Path)
     out_dir.mkdir()
     output = out_dir / "result.json"
     ck = tmp_path / "ck"
-    args = ["run", "--input", source, "--output", output, "--checkpoint", ck, "--workers", "4",
-            "--batch-size", "100", "--quiet"]  # fmt: skip
+    args: list[Any] = ["run", "--input", source, "--output", output, "--checkpoint", ck,
+                       "--workers", "4", "--batch-size", "100", "--quiet"]  # fmt: skip
     clean = expected_text_stats_array(source.read_bytes())
 
     # Too small for a segment: the run stops at a commit, naming the segment.
