@@ -6,7 +6,9 @@ only the JSON summary, so scripts can parse it.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +28,27 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code instead of raising."""
-    return _guarded(lambda: cli.main(args=argv, prog_name="asyncproc", standalone_mode=False))
+    code = _guarded(lambda: cli.main(args=argv, prog_name="asyncproc", standalone_mode=False))
+    return _not_held_by_threads(code)
+
+
+def _not_held_by_threads(code: int) -> int:
+    """Exit now if a thread the processor started would keep the process alive.
+
+    Python waits for every non-daemon thread before it exits; one a processor started
+    and never ended would hold the command forever after its summary. Everything the
+    command had to do is done (and flushed): leave without waiting.
+    """
+    main_thread = threading.main_thread()
+    held = [t.name for t in threading.enumerate() if t is not main_thread and not t.daemon]
+    if not held:
+        return code
+    sys.stderr.write(
+        f"asyncproc: not waiting for thread(s) {', '.join(held)} started by the processor\n"
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _guarded(call: Callable[[], Any]) -> int:
