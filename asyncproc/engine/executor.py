@@ -9,9 +9,8 @@ cluster. Progress, limits, signals and the merge stay with the coordinator.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,7 +26,7 @@ from .processors import Processor
 from .stopping import Stopper
 from .unit import Commit, UnitRun
 from .units import Place, UnitSpec
-from .watchdog import LoopProbe, LoopWatchdog
+from .watchdog import watch_loop
 
 
 class UnitHandle(Protocol):
@@ -112,7 +111,7 @@ class InProcess:
         return nullcontext()
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
-        with pipeline_for(setup, setup.threads) as pipeline, _watchdog(setup):
+        with pipeline_for(setup, setup.threads) as pipeline, watch_loop(setup.processor.is_async):
             await self._run(work, setup, LanePool(setup.concurrency, pipeline, setup.fingerprint))
 
     async def _run(self, work: WorkSource, setup: RunSetup, pool: LanePool) -> None:
@@ -127,13 +126,6 @@ class InProcess:
                 pool.close()
         finally:
             setup.stopper.detach(pool)
-
-
-def _watchdog(setup: RunSetup) -> AbstractContextManager[object]:
-    """An ``async def`` processor runs on the loop: watch that it never blocks it."""
-    if not setup.processor.is_async:
-        return nullcontext()
-    return LoopWatchdog(LoopProbe(asyncio.get_running_loop()))
 
 
 async def _slot(work: WorkSource, setup: RunSetup, pool: LanePool) -> None:

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from types import FrameType
 
 from .context import LaneSlot
@@ -115,6 +116,14 @@ class LoopWatchdog:
             seconds, who,
             "; further blocks are not reported" if self._reports == MOST_REPORTS else "",
         )  # fmt: skip
+
+
+def watch_loop(is_async: bool) -> AbstractContextManager[object]:
+    """Watch the running loop while an ``async def`` processor runs on it (a plain
+    ``def`` runs in threads and cannot block it)."""
+    if not is_async:
+        return nullcontext()
+    return LoopWatchdog(LoopProbe(asyncio.get_running_loop()))
 
 
 def on_signal(probe: LoopProbe, signum: int, received: int) -> None:
