@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import (
     cli_command,
     describe,
@@ -103,8 +104,11 @@ def test_the_watchdog_names_the_item_that_blocked_the_loop(tmp_path: Path) -> No
     assert len(json_lines(output)) == 20
 
 
-def test_a_second_signal_ends_a_run_whose_loop_is_blocked(tmp_path: Path) -> None:
-    args, _ = _job(tmp_path, "block_loop", "--grace", "120")
+@pytest.mark.parametrize("fn", ["block_loop", "hang_def"])
+def test_a_second_signal_ends_a_run_at_once_whatever_hangs(fn: str, tmp_path: Path) -> None:
+    """A blocked loop (``block_loop``) or a hung call in a worker thread (``hang_def``):
+    the first SIGTERM is acknowledged, the second ends the process at once."""
+    args, _ = _job(tmp_path, fn, "--grace", "120")
     marker, err_path = tmp_path / "started", tmp_path / "stderr.txt"
     env = {**os.environ, "ASYNCPROC_TEST_STARTED": str(marker)}
     with err_path.open("w", encoding="utf-8") as err:
@@ -113,10 +117,10 @@ def test_a_second_signal_ends_a_run_whose_loop_is_blocked(tmp_path: Path) -> Non
             text=True, env=env,
         )  # fmt: skip
         try:
-            wait_until(marker.exists, "the item that blocks the loop", proc)
+            wait_until(marker.exists, "the item that hangs", proc)
             proc.send_signal(signal.SIGTERM)
-            wait_until(lambda: "send SIGTERM again" in err_path.read_text(encoding="utf-8"),
-                       "the run to say that the loop is blocked", proc)  # fmt: skip
+            wait_until(lambda: "again to stop at once" in err_path.read_text(encoding="utf-8"),
+                       "the run to acknowledge the first SIGTERM", proc)  # fmt: skip
             proc.send_signal(signal.SIGTERM)
             stdout, _ = proc.communicate(timeout=15)
         finally:
@@ -128,7 +132,9 @@ def test_a_second_signal_ends_a_run_whose_loop_is_blocked(tmp_path: Path) -> Non
     assert_no_traceback(done)
     assert proc.returncode == 128 + signal.SIGTERM, describe(done)
     (line,) = error_lines(stderr)
-    assert "item 3" in line and "run the same command again" in line, describe(done)
+    assert "run the same command again" in line, describe(done)
+    if fn == "block_loop":
+        assert "item 3 (in block_loop" in stderr and "item 3" in line, describe(done)
 
 
 def test_a_thread_left_running_does_not_hold_the_process(tmp_path: Path) -> None:
