@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ from .group import cli
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+THREADS_MAY_FINISH = 1.0  # seconds non-daemon threads get to end before the exit
 
 
 def _fail(message: str, code: int) -> int:
@@ -40,7 +42,11 @@ def _not_held_by_threads(code: int) -> int:
     command had to do is done (and flushed): leave without waiting.
     """
     main_thread = threading.main_thread()
-    held = [t.name for t in threading.enumerate() if t is not main_thread and not t.daemon]
+    others = [t for t in threading.enumerate() if t is not main_thread and not t.daemon]
+    deadline = time.monotonic() + THREADS_MAY_FINISH
+    for thread in others:  # threads on their way out (the loop's own) end on their own
+        thread.join(max(0.0, deadline - time.monotonic()))
+    held = [t.name for t in others if t.is_alive()]
     if not held:
         return code
     sys.stderr.write(
