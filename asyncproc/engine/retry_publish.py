@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from operator import itemgetter
@@ -81,8 +83,19 @@ def summary_after(
 
 
 def existing_records(output: Path) -> Iterator[bytes]:
-    """The output's records as JSON lines, whichever layout it has, streamed."""
-    with output.open("rb") as fh:
+    """The output's records as JSON lines, whichever layout it has, streamed.
+
+    The output is the one asyncproc published (a regular file): a symlink planted in its
+    place is not read through.
+    """
+    fd = os.open(output, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(
+            f"output {output} is not a regular file any more; cannot splice the retried "
+            "items into it: restore it, or start over with --new-run"
+        )
+    with os.fdopen(fd, "rb") as fh:
         for line in fh:
             body = line.strip()
             if body in (b"[", b"]", b"[]", b""):
