@@ -54,15 +54,19 @@ class LoopProbe:
         answered.wait(within)
         return answered
 
-    def blocker(self) -> str:
-        """Which item the loop thread is running, and where, as words for a log line."""
+    def blocker(self) -> str | None:
+        """The item the loop thread is running, and where, as words for a log line.
+
+        None when no item is: the loop is busy with something else (or starved of CPU).
+        """
         frame = sys._current_frames().get(self.thread)
         if frame is None:
-            return "an unknown item"
-        where = f"{frame.f_code.co_name} at {frame.f_code.co_filename}:{frame.f_lineno}"
+            return None
         slot = next((s for s in map(_slot_of, _frames(frame)) if s is not None), None)
-        item = f"item {slot.index}" if slot is not None and slot.index >= 0 else "code"
-        return f"{item} (in {where})"
+        if slot is None or slot.index < 0:
+            return None
+        where = f"{frame.f_code.co_name} at {frame.f_code.co_filename}:{frame.f_lineno}"
+        return f"item {slot.index} (in {where})"
 
 
 def _frames(frame: FrameType | None) -> Iterator[FrameType]:
@@ -105,7 +109,8 @@ class LoopWatchdog:
                 pass
             if self._stopped.is_set():
                 return
-            self._report(who, time.monotonic() - asked)
+            if who is not None:  # a processor's doing, not a busy machine
+                self._report(who, time.monotonic() - asked)
 
     def _report(self, who: str, seconds: float) -> None:
         self._reports += 1
@@ -139,7 +144,7 @@ def on_signal(probe: LoopProbe, signum: int, received: int) -> None:
     def serve() -> None:
         if probe.answers(ANSWER_WITHIN).is_set():
             return  # the loop is alive and stops the run itself
-        name, who = _signal_name(signum), probe.blocker()
+        name, who = _signal_name(signum), probe.blocker() or "something"
         if received == 1:
             sys.stderr.write(
                 f"asyncproc: {name}: {who} is blocking the event loop, so the run cannot "
