@@ -27,6 +27,7 @@ from ._errors import (
     RunLockedError,
     RunNotFoundError,
     SimulatedCrash,
+    UntrustedDirectoryError,
     WorkerProcessError,
 )
 
@@ -110,6 +111,7 @@ __all__ = [
     "SimulatedCrash",
     "Summary",
     "UnitView",
+    "UntrustedDirectoryError",
     "WorkerProcessError",
     "__version__",
     "checkpointed",

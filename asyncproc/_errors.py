@@ -8,7 +8,8 @@
     ├── InputError                  the input is missing, a directory or unreadable
     ├── OutputError                 the output cannot be written
     ├── CheckpointError             run state on disk cannot be used
-    │   └── CorruptCheckpointError  a record failed to parse or verify
+    │   ├── CorruptCheckpointError  a record failed to parse or verify
+    │   └── UntrustedDirectoryError another user could write the checkpoint directory
     ├── RunError                    the run cannot go on as asked
     │   ├── RunLockedError          another process holds the run
     │   ├── RunNotFoundError        no run with that id
@@ -61,6 +62,12 @@ class CheckpointError(AsyncprocError):
 
 class CorruptCheckpointError(CheckpointError):
     """A record on disk failed to parse, to type-check or to verify its checksum."""
+
+
+class UntrustedDirectoryError(CheckpointError):
+    """A checkpoint or run directory belongs to another user or others may write it."""
+
+    exit_code = 2
 
 
 class RunError(AsyncprocError):

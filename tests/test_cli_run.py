@@ -106,14 +106,26 @@ def test_success_clears_checkpoint_state(sample_copy: Path, tmp_path: Path) -> N
     assert leftovers == [], "checkpoint_cleared is true but shard state is still on disk"
 
 
-def test_rerun_after_success_starts_a_new_run(sample_copy: Path, tmp_path: Path) -> None:
+def test_rerun_after_success_reports_the_finished_run(sample_copy: Path, tmp_path: Path) -> None:
+    """The same command after a success (or a kill just after it) redoes nothing."""
     args = run_args(sample_copy, tmp_path / "x.json", tmp_path / "ck")
+    expected = expected_text_stats_array(sample_copy.read_bytes())
     first = run_ok(*args)
-    second = run_ok(*args)
-    assert second["resumed"] is False
-    assert second["processed"] == 10
-    assert second["run_id"] != first["run_id"]
-    assert (tmp_path / "x.json").read_bytes() == expected_text_stats_array(sample_copy.read_bytes())
+    before = (tmp_path / "x.json").stat()
+    again = run_cli(*args, check=0)
+    second = summary_of(again)
+    assert second["run_id"] == first["run_id"] and second["resumed"] is True, second
+    assert second["processed"] == 10 and second["status"] == "completed", second
+    assert "already completed" in again.stderr, describe(again)
+    assert (tmp_path / "x.json").stat().st_mtime_ns == before.st_mtime_ns, "output rewritten"
+    # --new-run processes it again; so does a run whose output is gone.
+    third = run_ok(*args, "--new-run")
+    assert third["run_id"] != first["run_id"] and third["resumed"] is False, third
+    (tmp_path / "x.json").unlink()
+    fourth = run_ok(*args)
+    assert fourth["run_id"] not in (first["run_id"], third["run_id"]), fourth
+    assert fourth["resumed"] is False, fourth
+    assert (tmp_path / "x.json").read_bytes() == expected
 
 
 def test_run_id_gets_numbered_suffix_when_taken(sample_copy: Path, tmp_path: Path) -> None:
@@ -242,7 +254,8 @@ def test_simulated_crash_then_resume(make_input: Callable[..., Path], tmp_path: 
     assert re.search(r"resum|same command|again", crashed.stderr, re.IGNORECASE), describe(
         crashed, "the crash message should say how to resume"
     )
-    assert sorted(p.name for p in out_dir.iterdir()) == [], "a crash must leave no output"
+    left = sorted(p.name for p in out_dir.iterdir())
+    assert left in ([], [".result.json.asyncproc.lock"]), "a crash must leave no output"
     assert run_dirs(ck), f"no run directory under {ck} after the crash"
 
     resumed = run_ok(*args)

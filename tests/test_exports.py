@@ -38,6 +38,7 @@ EXPECTED = {
     "RunStatus",
     "RunView",
     "UnitView",
+    "UntrustedDirectoryError",
     "SimulatedCrash",
     "Summary",
     "WorkerProcessError",

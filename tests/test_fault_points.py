@@ -61,6 +61,7 @@ COVERED_POINTS = (
     "after_output",
     "before_clear",
     "after_clear",
+    "after_completed",
 )
 
 # The points a clean run with no failed items passes only once (one line index, one
@@ -68,7 +69,7 @@ COVERED_POINTS = (
 # some unit, or (split points, on the skewed job) by its second split.
 PASSED_ONCE = frozenset({
     "write_index", "before_rename_index", "after_rename_index",
-    "before_rename_output", "after_output", "before_clear", "after_clear",
+    "before_rename_output", "after_output", "before_clear", "after_clear", "after_completed",
 })  # fmt: skip
 
 INJECTED_ERRORS = (

@@ -243,7 +243,8 @@ def test_delete_asks_then_deletes(own_runs: dict[str, Any]) -> None:
 
 def test_cleanup_keeps_newest_finished_and_never_unfinished(source: Path, tmp_path: Path) -> None:
     ck = tmp_path / "ck"
-    completed = [run_ok(*_base(source, tmp_path / "o.json", ck))["run_id"] for _ in range(3)]
+    completed = [run_ok(*_base(source, tmp_path / "o.json", ck, "--new-run"))["run_id"]
+                 for _ in range(3)]  # fmt: skip
     _crash(source, tmp_path / "crashed.json", ck)
     dry = run_cli("cleanup", "--keep", "1", "--checkpoint", ck, "--dry-run", check=0)
     assert "would remove 2" in dry.stdout and len(os.listdir(ck)) == 5  # 4 runs + .lock

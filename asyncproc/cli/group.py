@@ -24,6 +24,7 @@ COMMANDS = {
     "status": "runs",
     "delete": "runs",
     "cleanup": "runs",
+    "verify": "verify",
 }
 
 

@@ -6,7 +6,10 @@ only the JSON summary, so scripts can parse it.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +20,7 @@ from .group import cli
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+THREADS_MAY_FINISH = 1.0  # seconds non-daemon threads get to end before the exit
 
 
 def _fail(message: str, code: int) -> int:
@@ -26,7 +30,31 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code instead of raising."""
-    return _guarded(lambda: cli.main(args=argv, prog_name="asyncproc", standalone_mode=False))
+    code = _guarded(lambda: cli.main(args=argv, prog_name="asyncproc", standalone_mode=False))
+    return _not_held_by_threads(code)
+
+
+def _not_held_by_threads(code: int) -> int:
+    """Exit now if a thread the processor started would keep the process alive.
+
+    Python waits for every non-daemon thread before it exits; one a processor started
+    and never ended would hold the command forever after its summary. Everything the
+    command had to do is done (and flushed): leave without waiting.
+    """
+    main_thread = threading.main_thread()
+    others = [t for t in threading.enumerate() if t is not main_thread and not t.daemon]
+    deadline = time.monotonic() + THREADS_MAY_FINISH
+    for thread in others:  # threads on their way out (the loop's own) end on their own
+        thread.join(max(0.0, deadline - time.monotonic()))
+    held = [t.name for t in others if t.is_alive()]
+    if not held:
+        return code
+    sys.stderr.write(
+        f"asyncproc: not waiting for thread(s) {', '.join(held)} started by the processor\n"
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _guarded(call: Callable[[], Any]) -> int:

@@ -7,14 +7,17 @@ directory's lock, and takes the run's own lock before letting go of it.
 from __future__ import annotations
 
 import logging
-import tempfile
+import os
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import ConfigError, IncompatibleRunError, InputChangedError, OutputError, RunError
 from .._options import Options, auto_workers
-from ..runs.rundir import RunDir, find_resumable, new_run_dir
+from ..runs.locks import output_lock
+from ..runs.rundir import RunDir, failed_items_path, find_resumable, new_run_dir, run_path
 from ..storage.records import InputIdentity, Manifest, RunStatus
 from .planning import change_in, plan
 
@@ -43,27 +46,51 @@ class Wanted:
 
 
 def check_output(output: Path, input_path: Path) -> None:
-    """Refuse an output that cannot be written, before any work."""
-    if output.resolve() == input_path.resolve():
+    """Refuse an output that cannot be written, or whose writing would destroy the input.
+
+    The run writes the output and ``<stem>.failed.jsonl`` beside it (and removes the
+    latter when nothing failed): neither may be the input, by any name.
+    """
+    if _same_file(output, input_path):
         raise ConfigError(f"output {output} is the input; choose another --output")
+    failed = failed_items_path(output)
+    if _same_file(failed, input_path):
+        raise ConfigError(
+            f"input {input_path} is where this run would write its failed items ({failed}): "
+            "it would be overwritten or removed; rename the input or choose another --output"
+        )
     if output.is_dir():
         raise OutputError(f"output {output} is a directory; give a file path")
     parent = output.parent
     if not parent.is_dir():
         raise OutputError(f"output directory {parent} does not exist; create it first")
-    _probe_writable(parent)
 
 
-def _probe_writable(directory: Path) -> None:
-    """Create and remove a file there: permission bits alone miss root, ACLs, read-only mounts."""
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
     try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".asyncproc-probe-"):
-            pass
-    except OSError as exc:
-        raise OutputError(
-            f"output directory {directory} is not writable ({exc.strerror}); "
-            "check its permissions or choose another --output"
-        ) from None
+        return os.path.samefile(a, b)  # another name for the same file (a hard link)
+    except OSError:
+        return False
+
+
+@contextmanager
+def held_output(output: Path) -> Iterator[None]:
+    """Hold the output for the whole invocation (:func:`output_lock`).
+
+    Creating the lock file beside the output is also the check that its directory takes
+    new files: permission bits alone miss root, ACLs and read-only mounts.
+    """
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(output_lock(output))
+        except OSError as exc:
+            raise OutputError(
+                f"output directory {output.parent} is not writable ({exc.strerror}); "
+                "check its permissions or choose another --output"
+            ) from None
+        yield
 
 
 def require_unchanged(identity: InputIdentity, run_id: str, when: str) -> None:
@@ -86,21 +113,28 @@ def require_unchanged(identity: InputIdentity, run_id: str, when: str) -> None:
 
 
 def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
-    """The run to resume, checked against the input and the options; None for a new run."""
+    """The run to go on with, checked against the input and the options; None for a new run.
+
+    Without ``--resume`` it is the newest run of this input into this output: an
+    unfinished one is resumed; a completed one is reported as it is, unless the input or
+    the options changed or its output is gone (then a new run starts). A run killed
+    after it completed is then never redone.
+    """
     if wanted.resume:
-        run: RunDir | None = RunDir(checkpoint_dir / wanted.resume)
+        run: RunDir | None = RunDir(run_path(checkpoint_dir, wanted.resume))
     elif wanted.new_run:
         return None
     else:
-        run = find_resumable(
-            checkpoint_dir, str(wanted.input.resolve()), str(wanted.output.resolve()),
-            completed=wanted.include_completed,
-        )  # fmt: skip
+        run = find_resumable(checkpoint_dir, *_pair(wanted), completed=True)
     if run is None:
         return None
     manifest = run.read()
+    if wanted.resume:
+        _require_pair(run, manifest, wanted)
     if manifest.status is RunStatus.COMPLETED and not wanted.include_completed:
-        raise RunError(f"run {run.run_id} is already completed; run without --resume to start anew")
+        if wanted.resume:
+            raise RunError(f"run {run.run_id} is already completed; run without --resume to see it")
+        return _finished(run, manifest, wanted)
     require_unchanged(manifest.input, run.run_id, "since")
     differences = wanted.options.result_differences(manifest.options)
     if differences:
@@ -109,6 +143,50 @@ def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
             "resume with the same options, or start over with --new-run"
         )
     return Chosen(run, manifest, resumed=True)
+
+
+def _pair(wanted: Wanted) -> tuple[str, str]:
+    return str(wanted.input.resolve()), str(wanted.output.resolve())
+
+
+def _require_pair(run: RunDir, manifest: Manifest, wanted: Wanted) -> None:
+    """A run named by ``--resume`` must be of this input into this output.
+
+    Otherwise the run would read and write the paths its manifest names, not the ones
+    given: a run is confined to the pair it was planned for.
+    """
+    if (manifest.input.path, manifest.output) != _pair(wanted):
+        raise IncompatibleRunError(
+            f"run {run.run_id} processes {manifest.input.path} into {manifest.output}, not "
+            f"{wanted.input} into {wanted.output}; give its --input and --output to resume "
+            "it, or leave out --resume"
+        )
+
+
+def _finished(run: RunDir, manifest: Manifest, wanted: Wanted) -> Chosen | None:
+    """A completed run of this pair, to report as done; None if it no longer stands."""
+    why = _stale(manifest, wanted)
+    if why is not None:
+        log.info("run %s of this input completed, but %s: starting a new run", run.run_id, why)
+        return None
+    log.info(
+        "run %s already completed this input into %s; nothing to do (--new-run "
+        "processes it again)", run.run_id, manifest.output,
+    )  # fmt: skip
+    return Chosen(run, manifest, resumed=True)
+
+
+def _stale(manifest: Manifest, wanted: Wanted) -> str | None:
+    """Why a completed run's output is not what this invocation asks for, or None."""
+    change = change_in(manifest.input)
+    if change is not None:
+        return f"the input changed since ({change})"
+    differences = wanted.options.result_differences(manifest.options)
+    if differences:
+        return f"with other options ({'; '.join(differences)})"
+    if not Path(manifest.output).is_file() or not manifest.summary:
+        return "its output is gone"
+    return None
 
 
 def planned_workers(options: Options, size: int) -> int:

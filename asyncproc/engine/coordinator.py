@@ -29,11 +29,19 @@ from .._errors import (
     unwrap_group,
 )
 from .._options import DEFAULT_CHECKPOINT, Options
-from ..runs.rundir import RunDir, directory_lock
+from ..runs.rundir import RunDir, directory_lock, make_checkpoint_dir
 from ..storage.faults import CRASH_EXIT
 from ..storage.records import Manifest, RunStatus, UnitPlan
 from ..storage.unitstore import UnitStore
-from .choose import Chosen, Wanted, check_output, existing, new_run, require_unchanged
+from .choose import (
+    Chosen,
+    Wanted,
+    check_output,
+    existing,
+    held_output,
+    new_run,
+    require_unchanged,
+)
 from .executor import Executor, InProcess, RunSetup, local_store
 from .finish import finish, merge_output
 from .observer import LogProgress, RunObserver
@@ -88,9 +96,10 @@ class Coordinator:
         check_output(req.output, req.input)
         options = replace(req.options.resolved(req.input, req.output), processor=processor.spec)
         wanted = Wanted(req.input, req.output, options, req.new_run, req.resume, req.retry_failed)
-        checkpoint_dir = self._checkpoint_dir()
-        async with self._executor.started():
-            return await self._run(checkpoint_dir, wanted, processor, options)
+        with held_output(req.output):  # for the whole run: one writer per output
+            checkpoint_dir = self._checkpoint_dir()
+            async with self._executor.started():
+                return await self._run(checkpoint_dir, wanted, processor, options)
 
     async def _run(
         self, checkpoint_dir: Path, wanted: Wanted, processor: Processor, options: Options
@@ -98,8 +107,8 @@ class Coordinator:
         req = self.request
         with ExitStack() as stack:
             chosen = await anyio.to_thread.run_sync(self._choose, checkpoint_dir, wanted, stack)
-            if chosen.manifest.status is RunStatus.COMPLETED:
-                summary = Summary.from_dict(chosen.manifest.summary or {})
+            if chosen.manifest.status is RunStatus.COMPLETED:  # done before: say so
+                summary = replace(Summary.from_dict(chosen.manifest.summary or {}), resumed=True)
             else:
                 summary = await self._work(chosen, processor, options)
             if req.retry_failed:  # also clears what an interrupted retry left
@@ -109,7 +118,7 @@ class Coordinator:
     def _checkpoint_dir(self) -> Path:
         path = self.request.checkpoint_dir or self.request.output.parent / DEFAULT_CHECKPOINT
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            make_checkpoint_dir(path)
         except OSError as exc:
             raise OutputError(f"cannot create checkpoint directory {path}: {exc.strerror}") from exc
         return path

@@ -26,6 +26,7 @@ from .processors import Processor
 from .stopping import Stopper
 from .unit import Commit, UnitRun
 from .units import Place, UnitSpec
+from .watchdog import watch_loop
 
 
 class UnitHandle(Protocol):
@@ -110,7 +111,7 @@ class InProcess:
         return nullcontext()
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
-        with pipeline_for(setup, setup.threads) as pipeline:
+        with pipeline_for(setup, setup.threads) as pipeline, watch_loop(setup.processor.is_async):
             await self._run(work, setup, LanePool(setup.concurrency, pipeline, setup.fingerprint))
 
     async def _run(self, work: WorkSource, setup: RunSetup, pool: LanePool) -> None:

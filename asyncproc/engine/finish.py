@@ -30,7 +30,7 @@ def merge_output(run: RunDir, manifest: Manifest, state: RunState) -> Path | Non
         )
     ordered = [state.states[u.unit_id] for u in plan]
     as_array = manifest.options["output_kind"] == "json"
-    return merge(run.storage, run.run_id, ordered, Path(manifest.output), as_array)
+    return merge(run.storage, ordered, Path(manifest.output), as_array)
 
 
 def finish(run: RunDir, manifest: Manifest, resumed: bool) -> Summary:
@@ -39,5 +39,6 @@ def finish(run: RunDir, manifest: Manifest, resumed: bool) -> Summary:
     run.clear_state()
     crashpoint("after_clear")
     manifest = run.set_status(manifest, RunStatus.COMPLETED)
+    crashpoint("after_completed")
     summary = Summary.from_dict(manifest.summary or {})
     return replace(summary, resumed=resumed, checkpoint_cleared=True)

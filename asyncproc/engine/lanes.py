@@ -19,7 +19,7 @@ import anyio.lowlevel
 
 from .context import LaneSlot, current_slot
 from .pipeline import CALL, DECODE, ENCODE, Pipeline
-from .retry import ITEM_ERRORS
+from .retry import ITEM_ERRORS, cancelled
 from .signal import Signal
 from .unit import FEED_LOW_WATER, UnitRun
 
@@ -137,6 +137,8 @@ class LanePool:
                 stage = ENCODE
                 record, failed = encode(index, value), False
             except ITEM_ERRORS as exc:
+                if cancelled(exc):
+                    raise
                 record, failed = await pipeline.recover(stage, index, start, item, exc)
                 if failed:
                     unit.last_error = pipeline.error

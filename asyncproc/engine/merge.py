@@ -7,14 +7,21 @@ one (the new file appears by rename), and the merge can simply be run again.
 from __future__ import annotations
 
 import os
+import re
+import secrets
+import stat
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
+from ..runs.rundir import failed_items_path
 from ..storage.faults import crashpoint
-from ..storage.protocol import Storage
+from ..storage.protocol import TEMP_SUFFIX, Storage
 from ..storage.records import SegmentRef, UnitCheckpoint
 from ..storage.unitstore import UnitStore
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def committed_chunks(
@@ -64,34 +71,87 @@ def write_json_lines(chunks: Iterable[bytes], fh: BinaryIO) -> None:
         fh.write(chunk)
 
 
-def publish(path: Path, chunks: Iterable[bytes], as_array: bool, tag: str) -> None:
-    """Write ``path`` whole or not at all: temporary file, fsync, rename, fsync dir."""
-    tmp = path.with_name(f".{path.name}.{tag}.tmp")
-    with tmp.open("wb") as fh:
+def publish(path: Path, chunks: Iterable[bytes], as_array: bool, *, private: bool = False) -> None:
+    """Write ``path`` whole or not at all: temporary file, fsync, rename, fsync dir.
+
+    The temporary file has a name of its own (``.<name>.<random>.tmp``), created
+    exclusively and never through a symlink, so no other writer and nothing planted
+    there can share or redirect it. An existing file's permission bits (and, where
+    allowed, its owner) are kept; a new one gets the umask's, or owner-only for
+    ``private`` data. On any error the temporary file is removed, and the error names
+    ``path``. Leftovers of a crashed publish are removed first: the caller holds the
+    output's lock, so no live writer owns them.
+    """
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _sweep(directory, path.name)
+        tmp = f".{path.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        try:
+            _write_temp(directory, tmp, _kept(path), private, chunks, as_array)
+            crashpoint("before_rename_output")
+            os.replace(tmp, path.name, src_dir_fd=directory, dst_dir_fd=directory)
+        except BaseException as exc:
+            with suppress(OSError):
+                os.unlink(tmp, dir_fd=directory)
+            if isinstance(exc, OSError):  # named after the output, not the temporary file
+                raise OSError(exc.errno, exc.strerror, str(path)) from exc
+            raise
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _kept(path: Path) -> os.stat_result | None:
+    """The existing output's status, if it is a regular file, to keep its permissions."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _write_temp(
+    directory: int, name: str, old: os.stat_result | None, private: bool,
+    chunks: Iterable[bytes], as_array: bool,
+) -> None:  # fmt: skip
+    fd = os.open(name, _NEW_FILE, 0o600 if private else 0o666, dir_fd=directory)
+    with os.fdopen(fd, "wb") as fh:
         (write_json_array if as_array else write_json_lines)(chunks, fh)
         fh.flush()
-        os.fsync(fh.fileno())
-    crashpoint("before_rename_output")
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+        if old is not None:
+            _keep_permissions(fd, old)
+        os.fsync(fd)
 
 
-def failed_items_path(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.failed.jsonl")
+def _keep_permissions(fd: int, old: os.stat_result) -> None:
+    os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
+    mine = os.fstat(fd)
+    if (mine.st_uid, mine.st_gid) != (old.st_uid, old.st_gid):
+        with suppress(PermissionError):  # only root may give a file away
+            os.fchown(fd, old.st_uid, old.st_gid)
+
+
+def _sweep(directory: int, name: str) -> None:
+    """Remove temporary files a crashed publish of ``name`` left (unlink never follows)."""
+    leftover = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{16}}{re.escape(TEMP_SUFFIX)}")
+    for entry in os.listdir(directory):
+        if leftover.fullmatch(entry):
+            with suppress(FileNotFoundError):
+                os.unlink(entry, dir_fd=directory)
 
 
 def merge(
-    storage: Storage, tag: str, checkpoints: list[UnitCheckpoint], output: Path, as_array: bool
+    storage: Storage, checkpoints: list[UnitCheckpoint], output: Path, as_array: bool
 ) -> Path | None:
     """Write the output and the failed-items file; return the latter if there is one.
 
     ``checkpoints`` are the units' final checkpoints in order of the units' starts.
     """
-    publish(output, committed_chunks(storage, checkpoints, dead=False), as_array, tag)
+    publish(output, committed_chunks(storage, checkpoints, dead=False), as_array)
     crashpoint("after_output")
     failed = failed_items_path(output)
     if any(c.failed for c in checkpoints):
-        publish(failed, committed_chunks(storage, checkpoints, dead=True), False, tag)
+        publish(failed, committed_chunks(storage, checkpoints, dead=True), False, private=True)
         return failed
     failed.unlink(missing_ok=True)
     return None

@@ -15,7 +15,7 @@ from typing import Any
 
 from .encode import Encoder, decoder_for
 from .processors import Processor
-from .retry import ITEM_ERRORS, Call, caller, retry
+from .retry import ITEM_ERRORS, Call, caller, cancelled, retry
 from .threads import ThreadPool
 
 # Where an item failed: its line, the processor, or encoding the result.
@@ -66,6 +66,8 @@ class Pipeline:
         try:
             return await self.call(item), None, 1
         except ITEM_ERRORS as exc:  # an item's failure is data, not a crash
+            if cancelled(exc):
+                raise
             return await retry(self.call, item, exc, self.retries)
 
     async def process(self, index: int, offset: int, raw: bytes) -> Outcome:
@@ -78,6 +80,8 @@ class Pipeline:
             stage = ENCODE
             return Outcome(self.encode(index, value), False)
         except ITEM_ERRORS as exc:
+            if cancelled(exc):
+                raise
             record, failed = await self.recover(stage, index, offset, item, exc)
             return Outcome(record, failed, self.error if failed else None)
 
@@ -95,6 +99,8 @@ class Pipeline:
                 try:
                     return self.encode(index, value), False
                 except ITEM_ERRORS as exc:
+                    if cancelled(exc):
+                        raise
                     retry_error = exc
             error = retry_error
         return self.dead(index, offset, item, error, attempts), True

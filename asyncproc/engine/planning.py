@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,25 @@ def check_input(path: Path) -> os.stat_result:
         raise InputError(f"input {path} does not exist; check the --input path") from None
     except OSError as exc:
         raise InputError(f"cannot read input {path}: {exc.strerror}") from exc
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(f"input {path} is a directory; give a line-oriented file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(
+            f"input {path} is {_kind(st.st_mode)}, not a regular file: asyncproc reads its "
+            "input more than once (to plan, to work, to resume after a crash); save it to "
+            "a file first (e.g. `cat > input.txt`) and give that"
+        )
     if not os.access(path, os.R_OK):
         raise InputError(f"input {path} is not readable; check its permissions")
     return st
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
 
 
 def fingerprint(fh: BinaryIO, size: int) -> str:

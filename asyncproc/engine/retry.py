@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
 from collections.abc import Awaitable, Callable
@@ -16,12 +17,27 @@ from .threads import ThreadPool
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 10.0
 
-# What a processor may raise about one item without stopping the run. SystemExit and
-# KeyboardInterrupt from user code are the item's failure too: real signals reach the
-# run through its own handlers, and cancellation is never caught here.
-ITEM_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+# What a processor may raise about one item without stopping the run: anything. A
+# SystemExit, a KeyboardInterrupt, a GeneratorExit, a custom BaseException or a
+# CancelledError of its own are that item's failure: real signals reach the run through
+# its own handlers. Only a cancellation of the calling task itself (a timeout, a stop)
+# goes on up: every ``except ITEM_ERRORS`` asks :func:`cancelled` first.
+ITEM_ERRORS = (BaseException,)
 
 Call = Callable[[Any], Awaitable[Any]]
+
+
+def cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` must go on up: the calling task itself is being cancelled.
+
+    A processor may raise a ``CancelledError`` of its own (one it got from a task it
+    awaited, say) while nobody cancels the lane: that is the item's failure. An
+    ``Exception`` never is a cancellation.
+    """
+    if isinstance(exc, Exception):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def backoff(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -60,5 +76,7 @@ async def retry(
         try:
             return await call(item), None, attempt + 1
         except ITEM_ERRORS as exc:
+            if cancelled(exc):
+                raise
             error = exc
     return None, error, retries + 1

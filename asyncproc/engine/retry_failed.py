@@ -26,16 +26,16 @@ import anyio
 
 from .._errors import unwrap_group
 from .._options import Options
-from ..runs.rundir import RunDir
+from ..runs.rundir import RunDir, failed_items_path
 from ..storage.records import Manifest, UnitCheckpoint
 from .choose import require_unchanged
-from .merge import failed_items_path
 from .pipeline import Pipeline
 from .processors import Processor
 from .retry_publish import publish_retry, summary_after
 from .retry_run import LetterReader, RetryRun
 from .retry_state import RetryState, leftover, retry_store, start
 from .summary import Summary
+from .watchdog import watch_loop
 
 log = logging.getLogger("asyncproc")
 
@@ -94,7 +94,8 @@ async def _retry(
         commit_interval=options.commit_interval, fingerprint=manifest.input.fingerprint,
     )  # fmt: skip
     try:
-        final = await retry.run()
+        with watch_loop(processor.is_async):
+            final = await retry.run()
     except BaseExceptionGroup as group:
         cause = unwrap_group(group)
         raise cause from (None if cause is group else group)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from operator import itemgetter
@@ -28,10 +30,10 @@ from pathlib import Path
 import orjson
 
 from .._errors import CheckpointError
-from ..runs.rundir import RunDir
+from ..runs.rundir import RunDir, failed_items_path
 from ..storage.faults import crashpoint
 from ..storage.records import Manifest, RunStatus, UnitCheckpoint
-from .merge import committed_chunks, failed_items_path, publish, whole_lines
+from .merge import committed_chunks, publish, whole_lines
 from .retry_state import clear, retry_storage
 from .summary import Summary
 
@@ -44,14 +46,14 @@ def publish_retry(
     """Publish a committed retry, record ``updated`` and forget the retry's state."""
     output = Path(manifest.output)
     failed = failed_items_path(output)
-    storage, tag = retry_storage(run), f"{run.run_id}.retry"
+    storage = retry_storage(run)
     crashpoint("retry_before_publish")
     new = records(committed_chunks(storage, [final], dead=False))
     as_array = manifest.options["output_kind"] == "json"
-    publish(output, spliced(existing_records(output), new), as_array, tag)
+    publish(output, spliced(existing_records(output), new), as_array)
     crashpoint("retry_after_output")
     if final.failed:
-        publish(failed, committed_chunks(storage, [final], dead=True), False, tag)
+        publish(failed, committed_chunks(storage, [final], dead=True), False, private=True)
     else:
         failed.unlink(missing_ok=True)
     crashpoint("retry_after_failed_file")
@@ -81,8 +83,19 @@ def summary_after(
 
 
 def existing_records(output: Path) -> Iterator[bytes]:
-    """The output's records as JSON lines, whichever layout it has, streamed."""
-    with output.open("rb") as fh:
+    """The output's records as JSON lines, whichever layout it has, streamed.
+
+    The output is the one asyncproc published (a regular file): a symlink planted in its
+    place is not read through.
+    """
+    fd = os.open(output, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CheckpointError(
+            f"output {output} is not a regular file any more; cannot splice the retried "
+            "items into it: restore it, or start over with --new-run"
+        )
+    with os.fdopen(fd, "rb") as fh:
         for line in fh:
             body = line.strip()
             if body in (b"[", b"]", b"[]", b""):
@@ -116,7 +129,7 @@ def _by_index(lines: Iterable[bytes], what: str) -> Iterator[tuple[int, bytes]]:
     """Each record with its index, refusing a stream that is not in input order."""
     previous = -1
     for line in lines:
-        index = orjson.loads(line)["index"]
+        index = _index_of(line, what)
         if index < previous:
             raise CheckpointError(
                 f"the {what} records are not in input order (index {index} after "
@@ -124,3 +137,19 @@ def _by_index(lines: Iterable[bytes], what: str) -> Iterator[tuple[int, bytes]]:
             )
         previous = index
         yield index, line
+
+
+def _index_of(line: bytes, what: str) -> int:
+    """A record's ``index``: the engine's, which every record has (a result's own is nested)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = None
+    index = record.get("index") if isinstance(record, dict) else None
+    if type(index) is not int:
+        raise CheckpointError(
+            f"a line of the {what} records is not a record with an integer index "
+            f"({line[:60]!r}); cannot splice the retried items in: restore the output, "
+            "or start over with --new-run"
+        )
+    return index

@@ -7,12 +7,15 @@ checkpoints on disk are valid: they are only ever replaced atomically.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
+
+from .watchdog import LoopProbe, on_signal
 
 log = logging.getLogger("asyncproc")
 
@@ -62,8 +65,13 @@ class Stopper:
             self.scope.cancel()
 
     async def watch_signals(self) -> None:
-        """First SIGINT/SIGTERM: graceful stop. Second: stop at once."""
+        """First SIGINT/SIGTERM: graceful stop. Second: stop at once.
+
+        Signals reach this task through the event loop; a loop blocked by a processor
+        never delivers them, so each is also served from a thread (:func:`on_signal`).
+        """
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            _serve_signals_off_the_loop(LoopProbe(asyncio.get_running_loop()))
             async for signum in signals:
                 name = signal.Signals(signum).name
                 if self.reason is None:
@@ -75,3 +83,17 @@ class Stopper:
                 else:
                     log.warning("%s again: stopping now", name)
                     self.hard_stop()
+
+
+def _serve_signals_off_the_loop(probe: LoopProbe) -> None:
+    """Count SIGINT/SIGTERM in the interpreter's own handler, which runs even while the
+    loop is blocked (the loop still gets each signal through its wake-up fd)."""
+    received = 0
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal received
+        received += 1
+        on_signal(probe, signum, received)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)

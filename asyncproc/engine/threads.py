@@ -27,6 +27,27 @@ Job = tuple[contextvars.Context, Callable[[Any], Any], Any, "asyncio.Future[Any]
 Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
 
+class _Carried(Exception):
+    """A processor's ``BaseException`` on its way from a worker thread to the lane.
+
+    A future cannot hold every error as it is: it refuses ``StopIteration``, and a
+    ``GeneratorExit`` that a task throws into its coroutine closes the whole chain of
+    awaits instead of reaching the lane's ``except``. Carried as an ``Exception`` and
+    raised again in :meth:`ThreadPool.call`, either one is just that item's failure
+    (``StopIteration`` becoming a ``RuntimeError``, as in an ``async def``).
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+def _carried(exc: BaseException) -> BaseException:
+    if isinstance(exc, Exception) and not isinstance(exc, StopIteration):
+        return exc
+    return _Carried(exc)
+
+
 class ThreadPool:
     """Runs sync calls for one run's lanes; ``close`` when the run is over."""
 
@@ -49,6 +70,8 @@ class ThreadPool:
             threading.Thread(target=self._work, name="asyncproc worker", daemon=True).start()
         try:
             return await future
+        except _Carried as carried:
+            raise carried.error from None  # raised here, it unwinds like any other error
         finally:
             self._outstanding -= 1
 
@@ -64,7 +87,7 @@ class ThreadPool:
             try:
                 result, error = context.run(fn, item), None
             except BaseException as exc:  # handed to the awaiting lane as the item's error
-                result, error = None, exc
+                result, error = None, _carried(exc)
             self._done.append((future, result, error))
             if not self._wake_pending:
                 self._wake_pending = True

@@ -22,7 +22,7 @@ import orjson
 from .._errors import ConfigError, IncompatibleRunError, RunError, RunNotFoundError
 from .._options import DEFAULT_CHECKPOINT
 from ..runs.locks import hold, is_held
-from ..runs.rundir import RunDir, directory_lock, new_run_dir, run_order
+from ..runs.rundir import RunDir, directory_lock, make_checkpoint_dir, new_run_dir, run_order
 from ..runs.views import derive_status
 from ..storage.localfs import LocalStorage
 from ..storage.records import RunStatus
@@ -207,7 +207,7 @@ class CheckpointManager:
     def _choose(
         self, config: dict[str, Any], run_id: str | None, new_run: bool, stack: ExitStack
     ) -> KeyedRun:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        make_checkpoint_dir(self.checkpoint_dir)
         with directory_lock(self.checkpoint_dir):
             path = self._existing(run_id, new_run)
             if path is None:

@@ -12,7 +12,7 @@ from typing import Any
 from ..storage.records import Manifest, RunStatus, UnitCheckpoint, UnitPlan
 from .failures import failures_from_file, failures_from_segments
 from .locks import holder_text, is_held
-from .rundir import MANIFEST, RunDir
+from .rundir import MANIFEST, RunDir, failed_items_path
 from .views import FINISHED, RunView, UnitView, derive_status
 
 
@@ -34,8 +34,10 @@ class FileRuns:
     def failures(self, view: RunView, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` failed items with their errors, newest index first."""
         if view.status in FINISHED:
+            # The run's own failed-items file, never another path a summary may name.
             failed_file = (view.summary or {}).get("failed_items_file")
-            return failures_from_file(Path(failed_file), limit) if failed_file else []
+            own = failed_items_path(Path(view.output))
+            return failures_from_file(own, limit) if failed_file == str(own) else []
         run = RunDir(view.path)
         return failures_from_segments(run.storage, unit_checkpoints(run, run.read()), limit)
 

@@ -1,4 +1,8 @@
-"""Who holds a run's lock, asked without taking it.
+"""Locks: taking one safely on untrusted ground, and asking who holds one without taking it.
+
+A lock file is opened without following a symlink and must be a plain file of this
+user's with a single name (:func:`hold`), since it is written; an output is held by a
+lock file beside it for a whole run (:func:`output_lock`).
 
 ``status`` and ``list`` must never take a run's lock (a run starting at that instant
 would be refused). On Linux the kernel's table of ``flock`` locks, ``/proc/locks``, says
@@ -9,17 +13,19 @@ waiting, to be sure nobody starts the run while it is being removed.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 
 import orjson
 
-from .._errors import RunLockedError
+from .._errors import CheckpointError, RunLockedError
 
 PROC_LOCKS = Path("/proc/locks")
 
@@ -34,9 +40,17 @@ def holder_text(lock: Path) -> str:
 
 def _holder_info(lock: Path) -> dict[str, object] | None:
     try:
-        info = orjson.loads(lock.read_bytes())
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        info = orjson.loads(os.read(fd, 4096))
     except (OSError, orjson.JSONDecodeError):
         return None
+    finally:
+        os.close(fd)
     return info if isinstance(info, dict) else None
 
 
@@ -84,27 +98,103 @@ def _holder_alive(lock: Path) -> bool:
     return True
 
 
-@contextmanager
-def hold(path: Path, what: str, *, wait: bool = False) -> Iterator[None]:
-    """Hold an exclusive flock on ``path``, recording this process as its holder.
+_OPEN = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+LOCK_MODE = 0o600
 
-    Without ``wait`` a held lock raises RunLockedError naming the holder. The kernel
-    drops the lock when the process dies, so a killed run never blocks the next one.
+
+def _refusal(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"lock file {path} {why}; asyncproc never writes through one: remove it if "
+        "you did not put it there, then try again"
+    )
+
+
+def _open_lock(path: Path) -> int:
+    """Open (or create) a lock file: never through a symlink, a FIFO or another's file.
+
+    The lock file is truncated and written (the holder's name), so it must be a plain
+    file of this user's with no other name: a symlink or a hard link planted there
+    would make that write land on another file.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        fd = os.open(path, _OPEN, LOCK_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refusal(path, "is a symbolic link") from None
+        raise
+    st = os.fstat(fd)
+    why = None
+    if not stat.S_ISREG(st.st_mode):
+        why = "is not a regular file"
+    elif st.st_nlink != 1:
+        why = f"has {st.st_nlink} names (hard links)"
+    elif st.st_uid != os.geteuid():
+        why = f"belongs to another user (uid {st.st_uid})"
+    if why is not None:
+        os.close(fd)
+        raise _refusal(path, why)
+    return fd
+
+
+def _acquire(path: Path, what: str, wait: bool) -> int:
+    """An fd holding the flock on the file that is at ``path`` now.
+
+    A holder that removes its lock file on release (:func:`output_lock`) may do so
+    between our open and our flock: then the lock we got is on a name that is gone,
+    so check that the path still names our file, and try again if not.
+    """
+    while True:
+        fd = _open_lock(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise RunLockedError(
                 f"{what} is in progress in {holder_text(path)}; wait for it to finish "
                 "or stop that process, then try again"
             ) from None
+        mine = os.fstat(fd)
+        try:
+            now = os.lstat(path)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+            return fd
+        os.close(fd)
+
+
+@contextmanager
+def hold(path: Path, what: str, *, wait: bool = False, remove: bool = False) -> Iterator[None]:
+    """Hold an exclusive flock on ``path``, recording this process as its holder.
+
+    Without ``wait`` a held lock raises RunLockedError naming the holder. The kernel
+    drops the lock when the process dies, so a killed run never blocks the next one.
+    With ``remove`` the file is removed on release (while still locked), so it leaves
+    nothing behind; a process that opened it meanwhile sees that and opens it anew.
+    """
+    fd = _acquire(path, what, wait)
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, orjson.dumps(_me()))
         yield
     finally:
+        if remove:
+            with suppress(FileNotFoundError):
+                os.unlink(path)
         os.close(fd)
+
+
+def output_lock_path(output: Path) -> Path:
+    """The lock file beside an output: ``.<name>.asyncproc.lock``."""
+    return output.with_name(f".{output.name}.asyncproc.lock")
+
+
+def output_lock(output: Path) -> AbstractContextManager[None]:
+    """Hold an output for a whole run: two runs never write one output, whatever their
+    checkpoint directories. Creating the lock file is also the proof that the output's
+    directory takes new files (permission bits alone miss root, ACLs, read-only mounts).
+    """
+    return hold(output_lock_path(output), f"a run writing {output}", remove=True)
 
 
 def _me() -> dict[str, object]:

@@ -35,13 +35,18 @@ class Runs:
         """Every run directory of a known kind, newest first."""
         if not self.checkpoint_dir.is_dir():
             return []
-        found = [p for p in self.checkpoint_dir.iterdir() if self._kind_of(p) is not None]
+        found = [
+            p
+            for p in self.checkpoint_dir.iterdir()
+            if not p.is_symlink() and self._kind_of(p) is not None
+        ]
         return sorted(found, key=lambda p: run_order(p.name), reverse=True)
 
     def find(self, run_id: str) -> Path:
         """The directory of ``run_id``; RunNotFoundError with a hint if there is none."""
         path = self.checkpoint_dir / run_id
-        if "/" in run_id or run_id in ("", ".", "..") or self._kind_of(path) is None:
+        bad = "/" in run_id or run_id in ("", ".", "..") or path.is_symlink()
+        if bad or self._kind_of(path) is None:
             raise RunNotFoundError(
                 f"no run {run_id!r} under {self.checkpoint_dir}; "
                 f"see `asyncproc list --checkpoint {self.checkpoint_dir}` for the run ids"

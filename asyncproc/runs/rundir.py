@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -21,15 +22,28 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .._errors import CheckpointError, CorruptCheckpointError, RunNotFoundError
+from .._errors import CheckpointError, ConfigError, CorruptCheckpointError, RunNotFoundError
 from ..storage.localfs import LocalStorage
 from ..storage.protocol import Storage
 from ..storage.records import LineIndex, Manifest, RunStatus
 from ..storage.unitstore import CHECKPOINTS, SEGMENTS, UnitStore
 from .locks import hold
+from .trust import require_private, require_private_tree
 
 MANIFEST = "manifest.json"
+RUN_ID = re.compile(r"run_[0-9]{8}_[0-9]{6}(-[0-9]+)?")
+DIR_MODE = 0o700
+CHOOSE_ANOTHER = "choose another --checkpoint directory"
 INDEX = "index.json"  # LineIndex: written once, before the manifest
+
+
+def failed_items_path(output: Path) -> Path:
+    """Where a run's failed items go: ``<output stem>.failed.jsonl`` beside the output.
+
+    Always derived from the output, never read from a record, so nothing planted in a
+    run directory can point a run at another file.
+    """
+    return output.with_name(f"{output.stem}.failed.jsonl")
 
 
 class RunDir:
@@ -83,14 +97,28 @@ class RunDir:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the run for this process; the OS drops the lock if the process dies."""
+        """Hold the run for this process; the OS drops the lock if the process dies.
+
+        The run directory must be this user's and writable by nobody else, checked
+        before anything in it is trusted (:mod:`.trust`).
+        """
+        require_private_tree(self.path, "run directory", hint=f"remove {self.path}")
         with hold(self.path / "lock", f"run {self.run_id}"):
             yield
 
 
 def directory_lock(checkpoint_dir: Path) -> AbstractContextManager[None]:
-    """The checkpoint directory's lock: held while a run is chosen, created or removed."""
+    """The checkpoint directory's lock: held while a run is chosen, created or removed.
+
+    The directory must be this user's and writable by nobody else (:mod:`.trust`).
+    """
+    require_private(checkpoint_dir, "checkpoint directory", hint=CHOOSE_ANOTHER)
     return hold(checkpoint_dir / ".lock", f"checkpoint directory {checkpoint_dir}", wait=True)
+
+
+def make_checkpoint_dir(path: Path) -> None:
+    """Create a checkpoint directory owner-only (its runs hold raw data); fine if it exists."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
 
 def new_run_dir(checkpoint_dir: Path) -> RunDir:
@@ -99,18 +127,42 @@ def new_run_dir(checkpoint_dir: Path) -> RunDir:
     for attempt in range(1, 1000):
         path = checkpoint_dir / (stamp if attempt == 1 else f"{stamp}-{attempt}")
         try:
-            path.mkdir()
+            path.mkdir(mode=DIR_MODE)
         except FileExistsError:
             continue
         return RunDir(path)
     raise CheckpointError(f"cannot create a run directory in {checkpoint_dir}")
 
 
+def run_path(checkpoint_dir: Path, run_id: str) -> Path:
+    """The directory of ``run_id``, refusing an id that is not a plain run id.
+
+    An id such as ``../../x`` or ``/etc`` would reach outside the checkpoint directory,
+    and a run directory that is a symlink could lead anywhere: both are refused.
+    """
+    if not RUN_ID.fullmatch(run_id):
+        raise ConfigError(
+            f"{run_id!r} is not a run id; run ids look like run_20261123_143022 "
+            f"(see `asyncproc list --checkpoint {checkpoint_dir}`)"
+        )
+    path = checkpoint_dir / run_id
+    if path.is_symlink():
+        raise CheckpointError(
+            f"run directory {path} is a symbolic link; asyncproc never follows one: "
+            "remove it if you did not put it there"
+        )
+    return path
+
+
 def run_dirs(checkpoint_dir: Path) -> list[RunDir]:
-    """Every run directory, newest first (ids sort by time)."""
+    """Every run directory, newest first (ids sort by time); symlinks are never followed."""
     if not checkpoint_dir.is_dir():
         return []
-    found = [RunDir(p) for p in checkpoint_dir.iterdir() if (p / MANIFEST).is_file()]
+    found = [
+        RunDir(p)
+        for p in checkpoint_dir.iterdir()
+        if not p.is_symlink() and (p / MANIFEST).is_file()
+    ]
     return sorted(found, key=lambda r: run_order(r.run_id), reverse=True)
 
 

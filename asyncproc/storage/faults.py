@@ -44,6 +44,7 @@ POINTS = (
     "after_output",  # output in place, failed-items file not yet written
     "before_clear",  # run marked merged, checkpoints and segments still there
     "after_clear",  # state cleared, run not yet marked completed
+    "after_completed",  # run marked completed, the process not yet exited
     *RETRY_POINTS,
 )
 

@@ -60,6 +60,17 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def named(exc: BaseException, where: str) -> BaseException:
+    """An OSError that names the file it is about (``os.write`` names none), else ``exc``.
+
+    A full disk must say which file it could not write. The errno, and so the class
+    (``FileNotFoundError``...), is kept.
+    """
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return exc
+    return OSError(exc.errno, exc.strerror, where)
+
+
 def _split(name: str) -> tuple[list[str], str]:
     """A checked name as its folder parts and its last part."""
     *folder, base = check_name(name).split("/")
@@ -140,10 +151,10 @@ def _hidden(entry: str) -> bool:
 class LocalSegment:
     """An open segment file: appends go straight to the kernel, ``sync`` is an fsync."""
 
-    __slots__ = ("_dir_fd", "_fd", "_name", "_state")
+    __slots__ = ("_dir_fd", "_fd", "_name", "_state", "_where")
 
-    def __init__(self, name: str, fd: int, dir_fd: int) -> None:
-        self._name = name
+    def __init__(self, name: str, fd: int, dir_fd: int, where: str = "") -> None:
+        self._name, self._where = name, where or name
         self._fd = fd
         self._dir_fd: int | None = dir_fd  # fsynced once, so the new name is durable
         self._state = SegmentState.OPEN
@@ -161,9 +172,9 @@ class LocalSegment:
         try:
             crashpoint("segment_write")
             write_all(self._fd, data)
-        except BaseException:
+        except BaseException as exc:
             self._state = SegmentState.BROKEN
-            raise
+            raise named(exc, self._where) from None
 
     def sync(self) -> None:
         """fsync the file, and its folder the first time so the name survives too."""
@@ -174,9 +185,9 @@ class LocalSegment:
                 os.fsync(self._dir_fd)
                 os.close(self._dir_fd)
                 self._dir_fd = None
-        except BaseException:
+        except BaseException as exc:
             self._state = SegmentState.BROKEN
-            raise
+            raise named(exc, self._where) from None
 
     def close(self) -> None:
         """Close the file; closing twice is fine."""
@@ -269,7 +280,7 @@ class LocalStorage:
         with self._folder(folder, create=True) as dir_fd:
             fd = os.open(base, _SEGMENT, FILE_MODE, dir_fd=dir_fd)
             try:
-                return LocalSegment(name, fd, os.dup(dir_fd))
+                return LocalSegment(name, fd, os.dup(dir_fd), str(self.root / name))
             except BaseException:
                 os.close(fd)
                 raise
@@ -330,17 +341,20 @@ class LocalStorage:
         """Temporary file, fsync, rename over the name, fsync the folder."""
         folder, base = _split(name)
         crashpoint(f"write_{point}")
-        with self._folder(folder, create=True) as dir_fd:
-            tmp = _temp_name(base)
-            _write_new(dir_fd, tmp, data)
-            try:
-                crashpoint(f"before_rename_{point}")
-                os.replace(tmp, base, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except BaseException:
-                _discard(dir_fd, tmp)
-                raise
-            crashpoint(f"after_rename_{point}")
-            os.fsync(dir_fd)
+        try:
+            with self._folder(folder, create=True) as dir_fd:
+                tmp = _temp_name(base)
+                _write_new(dir_fd, tmp, data)
+                try:
+                    crashpoint(f"before_rename_{point}")
+                    os.replace(tmp, base, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                except BaseException:
+                    _discard(dir_fd, tmp)
+                    raise
+                crashpoint(f"after_rename_{point}")
+                os.fsync(dir_fd)
+        except OSError as exc:
+            raise named(exc, str(self.root / name)) from None
 
     def create(self, name: str, data: bytes) -> bool:
         """Publish a fully written temporary file by hard link: exclusive and whole.
