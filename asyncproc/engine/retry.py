@@ -55,10 +55,14 @@ async def retry(
 
     Returns (value, None, attempts) on success, (None, last error, attempts) otherwise.
     """
+    if not getattr(error, "retryable", True):  # e.g. an HTTP 404: trying again cannot help
+        return None, error, 1
     for attempt in range(1, retries + 1):
         await anyio.sleep(backoff(attempt))
         try:
             return await call(item), None, attempt + 1
         except ITEM_ERRORS as exc:
             error = exc
+            if not getattr(error, "retryable", True):
+                return None, error, attempt + 1
     return None, error, retries + 1
