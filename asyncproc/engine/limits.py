@@ -12,9 +12,10 @@ the hot path is the plain call, unchanged. Through the gate, a call
    per second are spent evenly, one slot after another, never a second's worth at once.
 
 The adaptive limit (:class:`Adaptive`) is AIMD with a latency guard: +1 per success
-while it grows from its start (slow start), then +1/limit per success (one per round
-trip), and times 0.9 at most once per round trip on a rejection or when the smoothed
-latency exceeds twice the best recent latency (a queue is building up). It never
+while it grows from its start (slow start, doubling per round trip), then +1/limit per
+success (one per round trip); on a rejection, or when the smoothed latency exceeds
+twice the best recent latency (a queue is building up), times 0.5 the first time (slow
+start overshoots by up to twice) and times 0.9 after that, at most once per round trip. It never
 grows while the run does not use it (fewer calls in flight than the limit).
 """
 
@@ -29,12 +30,13 @@ from typing import Any
 
 import anyio
 
-from .._errors import ConfigError, RetryAfter
+from .._errors import ConfigError, ItemError, RetryAfter
 from .._options import Options, parse_rate
 
 UNLIMITED = 1 << 30
 START_LIMIT = 4  # where --concurrency auto starts (it doubles per round trip from there)
 DECREASE = 0.9  # multiplicative decrease on a rejection or a latency rise
+SLOW_START_DECREASE = 0.5  # the first decrease: slow start doubled past the limit at most
 LATENCY_TOLERANCE = 2.0  # smoothed latency over the best recent one that means queueing
 LATENCY_ALPHA = 0.05  # weight of a new sample in the smoothed latency
 BASELINE_WINDOW = 5.0  # seconds: the best latency is the minimum over the last 1-2 windows
@@ -143,11 +145,13 @@ class Adaptive:
             self.limit = min(float(self.maximum), self.limit + step)
 
     def cut(self, now: float) -> None:
-        """Rejected, or queueing: times 0.9, at most once per round trip."""
+        """Rejected, or queueing: times 0.9 (0.5 ending slow start, which overshoots by up to
+        twice), at most once per round trip."""
         if now - self._last_cut < (self.smoothed or 0.0):
             return
+        factor = SLOW_START_DECREASE if self.growing else DECREASE
         self._last_cut, self.growing = now, False
-        self.limit = max(1.0, self.limit * DECREASE)
+        self.limit = max(1.0, self.limit * factor)
 
     def _observe(self, latency: float, now: float) -> None:
         if now >= self._window_end:
@@ -193,7 +197,8 @@ def llm_tokens(item: Any) -> float:
     """Tokens an LLM request may consume: its prompt text / 4, plus the most it may answer.
 
     Works on a chat or completion body, bare or as the ``json`` of an ``http`` item:
-    the characters of every string under ``messages`` (or ``prompt`` / ``input``),
+    the characters of the text under ``messages`` (each message's ``content``, or its
+    parts' ``text``; or ``prompt`` / ``input``),
     divided by 4 (about a token each for English), plus ``max_tokens`` (or
     ``max_completion_tokens``) times ``n``. The cookbook script's estimate, and an
     upper bound the service will not exceed.
@@ -207,10 +212,11 @@ def llm_tokens(item: Any) -> float:
 
 
 def _chars(value: Any) -> int:
+    """Characters of the text in a prompt: strings, a message's content, a part's text."""
     if isinstance(value, str):
         return len(value)
     if isinstance(value, dict):
-        return sum(_chars(v) for v in value.values())
+        return _chars(value.get("content", value.get("text")))
     if isinstance(value, list):
         return sum(_chars(v) for v in value)
     return 0
@@ -369,7 +375,7 @@ def gated(call: Callable[[Any], Any], gate: Gate) -> Callable[[Any], Any]:
                 gate.rejected_call(exc)
                 rejections += 1
                 if rejections >= MAX_REJECTIONS:
-                    raise
+                    raise ItemError(f"rejected {rejections} times in a row, last: {exc}") from exc
                 if not exc.seconds:  # no pause asked: this item alone backs off a little
                     await anyio.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.02 * rejections))
                 continue

@@ -84,7 +84,11 @@ class Pipeline:
             self.changed()
 
     def slow_down(self, error: RetryAfter) -> None:
-        """A call outside the gate was rejected: pause the pool, gate all further calls."""
+        """A call outside the gate was rejected: pause the pool, gate all further calls.
+
+        Only calls outside the gate let a RetryAfter out: the gate retries its own, and
+        gives up with an :class:`ItemError`.
+        """
         self.gate.note_rejection(error)
         self.use_gate()
 
@@ -99,8 +103,8 @@ class Pipeline:
         try:
             return await self.call(item), None, 1
         except ITEM_ERRORS as exc:  # an item's failure is data, not a crash
-            if isinstance(exc, RetryAfter) and self.call is self._plain:
-                self.slow_down(exc)  # not a failed attempt: go again, through the gate
+            if isinstance(exc, RetryAfter):  # from a call outside the gate: not a failure
+                self.slow_down(exc)  # go again, through the gate
                 return await self.attempt(item)
             return await retry(self.call, item, exc, self.retries)
 
@@ -126,8 +130,8 @@ class Pipeline:
         """
         attempts = 0 if stage == DECODE else 1
         if stage == CALL:
-            if isinstance(error, RetryAfter) and self.call is self._plain:
-                self.slow_down(error)  # not a failed attempt: go again, through the gate
+            if isinstance(error, RetryAfter):  # from a call outside the gate: not a failure
+                self.slow_down(error)  # go again, through the gate
                 value, retry_error, attempts = await self.attempt(item)
             else:
                 value, retry_error, attempts = await retry(self.call, item, error, self.retries)
