@@ -31,6 +31,7 @@ from conftest import (
     run_ok,
     summary_of,
 )
+from test_readme_examples import _run, blocks
 
 import asyncproc
 from asyncproc.bench.server import DEFAULTS
@@ -249,3 +250,41 @@ def test_bad_limit_options_fail_in_one_line(case: str, tmp_path: Path) -> None:
     assert proc.returncode == 2, describe(proc)
     assert len(proc.stderr.splitlines()) == 1 and len(error_lines(proc.stderr)) == 1, proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "out.json").exists()
+
+
+def test_bench_compares_the_knee_with_auto(server: Server, tmp_path: Path) -> None:
+    server.limits(max_in_flight=16, latency=0.02)
+    source = server.urls(tmp_path / "in.txt", "bench", 50)
+    doc = summary_of(run_cli("bench", "--json", "--quiet", "--processor", "http", "--input",
+                             source, "--concurrency", "4,16,64", "--duration", "0.5",
+                             "--no-durability", "--auto", check=0))  # fmt: skip
+    assert doc["knee"] in {16, 64}, doc["levels"]
+    auto = doc["auto"]
+    assert auto["maximum"] == 64 and 8 <= auto["concurrency_limit"] <= 24, auto
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder whose ``bin`` puts this interpreter's ``asyncproc`` and ``python`` first."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, run in (("asyncproc", "-m asyncproc "), ("python", "")):
+        shim = bin_dir / name  # a script, not a symlink: a venv's python finds its packages
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" {run}"$@"\n')
+        shim.chmod(0o755)
+    return tmp_path
+
+
+def test_readme_example_runs_as_written(workdir: Path) -> None:
+    script = "\n".join(blocks("Calling rate-limited APIs", "bash"))
+    guarded = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n" + script
+    proc = _run(["bash", "-euo", "pipefail", "-c", guarded], workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pages = (workdir / "pages.jsonl").read_text().splitlines()
+    assert len(pages) == 100 and json.loads(pages[0]) == {
+        "index": 0,
+        "status": 200,
+        "body": {"id": "0"},
+    }
+    answers = [json.loads(line) for line in (workdir / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 50 and answers[3]["body"]["echo"]["max_tokens"] == 20

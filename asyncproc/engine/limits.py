@@ -38,7 +38,9 @@ START_LIMIT = 4  # where --concurrency auto starts (it doubles per round trip fr
 DECREASE = 0.9  # multiplicative decrease on a rejection or a latency rise
 SLOW_START_DECREASE = 0.5  # the first decrease: slow start doubled past the limit at most
 LATENCY_TOLERANCE = 2.0  # smoothed latency over the best recent one that means queueing
-LATENCY_ALPHA = 0.05  # weight of a new sample in the smoothed latency
+LATENCY_ALPHA = 0.05  # weight of a new sample in the smoothed latency, when it is higher
+WARMUP = 10  # successes before latency may cut (the first calls open connections)
+LATENCY_FALL_ALPHA = 0.5  # and when it is lower (a cold start's first calls are slow)
 BASELINE_WINDOW = 5.0  # seconds: the best latency is the minimum over the last 1-2 windows
 MAX_REJECTIONS = 100  # an item rejected this often in a row fails (the service is broken)
 EARLY = 0.0005  # a pacing slot this close is taken at once (the loop's timers are coarser)
@@ -126,6 +128,7 @@ class Adaptive:
         self.limit = float(min(start, maximum))
         self.growing = True  # slow start: +1 per success until the first cut
         self.smoothed: float | None = None
+        self.samples = 0
         self._best = [math.inf, math.inf]  # minimum latency: this window, the one before
         self._window_end = -math.inf
         self._last_cut = -math.inf
@@ -138,7 +141,8 @@ class Adaptive:
         """A call took ``latency`` s while ``in_flight`` calls (itself included) ran."""
         self._observe(latency, now)
         assert self.smoothed is not None
-        if self.smoothed > LATENCY_TOLERANCE * self.baseline:
+        self.samples += 1
+        if self.samples > WARMUP and self.smoothed > LATENCY_TOLERANCE * self.baseline:
             self.cut(now)
         elif in_flight >= int(self.limit):  # only a limit in use may grow
             step = 1.0 if self.growing else 1.0 / self.limit
@@ -159,9 +163,11 @@ class Adaptive:
             self._window_end = now + BASELINE_WINDOW
         self._best[0] = min(self._best[0], latency)
         smoothed = self.smoothed
-        self.smoothed = (
-            latency if smoothed is None else smoothed + LATENCY_ALPHA * (latency - smoothed)
-        )
+        if smoothed is None:
+            self.smoothed = latency
+        else:  # a rise is averaged slowly, a fall trusted fast (no queue makes calls faster)
+            alpha = LATENCY_ALPHA if latency > smoothed else LATENCY_FALL_ALPHA
+            self.smoothed = smoothed + alpha * (latency - smoothed)
 
 
 def cost_function(spec: str | Cost | None) -> Cost | None:
