@@ -309,3 +309,23 @@ async def test_concurrency_auto_from_python(tmp_path: Path) -> None:
     assert summary.processed == 200 and summary.concurrency == 12
     assert summary.concurrency_limit is not None and 1 <= summary.concurrency_limit <= 12
     assert most <= 12
+
+
+async def test_a_rejection_during_a_retry_is_not_a_failed_attempt(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "in.txt", ["a", "b", "c"])
+    seen: dict[str, int] = {}
+
+    async def call(item: str) -> str:
+        seen[item] = seen.get(item, 0) + 1
+        if item == "b" and seen[item] == 1:
+            raise ConnectionError("reset")  # an ordinary failure: one attempt spent
+        if item == "b" and seen[item] < 5:
+            raise RetryAfter(0)  # then rejected three times: none of them counts
+        return item
+
+    summary = await asyncproc.process_file(
+        source, tmp_path / "out.json", call, retries=1, quiet=True,
+        checkpoint_dir=tmp_path / "ck",
+    )  # fmt: skip
+    assert (summary.processed, summary.failed, summary.rejected) == (3, 0, 3)
+    assert seen == {"a": 1, "b": 5, "c": 1}

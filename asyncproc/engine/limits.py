@@ -323,24 +323,32 @@ class Gate:
 
     def done(self, started: float, ok: bool) -> None:
         """A call that entered has ended; ``ok``: it succeeded (a latency sample)."""
-        if ok:
-            now = anyio.current_time()
-            if self.adaptive is not None:
-                self.adaptive.success(now - started, self.in_flight, now)
-            if self.ramp != math.inf:
-                self.ramp += 1
-                if self.ramp >= self.limit:
-                    self.ramp = math.inf
-        self._release()
+        try:
+            if ok:
+                self._succeeded(anyio.current_time() - started)
+        finally:
+            self._release()  # whatever happens, the slot is given back
+
+    def _succeeded(self, latency: float) -> None:
+        if self.adaptive is not None:
+            self.adaptive.success(latency, self.in_flight, anyio.current_time())
+        if self.ramp != math.inf:
+            self.ramp += 1
+            if self.ramp >= self.limit:
+                self.ramp = math.inf
 
     def rejected_call(self, error: RetryAfter) -> None:
         """A call that entered was rejected: note it, then free its slot."""
-        self.note_rejection(error)
-        self._release()
+        try:
+            self.note_rejection(error)
+        finally:
+            self._release()
 
     def note_rejection(self, error: RetryAfter) -> None:
-        """The service said slow down: cut the adaptive limit, pause for ``seconds``."""
+        """The service said slow down: cut the adaptive limit, pause for ``seconds``, and
+        from now on route every call through the gate."""
         self.rejections += 1
+        self.activate()
         now = anyio.current_time()
         if self.adaptive is not None:
             self.adaptive.cut(now)

@@ -7,9 +7,11 @@ through a :class:`Pipeline`. The lanes of a file run inline its first attempt (d
 :meth:`Pipeline.attempt`.
 
 Limits (:mod:`.limits`) wrap ``call`` in the run's gate when they are configured, or
-when a processor first raises :class:`~asyncproc.RetryAfter`: then the pipeline swaps
-in the gated call and tells the lanes (``changed``), so a run with no limits keeps the
-plain call on its hot path.
+once any call is rejected (a processor raised :class:`~asyncproc.RetryAfter`): then the
+pipeline swaps in the gated call and tells the lanes (``changed``), so a run with no
+limits keeps the plain call on its hot path. Retries always go through the gate: they
+respect a pause, the pacing and the limit. Only calls outside the gate let a
+RetryAfter out (the gate retries its own and gives up with an :class:`ItemError`).
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ class Pipeline:
     """Everything that happens to one item, configured once per run."""
 
     __slots__ = (
-        "_encoder", "_plain", "_pool", "call", "changed", "decode", "encode", "error", "gate",
-        "processor", "retries",
+        "_encoder", "_gated", "_plain", "_pool", "call", "changed", "decode", "encode", "error",
+        "gate", "processor", "retries",
     )  # fmt: skip
 
     def __init__(
@@ -57,11 +59,10 @@ class Pipeline:
         self._pool = None if processor.is_async else ThreadPool(threads)
         self._plain: Call = caller(processor, timeout, self._pool)
         self.gate = gate or Gate(LimitConfig())
-        self.call: Call = self._plain
+        self._gated: Call = gated(self._plain, self.gate)  # retries always take this one
+        self.call: Call = self._gated if self.gate.config.configured else self._plain
         self.changed: Callable[[], None] = _nothing  # the lanes' hook: `call` was replaced
-        self.gate.activate = self.use_gate
-        if self.gate.config.configured:
-            self.call = gated(self._plain, self.gate)
+        self.gate.activate = self.use_gate  # any rejection routes all calls through the gate
         self._encoder = Encoder(output_kind)
         self.encode = self._encoder.record
         self.error: str | None = None  # the last item error, for progress and limits
@@ -79,18 +80,9 @@ class Pipeline:
 
     def use_gate(self) -> None:
         """Route every further call through the gate (a processor asked to slow down)."""
-        if self.call is self._plain:
-            self.call = gated(self._plain, self.gate)
+        if self.call is not self._gated:
+            self.call = self._gated
             self.changed()
-
-    def slow_down(self, error: RetryAfter) -> None:
-        """A call outside the gate was rejected: pause the pool, gate all further calls.
-
-        Only calls outside the gate let a RetryAfter out: the gate retries its own, and
-        gives up with an :class:`ItemError`.
-        """
-        self.gate.note_rejection(error)
-        self.use_gate()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -104,9 +96,9 @@ class Pipeline:
             return await self.call(item), None, 1
         except ITEM_ERRORS as exc:  # an item's failure is data, not a crash
             if isinstance(exc, RetryAfter):  # from a call outside the gate: not a failure
-                self.slow_down(exc)  # go again, through the gate
+                self.gate.note_rejection(exc)  # pauses the pool, gates every further call
                 return await self.attempt(item)
-            return await retry(self.call, item, exc, self.retries)
+            return await retry(self._gated, item, exc, self.retries)
 
     async def process(self, index: int, offset: int, raw: bytes) -> Outcome:
         """The whole path for one line, for callers off the hot path."""
@@ -131,10 +123,10 @@ class Pipeline:
         attempts = 0 if stage == DECODE else 1
         if stage == CALL:
             if isinstance(error, RetryAfter):  # from a call outside the gate: not a failure
-                self.slow_down(error)  # go again, through the gate
+                self.gate.note_rejection(error)  # pauses the pool, gates every further call
                 value, retry_error, attempts = await self.attempt(item)
             else:
-                value, retry_error, attempts = await retry(self.call, item, error, self.retries)
+                value, retry_error, attempts = await retry(self._gated, item, error, self.retries)
             if retry_error is None:
                 try:
                     return self.encode(index, value), False
