@@ -152,6 +152,21 @@ def test_adaptive_grows_while_used_and_cuts_once_per_round_trip() -> None:
     assert Adaptive(maximum=3).limit == 3  # never above the ceiling
 
 
+def test_adaptive_absorbs_a_lasting_shift_it_did_not_cause() -> None:
+    aimd = Adaptive(maximum=64, start=32)
+    now, lowest = 0.0, 32.0
+    for _ in range(50):
+        now += 0.02
+        aimd.success(0.02, 1, now)  # settled: 20 ms, the limit not in use
+    for _ in range(3000):  # from now on every call takes 60 ms, whatever the limit
+        now += 0.01
+        aimd.success(0.06, int(aimd.limit), now)
+        lowest = min(lowest, aimd.limit)
+    assert lowest < 32 * 0.9  # it cut while the shift looked like a queue...
+    assert lowest > 32 * 0.9**6  # ...a few times only...
+    assert aimd.limit == 64  # ...then took it as the new usual latency and grew
+
+
 # -- the gate -----------------------------------------------------------------------------
 
 

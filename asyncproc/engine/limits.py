@@ -13,9 +13,12 @@ the hot path is the plain call, unchanged. Through the gate, a call
 
 The adaptive limit (:class:`Adaptive`) is AIMD with a latency guard: +1 per success
 while it grows from its start (slow start, doubling per round trip), then +1/limit per
-success (one per round trip); on a rejection, or when the smoothed latency exceeds
-twice the best recent latency (a queue is building up), times 0.5 the first time (slow
-start overshoots by up to twice) and times 0.9 after that, at most once per round trip. It never
+success (one per round trip); on a rejection, or when the recent latency (an average
+over about 20 calls) exceeds twice the usual one (over about 200 calls: a queue is
+building up), times 0.5 the first time (slow start overshoots by up to twice) and times
+0.9 after that, at most once per round trip. A lasting shift the run did not cause (a
+slower service, a client loop short of CPU) reaches the usual latency within a few
+hundred calls and stops the cutting (the idea of Netflix's gradient limiter). It never
 grows while the run does not use it (fewer calls in flight than the limit).
 """
 
@@ -41,7 +44,7 @@ LATENCY_TOLERANCE = 2.0  # smoothed latency over the best recent one that means 
 LATENCY_ALPHA = 0.05  # weight of a new sample in the smoothed latency, when it is higher
 WARMUP = 10  # successes before latency may cut (the first calls open connections)
 LATENCY_FALL_ALPHA = 0.5  # and when it is lower (a cold start's first calls are slow)
-BASELINE_WINDOW = 5.0  # seconds: the best latency is the minimum over the last 1-2 windows
+BASELINE_ALPHA = 0.005  # weight of a higher sample in the reference latency
 MAX_REJECTIONS = 100  # an item rejected this often in a row fails (the service is broken)
 EARLY = 0.0005  # a pacing slot this close is taken at once (the loop's timers are coarser)
 
@@ -127,22 +130,16 @@ class Adaptive:
         self.maximum = maximum
         self.limit = float(min(start, maximum))
         self.growing = True  # slow start: +1 per success until the first cut
-        self.smoothed: float | None = None
+        self.smoothed: float | None = None  # recent latency (rises over ~20 calls)
+        self.baseline = math.inf  # usual latency (rises over ~200 calls): the reference
         self.samples = 0
-        self._best = [math.inf, math.inf]  # minimum latency: this window, the one before
-        self._window_end = -math.inf
         self._last_cut = -math.inf
-
-    @property
-    def baseline(self) -> float:
-        return min(self._best)
 
     def success(self, latency: float, in_flight: int, now: float) -> None:
         """A call took ``latency`` s while ``in_flight`` calls (itself included) ran."""
-        self._observe(latency, now)
-        assert self.smoothed is not None
+        smoothed = self._observe(latency)
         self.samples += 1
-        if self.samples > WARMUP and self.smoothed > LATENCY_TOLERANCE * self.baseline:
+        if self.samples > WARMUP and smoothed > LATENCY_TOLERANCE * self.baseline:
             self.cut(now)
         elif in_flight >= int(self.limit):  # only a limit in use may grow
             step = 1.0 if self.growing else 1.0 / self.limit
@@ -157,17 +154,22 @@ class Adaptive:
         self._last_cut, self.growing = now, False
         self.limit = max(1.0, self.limit * factor)
 
-    def _observe(self, latency: float, now: float) -> None:
-        if now >= self._window_end:
-            self._best = [math.inf, self._best[0]]
-            self._window_end = now + BASELINE_WINDOW
-        self._best[0] = min(self._best[0], latency)
-        smoothed = self.smoothed
-        if smoothed is None:
-            self.smoothed = latency
-        else:  # a rise is averaged slowly, a fall trusted fast (no queue makes calls faster)
-            alpha = LATENCY_ALPHA if latency > smoothed else LATENCY_FALL_ALPHA
-            self.smoothed = smoothed + alpha * (latency - smoothed)
+    def _observe(self, latency: float) -> float:
+        """Both averages fall fast (no queue makes calls faster; a cold start's first calls
+        are slow) and rise at their own pace: a queue we build shows in the recent one
+        first, while a lasting shift we did not cause (a slower service, a busy client
+        loop) reaches the reference too, and stops cutting."""
+        if self.smoothed is None:
+            self.smoothed = self.baseline = latency
+            return latency
+        self.smoothed = _toward(self.smoothed, latency, LATENCY_ALPHA)
+        self.baseline = _toward(self.baseline, latency, BASELINE_ALPHA)
+        return self.smoothed
+
+
+def _toward(average: float, sample: float, rise: float) -> float:
+    alpha = rise if sample > average else LATENCY_FALL_ALPHA
+    return average + alpha * (sample - average)
 
 
 def cost_function(spec: str | Cost | None) -> Cost | None:
