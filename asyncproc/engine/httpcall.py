@@ -121,7 +121,7 @@ class HttpProcessor:
     async def __call__(self, item: Any) -> dict[str, Any]:
         method, url, headers, body = request_of(item)
         session = self._session or self._open()
-        async with session.request(method, url, headers=headers, **body) as response:
+        async with session.request(method, url, headers=headers or None, **body) as response:
             raw = await response.read()
             status = response.status
             if status in SLOW_DOWN:
