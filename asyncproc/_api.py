@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 
 from ._errors import ConfigError
-from ._options import Options
+from ._options import DEFAULT_MAX_CONCURRENCY, Options
 from .engine.coordinator import Coordinator, Request
 from .engine.loops import backend_options, running_loop
 from .engine.observer import LogProgress, Silent
@@ -23,6 +23,7 @@ _REQUEST_KEYS = {
     "handle_signals",
     "retry_failed",
     "observer",
+    "headers",
 }
 
 
@@ -35,10 +36,16 @@ def _request(
     from pathlib import Path
 
     extra = {k: options.pop(k) for k in list(options) if k in _REQUEST_KEYS}
+    _auto_concurrency(options)
+    if callable(options.get("cost")):
+        extra["cost"] = options.pop("cost")
+        options["cost"] = "python"  # recorded as such (limits.PYTHON_COST); never the function
     if extra.get("checkpoint_dir") is not None:
         extra["checkpoint_dir"] = Path(extra["checkpoint_dir"])
-    if callable(processor) and options.get("processes", 1) > 1:
-        raise ConfigError("processes > 1 needs a processor named by a string, not a callable")
+    if (callable(processor) or "cost" in extra) and options.get("processes", 1) > 1:
+        raise ConfigError(
+            "processes > 1 needs the processor and the cost named by strings, not callables"
+        )
     quiet = bool(options.pop("quiet", False))
     try:
         opts = Options(**options)
@@ -53,6 +60,14 @@ def _request(
     return Request(Path(input), Path(output), processor, opts, **extra)
 
 
+def _auto_concurrency(options: dict[str, Any]) -> None:
+    """``concurrency="auto"``: as many lanes as ``max_concurrency``, an adaptive limit on them."""
+    if options.get("concurrency") != "auto":
+        return
+    options["adaptive"] = True
+    options["concurrency"] = options.get("max_concurrency") or DEFAULT_MAX_CONCURRENCY
+
+
 async def process_file(
     input: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -63,7 +78,10 @@ async def process_file(
 
     ``options`` are the fields of :class:`Options` plus ``checkpoint_dir``, ``new_run``,
     ``resume`` (a run id), ``quiet``, ``retry_failed`` and ``handle_signals`` (stop gracefully on
-    SIGINT/SIGTERM; main thread only).
+    SIGINT/SIGTERM; main thread only). Limits: ``rate="200/s"``, ``cost_rate="90000/min"``
+    with ``cost`` (a function of the item, ``"llm"`` or ``"field:NAME"``),
+    ``concurrency="auto"`` with ``max_concurrency``; ``headers={...}`` for the ``http``
+    processor (never stored).
     """
     summary = await Coordinator(_request(input, output, processor, options)).run()
     return replace(summary, loop=running_loop())

@@ -20,7 +20,8 @@
     │   ├── FailureLimitError       ``--max-failures`` exceeded: stopped after a commit
     │   └── SimulatedCrash          ``--simulate-crash`` fired
     └── ItemError                   one item failed (kept in the dead-letter part)
-        └── ItemTimeoutError        one attempt ran past ``--timeout``
+        ├── ItemTimeoutError        one attempt ran past ``--timeout``
+        └── RetryAfter              a processor says "slow down": the run pauses, then retries
 
 Every message says what to do next; the CLI prints it as one line.
 """
@@ -124,6 +125,25 @@ class ItemError(AsyncprocError):
 
 class ItemTimeoutError(ItemError):
     """One attempt at an item ran past the per-attempt timeout."""
+
+
+class RetryAfter(ItemError):
+    """Raised by a processor when the service said "slow down" (a 429 or 503).
+
+    The whole run stops starting calls for ``seconds`` (a pool-wide pause, then a
+    ramp back up), and the item is tried again without counting as a failed attempt.
+    ``seconds`` None or 0: no pause, only this item backs off a little and an adaptive
+    concurrency limit is cut. An item rejected more than 100 times in a row fails.
+    """
+
+    MAX_SECONDS = 300.0  # a longer Retry-After is honoured only up to this
+
+    def __init__(self, seconds: float | None = None, message: str = "") -> None:
+        if seconds is not None and not seconds >= 0:
+            raise ValueError(f"RetryAfter needs seconds >= 0 or None, got {seconds!r}")
+        self.seconds = None if seconds is None else min(float(seconds), self.MAX_SECONDS)
+        after = "" if seconds is None else f" (retry after {seconds:g}s)"
+        super().__init__(message or f"rate limited{after}")
 
 
 def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:

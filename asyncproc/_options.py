@@ -16,6 +16,7 @@ DEFAULT_BATCH_SIZE = 1000
 DEFAULT_RETRIES = 2
 DEFAULT_COMMIT_INTERVAL = 5.0
 DEFAULT_GRACE = 10.0
+DEFAULT_MAX_CONCURRENCY = 256  # lanes of --concurrency auto without --max-concurrency
 RATE_MIN_SAMPLE = 100  # items done before a failure rate can stop a run
 MAX_AUTO_WORKERS = 8
 BYTES_PER_AUTO_WORKER = 16 * 1024 * 1024
@@ -49,6 +50,24 @@ def output_kind_for(path: Path) -> OutputKind:
 def auto_workers(size: int) -> int:
     """One shard per 16 MiB, at most eight: small inputs stay in one ordered stream."""
     return max(1, min(MAX_AUTO_WORKERS, math.ceil(size / BYTES_PER_AUTO_WORKER)))
+
+
+RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+              "h": 3600.0, "hour": 3600.0}  # fmt: skip
+
+
+def parse_rate(flag: str, value: str | float) -> float:
+    """``200/s``, ``3000/min``, ``90000/m`` or ``5/h`` (a bare number is per second), per second."""
+    text = str(value).strip()
+    number, _, unit = text.partition("/")
+    try:
+        amount = float(number)
+        per = RATE_UNITS[unit.strip().lower() or "s"]
+    except (ValueError, KeyError):
+        raise ConfigError(f"{flag} takes a rate like 200/s or 3000/min, got {value!r}") from None
+    if not (amount > 0 and math.isfinite(amount)):
+        raise ConfigError(f"{flag} must be more than 0, got {value!r}")
+    return amount / per
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +125,12 @@ class Options:
     durable: bool = True  # False: no fsyncs, no checkpoint files; a crash redoes the run
     processes: int = 1  # worker processes on this machine, each with its own loop
     threads: int | None = None  # threads for a sync processor; default: the concurrency
+    # Budgets and adaptive concurrency (engine/limits.py); none of them changes results.
+    rate: str | None = None  # requests per second or minute over the whole run: "200/s"
+    cost_rate: str | None = None  # cost units (tokens...) per second or minute: "90000/min"
+    cost: str | None = None  # how an item's cost is counted: "field:NAME" or "llm"
+    adaptive: bool = False  # --concurrency auto: `concurrency` lanes, an adaptive limit on them
+    max_concurrency: int | None = None  # the ceiling of --concurrency auto, as given
 
     def __post_init__(self) -> None:
         _at_least("--batch-size", self.batch_size, 1)
@@ -128,6 +153,20 @@ class Options:
         if not self.grace >= 0:
             raise ConfigError(f"--grace must be zero or more seconds, got {self.grace}")
         self.failure_limit()
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        for flag, rate in (("--rate", self.rate), ("--cost-rate", self.cost_rate)):
+            if rate is not None:
+                parse_rate(flag, rate)
+        if (self.cost is None) != (self.cost_rate is None):
+            raise ConfigError("--cost and --cost-rate go together: what an item costs, and "
+                              "how many cost units the run may spend, e.g. --cost llm "
+                              "--cost-rate 90000/min")  # fmt: skip
+        if self.max_concurrency is not None:
+            _at_least("--max-concurrency", self.max_concurrency, 1)
+            if not self.adaptive:
+                raise ConfigError("--max-concurrency needs --concurrency auto")
 
     def failure_limit(self) -> FailureLimit | None:
         """``--max-failures`` as a count (``10``) or a rate of items done (``5%``)."""

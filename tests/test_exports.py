@@ -32,6 +32,7 @@ EXPECTED = {
     "OutputError",
     "OutputKind",
     "ProcessorLoadError",
+    "RetryAfter",
     "RunError",
     "RunLockedError",
     "RunNotFoundError",

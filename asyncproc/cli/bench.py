@@ -17,6 +17,7 @@ import orjson
 
 from .._errors import ConfigError
 from .._options import format_for
+from ..bench.auto import AutoResult, auto_limit
 from ..bench.durability import Durability, durability_cost, items_for
 from ..bench.measure import Budget, LevelResult, find_knee, parse_levels, sweep
 from ..bench.sample import Sample, load_sample, synthetic
@@ -39,6 +40,7 @@ class BenchRequest:
     durability: bool
     durability_items: int | None
     quiet: bool
+    auto: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class BenchResult:
     knee: int
     durability: Durability | None
     loop: str
+    auto: AutoResult | None = None
 
 
 def _sample(input_path: Path | None, count: int | None, fmt: str | None) -> Sample:
@@ -90,7 +93,11 @@ async def _measure(req: BenchRequest) -> BenchResult:
         levels = await sweep(pipeline.call, req.sample.items, req.levels, req.budget, report)
     knee = find_knee(levels)
     cost = await _durability(req, levels, knee) if req.durability else None
-    return BenchResult(levels, knee, cost, running_loop())
+    auto = None
+    if req.auto:
+        best = max(level.items_per_s for level in levels)
+        auto = await auto_limit(req.processor.fn, req.sample, max(req.levels), best)
+    return BenchResult(levels, knee, cost, running_loop(), auto)
 
 
 async def _durability(req: BenchRequest, levels: list[LevelResult], knee: int) -> Durability:
@@ -127,6 +134,10 @@ async def _durability(req: BenchRequest, levels: list[LevelResult], knee: int) -
 @click.option(
     "--durability-items", type=int, metavar="N", help="Items per engine run [default: auto]."
 )
+@click.option(
+    "--auto", is_flag=True,
+    help="Also run --concurrency auto (up to the highest level) and show where it settled.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write a PNG plot.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-level lines on stderr.")
@@ -138,7 +149,7 @@ def bench_command(
     processor: str, processor_args: dict[str, str], input_path: Path | None,
     synthetic: int | None, fmt: str | None, levels: str, items: int | None,
     duration: float | None, durability: bool, durability_items: int | None,
-    as_json: bool, plot_path: Path | None, quiet: bool, loop: str,
+    as_json: bool, plot_path: Path | None, quiet: bool, loop: str, auto: bool,
 ) -> None:  # fmt: skip
     """Measure PROCESSOR at several concurrency levels; find the knee."""
     if plot_path is not None:
@@ -151,7 +162,7 @@ def bench_command(
         processor=load_processor(processor, processor_args),
         sample=_sample(input_path, synthetic, fmt), levels=parse_levels(levels),
         budget=_budget(items, duration), durability=durability,
-        durability_items=durability_items, quiet=quiet,
+        durability_items=durability_items, quiet=quiet, auto=auto,
     )  # fmt: skip
     result = anyio.run(_measure, req, backend_options=backend_options(loop))
     _output(req.processor.spec, result, as_json, plot_path)
@@ -164,7 +175,14 @@ def _output(spec: str, result: BenchResult, as_json: bool, plot_path: Path | Non
         plot(result.levels, result.knee, plot_path)
     if as_json:
         doc = document(spec, result.loop, result.levels, result.knee, result.durability)
+        doc["auto"] = result.auto.to_dict() if result.auto else None
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
         sys.stdout.flush()
     else:
         show(result.levels, result.knee, result.durability)
+        if result.auto is not None:
+            a = result.auto
+            sys.stdout.write(
+                f"--concurrency auto (up to {a.maximum}) settled at {a.concurrency_limit}: "
+                f"{a.items_per_s:,.0f} items/s, {a.rejected} rejected; the knee was {result.knee}\n"
+            )

@@ -56,6 +56,8 @@ def _facts(view: RunView) -> Table:
         ("started", _when(view.started_at)), ("ended", _when(view.ended_at)),
         ("last activity", _when(view.updated_at)), ("duration", fmt_duration(view.duration)),
         ("throughput", f"{view.throughput:.1f} items/s"),
+        ("concurrency limit", "-" if view.concurrency_limit is None
+         else str(view.concurrency_limit)),
         ("ETA", "-" if eta is None else fmt_duration(eta)), ("held by", view.holder or "-"),
     ]  # fmt: skip
     for name, value in rows:

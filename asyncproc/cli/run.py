@@ -11,9 +11,22 @@ import click
 import orjson
 
 from .._api import process_file
+from .._errors import ConfigError
+from .._options import DEFAULT_MAX_CONCURRENCY
+from ..engine.httpcall import parse_headers
 from ..engine.loops import LoopChoice, backend_options
 from .group import key_values, setup_logging
 from .progress import observer_for
+
+
+def concurrency_value(value: str) -> int | str:
+    """``--concurrency``: a whole number, or ``auto``."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"--concurrency takes a whole number or auto, got {value!r}") from None
 
 
 @click.command(name="run")
@@ -52,10 +65,27 @@ from .progress import observer_for
 )
 @click.option(
     "--concurrency",
-    type=int,
-    default=64,
+    default="64",
     show_default=True,
-    help="Most items in flight across all workers.",
+    callback=lambda ctx, param, value: concurrency_value(value),
+    metavar="N|auto",
+    help="Most items in flight across all workers; auto: an adaptive limit.",
+)
+@click.option(
+    "--max-concurrency",
+    type=int,
+    help=f"Ceiling of --concurrency auto [default: {DEFAULT_MAX_CONCURRENCY}].",
+)
+@click.option("--rate", metavar="N/s|N/min", help="Requests per second or minute, whole run.")
+@click.option("--cost-rate", metavar="N/s|N/min", help="Cost units (tokens) per second or minute.")
+@click.option("--cost", metavar="field:NAME|llm", help="An item's cost for --cost-rate.")
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    callback=lambda ctx, param, values: parse_headers(values),
+    metavar="'NAME: VALUE'",
+    help="HTTP header for the http processor; $VAR is read from the environment (repeatable).",
 )
 @click.option(
     "--threads",

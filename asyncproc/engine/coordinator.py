@@ -44,6 +44,8 @@ from .choose import (
 )
 from .executor import Executor, InProcess, RunSetup, local_store
 from .finish import finish, merge_output
+from .limits import Cost, Gate, LimitConfig
+from .livelimits import publish_limits, show_limits
 from .observer import LogProgress, RunObserver
 from .planning import check_input
 from .processors import Fn, Processor, load_processor
@@ -74,6 +76,8 @@ class Request:
     observer: RunObserver | None = None  # default: progress lines on the log
     executor: Executor | None = None  # default: every unit on this event loop
     stores: Callable[[UnitSpec], UnitStore] | None = None  # default: files in the run dir
+    headers: dict[str, str] | None = None  # for the http processor; never stored
+    cost: Cost | None = None  # an item's cost from Python (else options.cost, a spec)
 
 
 class Coordinator:
@@ -88,10 +92,11 @@ class Coordinator:
         self._executor: Executor = request.executor or InProcess()
         self._committed_here = self._failed_here = 0
         self._last_error: str | None = None
+        self._gate = Gate(LimitConfig.from_options(request.options), request.cost)
 
     async def run(self) -> Summary:
         req = self.request
-        processor = load_processor(req.processor, req.options.processor_args)
+        processor = load_processor(req.processor, req.options.processor_args, req.headers)
         check_input(req.input)
         check_output(req.output, req.input)
         options = replace(req.options.resolved(req.input, req.output), processor=processor.spec)
@@ -112,7 +117,7 @@ class Coordinator:
             else:
                 summary = await self._work(chosen, processor, options)
             if req.retry_failed:  # also clears what an interrupted retry left
-                summary = await retry_failed(chosen.run, processor, options, summary)
+                summary = await retry_failed(chosen.run, processor, options, summary, self._gate)
             return summary
 
     def _checkpoint_dir(self) -> Path:
@@ -192,6 +197,9 @@ class Coordinator:
             async with anyio.create_task_group() as outer:
                 if self.request.handle_signals:
                     outer.start_soon(self._stopper.watch_signals)
+                if self._gate.config.configured:
+                    outer.start_soon(publish_limits, run, self._gate)
+                    show_limits(self._observer, self._gate)
                 async with anyio.create_task_group() as tg:
                     self._stopper.scope = tg.cancel_scope
                     tg.start_soon(self._executor.run, scheduler, setup)
@@ -208,7 +216,8 @@ class Coordinator:
             fingerprint=self._manifest.input.fingerprint,
             stores=self.request.stores or local_store, stopper=self._stopper,
             workers=workers, concurrency=options.concurrency,
-            threads=options.threads or options.concurrency,
+            threads=options.threads or options.concurrency, gate=self._gate,
+            headers=self.request.headers,
         )  # fmt: skip
 
     def _spec(self, run: RunDir, options: Options, unit: UnitPlan, extent: Extent) -> UnitSpec:
@@ -305,4 +314,5 @@ class Coordinator:
             concurrency=int(manifest.options["concurrency"]), elapsed_s=round(elapsed, 3),
             items_per_s=round(here / elapsed, 1) if elapsed > 0 else 0.0,
             processes=self._executor.processes, units=len(state.plan),
+            concurrency_limit=self._gate.limit, rejected=self._gate.rejected,
         )  # fmt: skip

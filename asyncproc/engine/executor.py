@@ -21,6 +21,7 @@ from ..storage.localfs import LocalStorage
 from ..storage.records import UnitCheckpoint
 from ..storage.unitstore import UnitStore, VolatileUnitStore
 from .lanes import LanePool
+from .limits import Gate
 from .pipeline import Pipeline
 from .processors import Processor
 from .stopping import Stopper
@@ -72,6 +73,8 @@ class RunSetup:
     workers: int  # units worked on at once
     concurrency: int  # lanes over the whole run
     threads: int  # worker threads for a sync processor, over the whole run
+    gate: Gate | None = None  # this process's limits (its share of the run's budgets)
+    headers: dict[str, str] | None = None  # the http processor's, never written to disk
 
 
 class Executor(Protocol):
@@ -98,7 +101,7 @@ def local_store(spec: UnitSpec) -> UnitStore:
 def pipeline_for(setup: RunSetup, threads: int) -> Pipeline:
     return Pipeline(
         setup.processor, format=setup.format, output_kind=setup.output_kind,
-        retries=setup.retries, timeout=setup.timeout, threads=threads,
+        retries=setup.retries, timeout=setup.timeout, threads=threads, gate=setup.gate,
     )  # fmt: skip
 
 
@@ -112,7 +115,12 @@ class InProcess:
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
         with pipeline_for(setup, setup.threads) as pipeline, watch_loop(setup.processor.is_async):
-            await self._run(work, setup, LanePool(setup.concurrency, pipeline, setup.fingerprint))
+            pool = LanePool(setup.concurrency, pipeline, setup.fingerprint)
+            try:
+                await self._run(work, setup, pool)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await pipeline.aclose()
 
     async def _run(self, work: WorkSource, setup: RunSetup, pool: LanePool) -> None:
         if not setup.stopper.attach(pool):

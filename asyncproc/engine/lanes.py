@@ -38,6 +38,7 @@ class LanePool:
         self._closed = self._stopping = False
         self._scope: anyio.CancelScope | None = None
         self._epoch = 0  # changes when a unit comes or goes: lanes look for their home again
+        pipeline.changed = self._changed  # the pipeline swapped its call: lanes reload it
 
     def add(self, unit: UnitRun) -> None:
         self.units.append(unit)
@@ -48,6 +49,9 @@ class LanePool:
 
     def remove(self, unit: UnitRun) -> None:
         self.units.remove(unit)
+        self._epoch += 1
+
+    def _changed(self) -> None:
         self._epoch += 1
 
     def wake(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger("asyncproc")
@@ -45,6 +46,7 @@ class LogProgress:
         self.total = self.done = self.failed = self.done_at_start = 0
         self.started_at = time.monotonic()
         self._last_log = 0.0
+        self.detail: Callable[[], str] | None = None  # appended to each line (the limits)
 
     def started(self, total: int, done: int, failed: int) -> None:
         self.total, self.done, self.failed = total, done, failed
@@ -70,9 +72,10 @@ class LogProgress:
         percent = 100.0 * self.done / self.total if self.total else 100.0
         rate = self.rate
         eta = fmt_duration((self.total - self.done) / rate) if rate > 0 else "?"
+        detail = f", {self.detail()}" if self.detail is not None else ""
         log.info(
-            "%.1f%% (%d/%d items, %d failed), %.0f items/s, ETA %s",
-            percent, self.done, self.total, self.failed, rate, eta,
+            "%.1f%% (%d/%d items, %d failed), %.0f items/s, ETA %s%s",
+            percent, self.done, self.total, self.failed, rate, eta, detail,
         )  # fmt: skip
 
     def stopped(self) -> None:

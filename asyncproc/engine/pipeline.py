@@ -5,6 +5,13 @@ through a :class:`Pipeline`. The lanes of a file run inline its first attempt (d
 ``call``, ``encode``: no extra frames on the hot path) and hand any failure to
 :meth:`Pipeline.recover`; everyone else calls :meth:`Pipeline.process` or
 :meth:`Pipeline.attempt`.
+
+Limits (:mod:`.limits`) wrap ``call`` in the run's gate when they are configured, or
+once any call is rejected (a processor raised :class:`~asyncproc.RetryAfter`): then the
+pipeline swaps in the gated call and tells the lanes (``changed``), so a run with no
+limits keeps the plain call on its hot path. Retries always go through the gate: they
+respect a pause, the pacing and the limit. Only calls outside the gate let a
+RetryAfter out (the gate retries its own and gives up with an :class:`ItemError`).
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._errors import RetryAfter
 from .encode import Encoder, decoder_for
+from .limits import Gate, LimitConfig, gated
 from .processors import Processor
 from .retry import ITEM_ERRORS, Call, caller, cancelled, retry
 from .threads import ThreadPool
@@ -34,18 +43,26 @@ class Outcome:
 class Pipeline:
     """Everything that happens to one item, configured once per run."""
 
-    __slots__ = ("_encoder", "_pool", "call", "decode", "encode", "error", "processor", "retries")
+    __slots__ = (
+        "_encoder", "_gated", "_plain", "_pool", "call", "changed", "decode", "encode", "error",
+        "gate", "processor", "retries",
+    )  # fmt: skip
 
     def __init__(
         self, processor: Processor, *, format: str, output_kind: str, retries: int,
-        timeout: float | None, threads: int,
+        timeout: float | None, threads: int, gate: Gate | None = None,
     ) -> None:  # fmt: skip
         self.processor = processor
         self.retries = retries
         self.decode: Callable[[bytes], Any] = decoder_for(format)
         # A sync processor's calls run in threads of the pipeline's own (close it after).
         self._pool = None if processor.is_async else ThreadPool(threads)
-        self.call: Call = caller(processor, timeout, self._pool)
+        self._plain: Call = caller(processor, timeout, self._pool)
+        self.gate = gate or Gate(LimitConfig())
+        self._gated: Call = gated(self._plain, self.gate)  # retries always take this one
+        self.call: Call = self._gated if self.gate.config.configured else self._plain
+        self.changed: Callable[[], None] = _nothing  # the lanes' hook: `call` was replaced
+        self.gate.activate = self.use_gate  # any rejection routes all calls through the gate
         self._encoder = Encoder(output_kind)
         self.encode = self._encoder.record
         self.error: str | None = None  # the last item error, for progress and limits
@@ -54,6 +71,18 @@ class Pipeline:
         """Let the worker threads of a sync processor end."""
         if self._pool is not None:
             self._pool.close()
+
+    async def aclose(self) -> None:
+        """Close what the processor holds open on the loop (the ``http`` client)."""
+        close = getattr(self.processor.fn, "aclose", None)
+        if close is not None:
+            await close()
+
+    def use_gate(self) -> None:
+        """Route every further call through the gate (a processor asked to slow down)."""
+        if self.call is not self._gated:
+            self.call = self._gated
+            self.changed()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -68,7 +97,10 @@ class Pipeline:
         except ITEM_ERRORS as exc:  # an item's failure is data, not a crash
             if cancelled(exc):
                 raise
-            return await retry(self.call, item, exc, self.retries)
+            if isinstance(exc, RetryAfter):  # from a call outside the gate: not a failure
+                self.gate.note_rejection(exc)  # pauses the pool, gates every further call
+                return await self.attempt(item)
+            return await retry(self._gated, item, exc, self.retries)
 
     async def process(self, index: int, offset: int, raw: bytes) -> Outcome:
         """The whole path for one line, for callers off the hot path."""
@@ -94,7 +126,11 @@ class Pipeline:
         """
         attempts = 0 if stage == DECODE else 1
         if stage == CALL:
-            value, retry_error, attempts = await retry(self.call, item, error, self.retries)
+            if isinstance(error, RetryAfter):  # from a call outside the gate: not a failure
+                self.gate.note_rejection(error)  # pauses the pool, gates every further call
+                value, retry_error, attempts = await self.attempt(item)
+            else:
+                value, retry_error, attempts = await retry(self._gated, item, error, self.retries)
             if retry_error is None:
                 try:
                     return self.encode(index, value), False
@@ -110,3 +146,7 @@ class Pipeline:
     ) -> bytes:
         self.error = f"{type(error).__name__}: {error}"
         return self._encoder.dead(index, offset, item, error, attempts)
+
+
+def _nothing() -> None:
+    return None

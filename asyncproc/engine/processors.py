@@ -61,11 +61,19 @@ def _float_arg(name: str, value: str) -> float:
     return number
 
 
+def _make_http(headers: dict[str, str] | None = None) -> Fn:
+    from .httpcall import make_http
+
+    return make_http(headers)
+
+
 BUILTINS: dict[str, Callable[..., Fn]] = {
     "text_stats": lambda: text_stats,
     "identity": lambda: identity,
     "sleep": _make_sleep,
+    "http": _make_http,
 }
+TAKES_HEADERS = ("http",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +85,19 @@ class Processor:
     is_async: bool
 
 
-def load_processor(spec: str | Fn, args: dict[str, str] | None = None) -> Processor:
-    """Resolve a spec or a callable into a Processor, checking it takes one item."""
+def load_processor(
+    spec: str | Fn, args: dict[str, str] | None = None, headers: dict[str, str] | None = None
+) -> Processor:
+    """Resolve a spec or a callable into a Processor, checking it takes one item.
+
+    ``headers`` (``--header``) go to the ``http`` built-in; they are not processor
+    arguments because they must never be written into the run's manifest.
+    """
     args = args or {}
+    if headers:
+        if spec not in TAKES_HEADERS:
+            raise ConfigError("--header applies to the http processor only")
+        return Processor("http", _builtin("http", {**args, "headers": headers}), True)
     if callable(spec):
         fn, name = spec, getattr(spec, "__qualname__", repr(spec))
         _no_args(args, name)
@@ -92,7 +110,7 @@ def load_processor(spec: str | Fn, args: dict[str, str] | None = None) -> Proces
     return Processor(name, fn, _is_async(fn))
 
 
-def _builtin(name: str, args: dict[str, str]) -> Fn:
+def _builtin(name: str, args: dict[str, Any]) -> Fn:
     try:
         return BUILTINS[name](**args)
     except TypeError:

@@ -71,6 +71,8 @@ async def retry(
 
     Returns (value, None, attempts) on success, (None, last error, attempts) otherwise.
     """
+    if not getattr(error, "retryable", True):  # e.g. an HTTP 404: trying again cannot help
+        return None, error, 1
     for attempt in range(1, retries + 1):
         await anyio.sleep(backoff(attempt))
         try:
@@ -79,4 +81,6 @@ async def retry(
             if cancelled(exc):
                 raise
             error = exc
+            if not getattr(error, "retryable", True):
+                return None, error, attempt + 1
     return None, error, retries + 1

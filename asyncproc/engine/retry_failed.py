@@ -29,6 +29,7 @@ from .._options import Options
 from ..runs.rundir import RunDir, failed_items_path
 from ..storage.records import Manifest, UnitCheckpoint
 from .choose import require_unchanged
+from .limits import Gate, LimitConfig
 from .pipeline import Pipeline
 from .processors import Processor
 from .retry_publish import publish_retry, summary_after
@@ -41,8 +42,9 @@ log = logging.getLogger("asyncproc")
 
 
 async def retry_failed(
-    run: RunDir, processor: Processor, options: Options, summary: Summary
-) -> Summary:
+    run: RunDir, processor: Processor, options: Options, summary: Summary,
+    gate: Gate | None = None,
+) -> Summary:  # fmt: skip
     """Retry the failed items of a completed run (going on with an interrupted retry)."""
     started = time.monotonic()
     manifest = await anyio.to_thread.run_sync(run.read)
@@ -56,7 +58,8 @@ async def retry_failed(
         if not summary.failed_items_file:
             return summary
         state = await anyio.to_thread.run_sync(start, run, manifest, failed)
-    final, here = await _retry(run, manifest, state, processor, options)
+    gate = gate or Gate(LimitConfig.from_options(options))
+    final, here = await _retry(run, manifest, state, processor, options, gate)
     return (await _publish(run, manifest, summary, final, started, here))[1]
 
 
@@ -71,8 +74,9 @@ async def _publish(
 
 
 async def _retry(
-    run: RunDir, manifest: Manifest, state: RetryState, processor: Processor, options: Options
-) -> tuple[UnitCheckpoint, int]:
+    run: RunDir, manifest: Manifest, state: RetryState, processor: Processor, options: Options,
+    gate: Gate,
+) -> tuple[UnitCheckpoint, int]:  # fmt: skip
     """Retry what the state has left; the final checkpoint and the items committed here."""
     await anyio.to_thread.run_sync(require_unchanged, manifest.input, run.run_id, "since")
     plan, begin = state.plan, state.checkpoint
@@ -87,7 +91,7 @@ async def _retry(
         LetterReader, failed, begin.offset, plan.failed.size,
         Path(manifest.input.path), manifest.input.size,
     )  # fmt: skip
-    pipeline = _pipeline(manifest, processor, options)
+    pipeline = _pipeline(manifest, processor, options, gate)
     retry = RetryRun(
         reader, begin, plan.failed.size, retry_store(run, options.durable), pipeline,
         lanes=options.concurrency, batch_size=options.batch_size,
@@ -102,12 +106,15 @@ async def _retry(
     finally:
         reader.close()
         pipeline.close()
+        with anyio.CancelScope(shield=True):
+            await pipeline.aclose()
     return final, retry.committed
 
 
-def _pipeline(manifest: Manifest, processor: Processor, options: Options) -> Pipeline:
+def _pipeline(manifest: Manifest, processor: Processor, options: Options, gate: Gate) -> Pipeline:
     return Pipeline(
         processor, format=str(manifest.options["format"]),
         output_kind=str(manifest.options["output_kind"]), retries=options.retries,
         timeout=options.timeout, threads=options.threads or options.concurrency,
+        gate=gate,
     )  # fmt: skip

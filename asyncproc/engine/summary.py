@@ -28,6 +28,8 @@ class Summary:
     loop: str = "asyncio"  # the event loop that ran the last invocation
     processes: int = 1  # worker processes of this invocation
     units: int = 1  # units in the final plan (splits add units)
+    concurrency_limit: int | None = None  # calls allowed at once at the end (auto: as adapted)
+    rejected: int = 0  # calls the service rejected ("slow down") in this invocation
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -27,6 +27,7 @@ import orjson
 from anyio.lowlevel import EventLoopToken
 
 from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
+from ..engine.limits import Gate, LimitConfig
 from ..engine.loops import backend_options
 from ..engine.processors import load_processor
 from ..engine.stopping import Stopper, StopReason
@@ -79,8 +80,9 @@ class _Channel:
 class ParentLink:
     """The child's work source: units come from the parent, results go back to it."""
 
-    def __init__(self, channel: _Channel, stopper: Stopper) -> None:
-        self._channel, self._stopper = channel, stopper
+    def __init__(self, channel: _Channel, stopper: Stopper, gate: Gate) -> None:
+        self._channel, self._stopper, self.gate = channel, stopper, gate
+        gate.on_pause = lambda seconds: channel.send(line({"pause": seconds}))
         self._ids = itertools.count()
         self._answers: dict[int, tuple[anyio.Event, list[Job | None]]] = {}
         self._units: dict[int, UnitHandle] = {}
@@ -111,7 +113,8 @@ class ParentLink:
         self._units[unit_id] = handle
 
     def committed(self, commit: Commit) -> None:
-        self._channel.send(line(commit_message(commit)))
+        limits = {"limits": [self.gate.limit, self.gate.rejections]}
+        self._channel.send(line(commit_message(commit)) + line(limits))
 
     def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
         self._units.pop(unit_id, None)
@@ -131,28 +134,32 @@ def _watch_stdin(token: EventLoopToken, link: ParentLink) -> None:
             anyio.from_thread.run_sync(link.answer, message, token=token)
         elif "cap" in message:
             anyio.from_thread.run(link.cap, message, token=token)
+        elif "pause" in message:
+            seconds = float(message["pause"])
+            anyio.from_thread.run_sync(link.gate.paused_elsewhere, seconds, token=token)
         elif "stop" in message:
             anyio.from_thread.run_sync(link.stop, float(message["stop"]), token=token)
     os._exit(0)
 
 
-def _setup(job: dict[str, Any], stopper: Stopper) -> RunSetup:
+def _setup(job: dict[str, Any], stopper: Stopper, gate: Gate) -> RunSetup:
     return RunSetup(
-        processor=load_processor(job["processor"], job["processor_args"]),
+        processor=load_processor(job["processor"], job["processor_args"], job["headers"]),
         processor_args=job["processor_args"], format=job["format"],
         output_kind=job["output_kind"], retries=int(job["retries"]), timeout=job["timeout"],
         fingerprint=job["fingerprint"], stores=local_store, stopper=stopper,
         workers=int(job["workers"]), concurrency=int(job["concurrency"]),
-        threads=int(job["threads"]),
+        threads=int(job["threads"]), gate=gate, headers=job["headers"],
     )  # fmt: skip
 
 
 async def _serve(job: dict[str, Any], channel: _Channel) -> None:
     stopper = Stopper(0.0)
-    link = ParentLink(channel, stopper)
+    gate = Gate(LimitConfig.from_dict(job["limits"]))
+    link = ParentLink(channel, stopper, gate)
     token = anyio.lowlevel.current_token()
     threading.Thread(target=_watch_stdin, args=(token, link), daemon=True).start()
-    await InProcess().run(link, _setup(job, stopper))
+    await InProcess().run(link, _setup(job, stopper, gate))
 
 
 def _report(exc: BaseException) -> None:

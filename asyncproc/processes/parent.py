@@ -27,6 +27,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._errors import WorkerProcessError, unwrap_group
 from ..engine.executor import RunSetup, WorkSource
+from ..engine.limits import LimitConfig
 from ..engine.loops import running_loop
 from ..engine.units import Place
 from .wire import (
@@ -48,12 +49,20 @@ def shares(total: int, parts: int) -> list[int]:
     return [max(1, base + (1 if k < extra else 0)) for k in range(parts)]
 
 
-def setup_message(setup: RunSetup, workers: int, concurrency: int, threads: int) -> bytes:
+def setup_message(
+    setup: RunSetup, workers: int, concurrency: int, threads: int, parts: int
+) -> bytes:
+    """A child's setup: its shares of the slots, lanes, threads and budgets.
+
+    The headers travel on the private pipe, never on disk.
+    """
+    limits = setup.gate.config if setup.gate is not None else LimitConfig()
     return line({
         "processor": setup.processor.spec, "processor_args": setup.processor_args,
         "loop": running_loop(), "format": setup.format, "output_kind": setup.output_kind,
         "retries": setup.retries, "timeout": setup.timeout, "fingerprint": setup.fingerprint,
         "workers": workers, "concurrency": concurrency, "threads": threads,
+        "limits": limits.share(parts, concurrency).to_dict(), "headers": setup.headers,
     })  # fmt: skip
 
 
@@ -86,10 +95,14 @@ class Processes:
         threads = shares(setup.threads, p)
         spawned = list(self._spawned)
         try:
+            children: list[_Child] = []
+            for k in range(p):
+                data = setup_message(setup, slots[k], lanes[k], threads[k], p)
+                children.append(_Child(data, work, setup, k, children))
+                if setup.gate is not None:  # until the child reports its own
+                    setup.gate.report(k, lanes[k], 0)
             async with anyio.create_task_group() as tg:
-                for k in range(p):
-                    data = setup_message(setup, slots[k], lanes[k], threads[k])
-                    child = _Child(data, work, setup)
+                for k, child in enumerate(children):
                     tg.start_soon(child.run, spawned[k] if k < len(spawned) else None)
         except ExceptionGroup as group:
             raise unwrap_group(group) from None
@@ -117,8 +130,12 @@ class _RemoteUnit:
 class _Child:
     """One worker process, from start to exit."""
 
-    def __init__(self, data: bytes, work: WorkSource, setup: RunSetup) -> None:
+    def __init__(
+        self, data: bytes, work: WorkSource, setup: RunSetup, number: int,
+        siblings: list[_Child],
+    ) -> None:  # fmt: skip
         self._data, self._work, self._setup = data, work, setup
+        self._number, self._siblings = number, siblings
         self._units: dict[int, _RemoteUnit] = {}
         self._caps: dict[int, tuple[anyio.Event, list[Place | None]]] = {}
         self._ids = itertools.count()
@@ -178,8 +195,19 @@ class _Child:
             unit_id = int(message["finished"])
             self._units.pop(unit_id, None)
             self._work.finished(unit_id, decode_checkpoint(message["checkpoint"], "child"))
+        elif "limits" in message and self._setup.gate is not None:
+            limit, rejections = message["limits"]
+            self._setup.gate.report(self._number, int(limit), int(rejections))
+        elif "pause" in message:
+            self._pause_others(float(message["pause"]), tg)
         elif message.get("done"):
             self._done = True
+
+    def _pause_others(self, seconds: float, tg: TaskGroup) -> None:
+        """One child was told to slow down: the whole run pauses, every child with it."""
+        for child in self._siblings:
+            if child is not self:
+                tg.start_soon(child._send, {"pause": seconds})
 
     async def _give_unit(self, request: int) -> None:
         job = await self._work.next_unit()

@@ -2,9 +2,11 @@
 
 Parent to child: the run's setup first (:func:`setup_line`), then answers and requests:
 ``{"unit": spec, "start": checkpoint, "id": n}`` (``unit`` null: no more work),
-``{"cap": unit_id, "candidates": [[offset, index], ...], "id": n}``, and
-``{"stop": grace}``. Child to parent: ``{"next": n}`` (a slot wants a unit),
-``{"commit": ...}`` after each durable commit, ``{"capped": n, "place": [o, i] | null}``,
+``{"cap": unit_id, "candidates": [[offset, index], ...], "id": n}``,
+``{"pause": seconds}`` (another child was told to slow down) and ``{"stop": grace}``.
+Child to parent: ``{"next": n}`` (a slot wants a unit), ``{"commit": ...}`` after each
+durable commit, followed by ``{"limits": [limit, rejections]}``, ``{"pause": seconds}``
+(a call was rejected with a Retry-After), ``{"capped": n, "place": [o, i] | null}``,
 ``{"finished": unit_id, "checkpoint": ...}`` and, last, ``{"done": true}``.
 """
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..storage.records import Manifest, RunStatus, UnitCheckpoint, UnitPlan
 from .failures import failures_from_file, failures_from_segments
+from .live import read_live
 from .locks import holder_text, is_held
 from .rundir import MANIFEST, RunDir, failed_items_path
 from .views import FINISHED, RunView, UnitView, derive_status
@@ -59,6 +60,7 @@ def _view(run: RunDir, manifest: Manifest) -> RunView:
         failed=failed, started_at=manifest.created_at, ended_at=ended, updated_at=updated,
         options=manifest.options, holder=holder_text(run.path / "lock") if held else None,
         path=run.path, units=units, summary=manifest.summary,
+        live=read_live(run.storage) if status is RunStatus.RUNNING else None,
     )  # fmt: skip
 
 

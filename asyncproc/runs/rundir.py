@@ -27,6 +27,7 @@ from ..storage.localfs import LocalStorage
 from ..storage.protocol import Storage
 from ..storage.records import LineIndex, Manifest, RunStatus
 from ..storage.unitstore import CHECKPOINTS, SEGMENTS, UnitStore
+from .live import LIVE
 from .locks import hold
 from .trust import require_private, require_private_tree
 
@@ -92,6 +93,7 @@ class RunDir:
         for folder in (CHECKPOINTS, SEGMENTS):
             self.storage.remove_tree(folder)
         self.storage.delete(INDEX)
+        self.storage.delete(LIVE)
         for leftover in self.path.glob(".*.tmp"):  # a record write cut short by a crash
             leftover.unlink(missing_ok=True)
 

@@ -71,6 +71,7 @@ class RunView:
     units: tuple[UnitView, ...] = ()
     summary: dict[str, Any] | None = None
     kind: str = "file"  # "file" for a file run, "keyed" for a CheckpointManager run
+    live: dict[str, Any] | None = None  # limits.json of a running run (runs/live.py)
     now: float = field(default_factory=time.time)
 
     @property
@@ -110,10 +111,18 @@ class RunView:
             "holder": self.holder, "kind": self.kind,
         }  # fmt: skip
 
+    @property
+    def concurrency_limit(self) -> int | None:
+        """Calls allowed at once: live while running with limits, else as it ended."""
+        source = self.live if self.status is RunStatus.RUNNING else self.summary
+        value = (source or {}).get("concurrency_limit")
+        return int(value) if isinstance(value, int) else None
+
     def to_json_detail(self, failures: list[dict[str, Any]]) -> dict[str, Any]:
         eta = self.eta
         return {
             **self.to_json(), "options": self.options,
+            "concurrency_limit": self.concurrency_limit,
             "items_per_s": round(self.throughput, 1),
             "eta_s": None if eta is None else round(eta, 1),
             "shards": [u.to_json() for u in self.units], "recent_failures": failures,
