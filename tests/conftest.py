@@ -145,8 +145,11 @@ def write_lines(path: Path, lines: Iterable[str], newline: str = "\n") -> Path:
 
 
 def text_items(raw: bytes) -> list[str]:
-    """The items of a text input, per the contract: non-blank lines, stripped, UTF-8."""
-    return [line.strip().decode("utf-8") for line in raw.split(b"\n") if line.strip()]
+    """The items of a text input, as the older text tool made them: the file decoded as
+    UTF-8 (a byte-order mark dropped), ``str.splitlines()``, each line ``str.strip()``-ed,
+    blank lines left out."""
+    lines = raw.decode("utf-8-sig").splitlines()
+    return [line.strip() for line in lines if line.strip()]
 
 
 def text_stats(item: str) -> dict[str, Any]:

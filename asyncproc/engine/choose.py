@@ -120,7 +120,7 @@ def new_run(checkpoint_dir: Path, wanted: Wanted) -> Chosen:
     """Plan the input into a new run directory: the index first, then the manifest."""
     size = wanted.input.stat().st_size
     workers = planned_workers(wanted.options, size)
-    planned = plan(wanted.input, workers)
+    planned = plan(wanted.input, workers, str(wanted.options.format or "text"))
     run = new_run_dir(checkpoint_dir)
     run.write_index(planned.index)
     now = time.time()

@@ -107,7 +107,8 @@ class LanePool:
         A lane away from ``home`` goes back as soon as its home has an item to take.
         """
         away = None if unit is home else home
-        starts, lines, order, limit = unit.starts, unit.lines, unit.order, unit.limit
+        starts, lines, ends = unit.starts, unit.lines, unit.ends
+        order, limit = unit.order, unit.limit
         pipeline, first = self._pipeline, unit.first_index
         decode, call, encode = pipeline.decode, pipeline.call, pipeline.encode
         slot.unit, budget, epoch = unit.unit_id, YIELD_EVERY, self._epoch
@@ -118,10 +119,7 @@ class LanePool:
             and self._epoch == epoch
             and (away is None or not away.ready)
         ):
-            start, raw = starts.popleft(), lines.popleft()
-            end = start + len(raw) + 1
-            if end > unit.end:  # the input's last line, without a newline
-                end = unit.end
+            start, raw, end = starts.popleft(), lines.popleft(), ends.popleft()
             if len(lines) == FEED_LOW_WATER:
                 unit.space.fire()
             seq = order.taken

@@ -72,7 +72,8 @@ class UnitRun:
         self.limit = window(lanes, spec.batch_size)
         self.order = Ordering(spec.batch_size, start.offset)
         self.starts: deque[int] = deque()  # offsets of the lines waiting for a lane
-        self.lines: deque[bytes] = deque()  # and the lines, without their newline
+        self.lines: deque[bytes] = deque()  # and the lines, without their line end
+        self.ends: deque[int] = deque()  # and the offsets just past their line ends
         self.eof = self.stopping = False
         self.last_error: str | None = None
         self.batch, self.space = Signal(), Signal()
@@ -146,6 +147,7 @@ class UnitRun:
         while len(self.starts) > cut:
             self.starts.pop()
             self.lines.pop()
+            self.ends.pop()
         if self._unread >= place.offset:
             self._finish_reading()
         return place
@@ -155,7 +157,7 @@ class UnitRun:
     async def _feed(self) -> None:
         async with aiofiles.open(Path(self.spec.input_path), "rb") as fh:
             await fh.seek(self._unread)
-            reader = LineReader(fh, self._unread, self.spec.input_path)
+            reader = LineReader(fh, self._unread, self.spec.input_path, format=self.spec.format)
             while not self.stopping and (lines := await reader.next(self.end)) is not None:
                 self._queue(*lines)
                 self._unread = reader.unread
@@ -165,13 +167,14 @@ class UnitRun:
         if not self.stopping:
             self._finish_reading()
 
-    def _queue(self, starts: list[int], lines: list[bytes]) -> None:
+    def _queue(self, starts: list[int], lines: list[bytes], ends: list[int]) -> None:
         """Queue whole lines, dropping any a cap has put past the end meanwhile."""
         if starts and starts[-1] >= self.end:
             keep = bisect.bisect_left(starts, self.end)
-            starts, lines = starts[:keep], lines[:keep]
+            starts, lines, ends = starts[:keep], lines[:keep], ends[:keep]
         self.starts.extend(starts)
         self.lines.extend(lines)
+        self.ends.extend(ends)
         if lines:
             self._wake()
 
