@@ -23,6 +23,7 @@ _REQUEST_KEYS = {
     "handle_signals",
     "retry_failed",
     "observer",
+    "exit_on_crash",
 }
 
 

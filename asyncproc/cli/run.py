@@ -155,6 +155,7 @@ def run_command(
             output_path,
             format=fmt,
             handle_signals=True,
+            exit_on_crash=True,
             observer=observer_for(quiet),
             **options,
         ),

@@ -26,6 +26,7 @@ from .._errors import (
     Interrupted,
     OutputError,
     RunError,
+    SimulatedCrash,
     unwrap_group,
 )
 from .._options import DEFAULT_CHECKPOINT, Options
@@ -33,6 +34,7 @@ from ..runs.rundir import RunDir, directory_lock
 from ..storage.faults import CRASH_EXIT
 from ..storage.records import Manifest, RunStatus, UnitPlan
 from ..storage.unitstore import UnitStore
+from .budget import TakeBudget
 from .choose import Chosen, Wanted, check_output, existing, new_run, require_unchanged
 from .executor import Executor, InProcess, RunSetup, local_store
 from .finish import finish, merge_output
@@ -66,6 +68,7 @@ class Request:
     observer: RunObserver | None = None  # default: progress lines on the log
     executor: Executor | None = None  # default: every unit on this event loop
     stores: Callable[[UnitSpec], UnitStore] | None = None  # default: files in the run dir
+    exit_on_crash: bool = False  # --simulate-crash exits the process (CLI) instead of raising
 
 
 class Coordinator:
@@ -80,6 +83,7 @@ class Coordinator:
         self._executor: Executor = request.executor or InProcess()
         self._committed_here = self._failed_here = 0
         self._last_error: str | None = None
+        self.checkpoint_dir = request.checkpoint_dir or request.output.parent / DEFAULT_CHECKPOINT
 
     async def run(self) -> Summary:
         req = self.request
@@ -88,7 +92,7 @@ class Coordinator:
         check_output(req.output, req.input)
         options = replace(req.options.resolved(req.input, req.output), processor=processor.spec)
         wanted = Wanted(req.input, req.output, options, req.new_run, req.resume, req.retry_failed)
-        checkpoint_dir = self._checkpoint_dir()
+        checkpoint_dir = self.checkpoint_dir = self._checkpoint_dir()
         async with self._executor.started():
             return await self._run(checkpoint_dir, wanted, processor, options)
 
@@ -136,8 +140,11 @@ class Coordinator:
             state = await self._execute(run, state, processor, options, workers)
         except BaseExceptionGroup as group:
             cause = unwrap_group(group)
-            await self._stopped(run, RunStatus.FAILED, str(cause))
+            if not isinstance(cause, SimulatedCrash):  # a crash writes nothing more
+                await self._stopped(run, RunStatus.FAILED, str(cause))
             raise cause from (None if cause is group else group)
+        except SimulatedCrash:
+            raise
         except (AsyncprocError, OSError) as exc:
             await self._stopped(run, RunStatus.FAILED, str(exc))
             raise
@@ -170,14 +177,15 @@ class Coordinator:
     async def _execute(
         self, run: RunDir, state: RunState, processor: Processor, options: Options, workers: int
     ) -> RunState:
+        budget = self._crash_budget(options)
         scheduler = Scheduler(
             state.plan, state.index, dict(state.states),
             spec_for=partial(self._spec, run, options),
             record=partial(self._record_plan, run),
             stopping=lambda: self._stopper.reason is not None,
-            on_commit=self._on_commit,
+            on_commit=self._on_commit, splits=budget is None,
         )  # fmt: skip
-        setup = self._setup(processor, options, workers)
+        setup = replace(self._setup(processor, options, workers), budget=budget)
         self._observer.started(state.plan.total_items, state.done, state.failed)
         try:
             async with anyio.create_task_group() as outer:
@@ -190,6 +198,13 @@ class Coordinator:
         finally:
             self._observer.stopped()
         return RunState(scheduler.plan, state.index, scheduler.states)
+
+    def _crash_budget(self, options: Options) -> TakeBudget | None:
+        """``--simulate-crash N`` in one process: units take N items between them, so the
+        crash lands after exactly N commits (no split may return a taken line)."""
+        if options.simulate_crash is None or self._executor.processes > 1:
+            return None
+        return TakeBudget(options.simulate_crash)
 
     def _setup(self, processor: Processor, options: Options, workers: int) -> RunSetup:
         return RunSetup(
@@ -239,9 +254,18 @@ class Coordinator:
             )))  # fmt: skip
 
     def _simulated_crash(self, run_id: str) -> None:
+        """Stop hard, as a crash would: the CLI exits the process, Python gets an error."""
+        where = self.checkpoint_dir
+        if not self.request.exit_on_crash:
+            raise SimulatedCrash(
+                f"simulated crash after {self._committed_here} committed items in run "
+                f"{run_id} (checkpoint directory {where}); call again without "
+                "simulate_crash to resume"
+            )
         sys.stderr.write(
             f"asyncproc: simulated crash after {self._committed_here} committed items in run "
-            f"{run_id}; run the same command again (without --simulate-crash) to resume\n"
+            f"{run_id} (checkpoint directory {where}); run the same command again (without "
+            "--simulate-crash) to resume\n"
         )
         sys.stderr.flush()
         os._exit(CRASH_EXIT)

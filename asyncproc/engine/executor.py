@@ -20,6 +20,7 @@ import anyio
 from ..storage.localfs import LocalStorage
 from ..storage.records import UnitCheckpoint
 from ..storage.unitstore import UnitStore, VolatileUnitStore
+from .budget import TakeBudget
 from .lanes import LanePool
 from .pipeline import Pipeline
 from .processors import Processor
@@ -71,6 +72,7 @@ class RunSetup:
     workers: int  # units worked on at once
     concurrency: int  # lanes over the whole run
     threads: int  # worker threads for a sync processor, over the whole run
+    budget: TakeBudget | None = None  # --simulate-crash: items this invocation may take
 
 
 class Executor(Protocol):
@@ -131,7 +133,9 @@ async def _slot(work: WorkSource, setup: RunSetup, pool: LanePool) -> None:
     """Run one unit after another while the coordinator has any."""
     while (job := await work.next_unit()) is not None:
         spec, start = job
-        unit = UnitRun(spec, start, setup.stores(spec), pool.size, work.committed, pool.wake)
+        unit = UnitRun(
+            spec, start, setup.stores(spec), pool.size, work.committed, pool.wake, setup.budget
+        )
         work.running(spec.unit_id, unit)
         pool.add(unit)
         try:
