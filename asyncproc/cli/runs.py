@@ -42,6 +42,21 @@ def _json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
 
 
+def _run_id_option(fn: F) -> F:
+    """``--run-id ID`` as well as the argument: the older loader tool's form."""
+    return click.option("--run-id", "run_id_option", metavar="RUN_ID",
+                        help="The run, as an option (the same as the argument).")(fn)  # fmt: skip
+
+
+def _one_run_id(argument: str | None, option: str | None, *, required: bool = True) -> str | None:
+    if argument is not None and option is not None and argument != option:
+        raise click.UsageError(f"two run ids given: {argument} and --run-id {option}; give one")
+    run_id = argument or option
+    if run_id is None and required:
+        raise click.UsageError("which run? give RUN_ID or --run-id RUN_ID (see `asyncproc list`)")
+    return run_id
+
+
 def _emit_json(data: Any) -> None:
     sys.stdout.buffer.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
@@ -72,17 +87,21 @@ def list_command(checkpoint_dir: Path, as_json: bool) -> None:
 
 
 @click.command(name="show")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@_run_id_option
 @_checkpoint_option
 @_json_option
 @click.option(
     "--failures", "limit", type=click.IntRange(min=0), default=5, show_default=True,
     help="How many of the most recent failures to show.",
 )  # fmt: skip
-def show_command(run_id: str, checkpoint_dir: Path, as_json: bool, limit: int) -> None:
-    """Show RUN_ID in detail: options, shards, throughput, ETA, recent failures."""
+def show_command(
+    run_id: str | None, run_id_option: str | None, checkpoint_dir: Path, as_json: bool,
+    limit: int,
+) -> None:  # fmt: skip
+    """Show RUN_ID in detail: options, shards or loaders, throughput, ETA, recent failures."""
     runs = runs_in(checkpoint_dir)
-    view = runs.view(run_id)
+    view = runs.view(str(_one_run_id(run_id, run_id_option)))
     _print_detail(view, runs.failures(view, limit), as_json, options=True)
 
 
@@ -149,14 +168,18 @@ def _next_frame(as_json: bool) -> None:
 
 
 @click.command(name="delete")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@_run_id_option
 @_checkpoint_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def delete_command(run_id: str, checkpoint_dir: Path, yes: bool) -> None:
+def delete_command(
+    run_id: str | None, run_id_option: str | None, checkpoint_dir: Path, yes: bool
+) -> None:
     """Delete RUN_ID's directory (checkpoints, segments, manifest); refuses a live run.
 
     The run's output file, if any, is left alone.
     """
+    run_id = str(_one_run_id(run_id, run_id_option))
     view = runs_in(checkpoint_dir).view(run_id)
     if not yes:
         click.confirm(

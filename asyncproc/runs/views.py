@@ -71,6 +71,7 @@ class RunView:
     units: tuple[UnitView, ...] = ()
     summary: dict[str, Any] | None = None
     kind: str = "file"  # "file" for a file run, "keyed" for a CheckpointManager run
+    description: str | None = None  # what a keyed run is for, as given when it started
     now: float = field(default_factory=time.time)
 
     @property
@@ -107,7 +108,7 @@ class RunView:
             "processed": self.processed, "failed": self.failed, "percent": self.percent,
             "started_at": iso(self.started_at), "ended_at": iso(self.ended_at),
             "updated_at": iso(self.updated_at), "duration_s": round(self.duration, 3),
-            "holder": self.holder, "kind": self.kind,
+            "holder": self.holder, "kind": self.kind, "description": self.description,
         }  # fmt: skip
 
     def to_json_detail(self, failures: list[dict[str, Any]]) -> dict[str, Any]:
