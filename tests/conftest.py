@@ -122,9 +122,17 @@ def run_status(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     return summary_of(run_cli("status", "--checkpoint", checkpoint, "--json", check=0))
 
 
+EXIT_ITEMS_FAILED = 4  # `asyncproc run` finished, but some items failed
+
+
 def run_ok(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Run the CLI, require exit code 0 and return the parsed summary."""
-    return summary_of(run_cli(*args, env=env, check=0))
+    """Run the CLI to the end and return the parsed summary: exit code 0, or 4 when the
+    summary counts failed items (asserted either way)."""
+    proc = run_cli(*args, env=env)
+    summary = summary_of(proc)
+    expected = EXIT_ITEMS_FAILED if summary.get("failed") else 0
+    assert proc.returncode == expected, describe(proc, f"expected exit code {expected}")
+    return summary
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -269,6 +277,17 @@ def wait_until(
 
 
 # -- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _private_run_index(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Each test gets its own per-user run index (``XDG_STATE_HOME``), subprocesses too:
+    the suite never writes to the real ``~/.local/state`` nor sees another test's runs."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
 
 
 @pytest.fixture

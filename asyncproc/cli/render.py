@@ -10,8 +10,10 @@ from rich.text import Text
 
 from ..engine.observer import fmt_duration
 from ..runs.views import RunView, iso
+from ..storage.records import RunStatus
 
 STATUS_STYLE = {
+    "damaged": "bold magenta",
     "running": "bold green",
     "interrupted": "yellow",
     "failed": "bold red",
@@ -30,22 +32,26 @@ def _status(view: RunView) -> Text:
 
 
 def _progress(view: RunView) -> str:
+    if view.status is RunStatus.DAMAGED:
+        return "-"
     return f"{view.done}/{view.total_items} ({view.percent:.1f}%)"
 
 
-def runs_table(views: list[RunView]) -> Table:
-    """One row per run; a description column when any run has one (keyed runs)."""
+def runs_table(views: list[RunView], *, several: bool = False) -> Table:
+    """One row per run; a description column when any run has one (keyed runs), a
+    checkpoint column when the runs come from ``several`` directories."""
     table = Table(title="asyncproc runs (newest first)")
     described = any(v.description for v in views)
     columns = ("run id", "status", *(("description",) if described else ()), "input",
-               "progress", "failed", "started", "duration")  # fmt: skip
+               "progress", "failed", "started", "duration",
+               *(("checkpoint",) if several else ()))  # fmt: skip
     for column in columns:
-        table.add_column(column, no_wrap=column not in ("input", "description"))
+        table.add_column(column, no_wrap=column not in ("input", "description", "checkpoint"))
     for view in views:
         table.add_row(
             view.run_id, _status(view), *((view.description or "",) if described else ()),
             view.input, _progress(view), str(view.failed), _when(view.started_at),
-            fmt_duration(view.duration),
+            fmt_duration(view.duration), *((str(view.checkpoint_dir),) if several else ()),
         )  # fmt: skip
     return table
 

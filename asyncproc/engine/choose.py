@@ -12,7 +12,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._errors import ConfigError, IncompatibleRunError, InputChangedError, OutputError, RunError
+from .._errors import (
+    ConfigError,
+    IncompatibleRunError,
+    InputChangedError,
+    OutputError,
+    RunError,
+    named,
+    option,
+)
 from .._options import Options, auto_workers
 from ..runs.rundir import RunDir, find_resumable, new_run_dir
 from ..storage.records import InputIdentity, Manifest, RunStatus
@@ -45,7 +53,7 @@ class Wanted:
 def check_output(output: Path, input_path: Path) -> None:
     """Refuse an output that cannot be written, before any work."""
     if output.resolve() == input_path.resolve():
-        raise ConfigError(f"output {output} is the input; choose another --output")
+        raise ConfigError(f"output {output} is the input; choose another {named('output')}")
     if output.is_dir():
         raise OutputError(f"output {output} is a directory; give a file path")
     parent = output.parent
@@ -62,7 +70,7 @@ def _probe_writable(directory: Path) -> None:
     except OSError as exc:
         raise OutputError(
             f"output directory {directory} is not writable ({exc.strerror}); "
-            "check its permissions or choose another --output"
+            f"check its permissions or choose another {named('output')}"
         ) from None
 
 
@@ -77,11 +85,11 @@ def require_unchanged(identity: InputIdentity, run_id: str, when: str) -> None:
     if when == "while":
         raise InputChangedError(
             f"input {identity.path} changed ({change}) while run {run_id} was running; its "
-            "output would mix two versions: start over with --new-run"
+            f"output would mix two versions: start over with {option('new_run')}"
         )
     raise InputChangedError(
         f"input {identity.path} changed ({change}) since run {run_id} was planned; "
-        "restore it, or start over with --new-run"
+        f"restore it, or start over with {option('new_run')}"
     )
 
 
@@ -100,13 +108,15 @@ def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
         return None
     manifest = run.read()
     if manifest.status is RunStatus.COMPLETED and not wanted.include_completed:
-        raise RunError(f"run {run.run_id} is already completed; run without --resume to start anew")
+        raise RunError(
+            f"run {run.run_id} is already completed; leave out {named('resume')} to start anew"
+        )
     require_unchanged(manifest.input, run.run_id, "since")
     differences = wanted.options.result_differences(manifest.options)
     if differences:
         raise IncompatibleRunError(
             f"run {run.run_id} was started with other options ({'; '.join(differences)}); "
-            "resume with the same options, or start over with --new-run"
+            f"resume with the same options, or start over with {option('new_run')}"
         )
     return Chosen(run, manifest, resumed=True)
 
@@ -128,7 +138,7 @@ def new_run(checkpoint_dir: Path, wanted: Wanted) -> Chosen:
         run_id=run.run_id, status=RunStatus.RUNNING, created_at=now, updated_at=now,
         input=planned.identity, output=str(wanted.output.resolve()),
         options={**wanted.options.to_dict(), "workers": workers}, units=planned.units,
-        total_items=planned.total_items,
+        total_items=planned.total_items, resumed_at=now,
     )  # fmt: skip
     run.write(manifest)
     log.info(

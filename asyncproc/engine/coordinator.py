@@ -27,9 +27,12 @@ from .._errors import (
     OutputError,
     RunError,
     SimulatedCrash,
+    again,
+    option,
     unwrap_group,
 )
 from .._options import DEFAULT_CHECKPOINT, Options
+from ..runs import index
 from ..runs.rundir import RunDir, directory_lock
 from ..storage.faults import CRASH_EXIT
 from ..storage.records import Manifest, RunStatus, UnitPlan
@@ -94,7 +97,8 @@ class Coordinator:
         wanted = Wanted(req.input, req.output, options, req.new_run, req.resume, req.retry_failed)
         checkpoint_dir = self.checkpoint_dir = self._checkpoint_dir()
         async with self._executor.started():
-            return await self._run(checkpoint_dir, wanted, processor, options)
+            summary = await self._run(checkpoint_dir, wanted, processor, options)
+        return replace(summary, checkpoint_dir=str(checkpoint_dir.resolve()))
 
     async def _run(
         self, checkpoint_dir: Path, wanted: Wanted, processor: Processor, options: Options
@@ -122,7 +126,8 @@ class Coordinator:
         with directory_lock(checkpoint_dir):
             chosen = existing(checkpoint_dir, wanted) or new_run(checkpoint_dir, wanted)
             stack.enter_context(chosen.run.locked())
-            return chosen
+        index.note(chosen.run.run_id, checkpoint_dir)  # so `asyncproc list` finds it anywhere
+        return chosen
 
     # -- working ---------------------------------------------------------------------------
 
@@ -134,7 +139,7 @@ class Coordinator:
         state = await anyio.to_thread.run_sync(load_state, run, manifest)
         state = await anyio.to_thread.run_sync(recut_state, state, workers)
         self._manifest = await anyio.to_thread.run_sync(
-            self._record_start, run, manifest, options, state.plan, workers
+            self._record_start, run, manifest, options, state, workers
         )
         try:
             state = await self._execute(run, state, processor, options, workers)
@@ -162,17 +167,15 @@ class Coordinator:
         return max(options.workers or planned, self._executor.processes)
 
     def _record_start(
-        self, run: RunDir, manifest: Manifest, options: Options, plan: Plan, workers: int
+        self, run: RunDir, manifest: Manifest, options: Options, state: RunState, workers: int
     ) -> Manifest:
-        """Record this invocation's options (and a re-cut plan) before any work."""
+        """Record this invocation's options (and a re-cut plan) before any work, and when it
+        began with how much done (status measures throughput over running time only)."""
         stored = {**options.to_dict(), "workers": workers}
-        if (
-            stored == manifest.options
-            and manifest.status is RunStatus.RUNNING
-            and plan.units == manifest.units
-        ):
-            return manifest
-        return run.set_status(manifest, RunStatus.RUNNING, options=stored, units=plan.units)
+        return run.set_status(
+            manifest, RunStatus.RUNNING, options=stored, units=state.plan.units,
+            resumed_at=time.time(), done_at_resume=state.done,
+        )  # fmt: skip
 
     async def _execute(
         self, run: RunDir, state: RunState, processor: Processor, options: Options, workers: int
@@ -215,6 +218,7 @@ class Coordinator:
             stores=self.request.stores or local_store, stopper=self._stopper,
             workers=workers, concurrency=options.concurrency,
             threads=options.threads or options.concurrency,
+            stall_after=options.stall_warning, input_path=self._manifest.input.path,
         )  # fmt: skip
 
     def _spec(self, run: RunDir, options: Options, unit: UnitPlan, extent: Extent) -> UnitSpec:
@@ -250,8 +254,19 @@ class Coordinator:
         if limit is not None and limit.exceeded(self._failed_here, self._committed_here):
             self._stopper.request(StopReason(None, (
                 f"{self._failed_here} of {self._committed_here} items failed, over "
-                f"--max-failures {limit} (last error: {self._last_error})"
+                f"{option('max_failures', str(limit))} (last error: {self._last_error})"
             )))  # fmt: skip
+        elif self._all_failed_so_far():
+            self._stopper.request(StopReason(None, (
+                f"the first {self._committed_here} items all failed (last error: "
+                f"{self._last_error}); to go on regardless, give {option('early_stop', 0)}"
+            )))  # fmt: skip
+
+    def _all_failed_so_far(self) -> bool:
+        """The first ``early_stop`` items of this invocation all failed: something is broken."""
+        first = self.request.options.early_stop
+        done = self._committed_here
+        return 0 < first <= done and self._failed_here == done
 
     def _simulated_crash(self, run_id: str) -> None:
         """Stop hard, as a crash would: the CLI exits the process, Python gets an error."""
@@ -283,15 +298,16 @@ class Coordinator:
             log.warning("could not record in its manifest why run %s stopped", run.run_id)
 
     async def _stopped_early(self, run: RunDir, state: RunState, reason: StopReason) -> RunError:
-        resume = "run the same command again to resume"
+        resume = f"{again()} to resume"
+        where = f"run {run.run_id} (checkpoint directory {self.checkpoint_dir})"
         if reason.signum is None:
             await self._stopped(run, RunStatus.FAILED, reason.message)
             return FailureLimitError(
-                f"{reason.message}; run {run.run_id} stopped after "
-                f"committing {state.done} items; fix the cause and {resume}"
+                f"{reason.message}; {where} stopped after committing {state.done} items; "
+                f"fix the cause and {resume}"
             )
         await self._stopped(run, RunStatus.INTERRUPTED, reason.message)
-        return Interrupted(f"{reason.message}; run {run.run_id} has {state.done} of "
+        return Interrupted(f"{reason.message}; {where} has {state.done} of "
                            f"{state.plan.total_items} items committed; {resume}",
                            signum=reason.signum)  # fmt: skip
 

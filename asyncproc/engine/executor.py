@@ -24,6 +24,7 @@ from .budget import TakeBudget
 from .lanes import LanePool
 from .pipeline import Pipeline
 from .processors import Processor
+from .stall import StallWatch
 from .stopping import Stopper
 from .unit import Commit, UnitRun
 from .units import Place, UnitSpec
@@ -73,6 +74,8 @@ class RunSetup:
     concurrency: int  # lanes over the whole run
     threads: int  # worker threads for a sync processor, over the whole run
     budget: TakeBudget | None = None  # --simulate-crash: items this invocation may take
+    stall_after: float = 0.0  # warn when one item holds a unit this long (0: never)
+    input_path: str = ""  # the input, to show the line of a stalled item
 
 
 class Executor(Protocol):
@@ -118,15 +121,27 @@ class InProcess:
     async def _run(self, work: WorkSource, setup: RunSetup, pool: LanePool) -> None:
         if not setup.stopper.attach(pool):
             return
+        ended = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(pool.run)
+                tg.start_soon(_lanes, pool, ended)
+                if setup.stall_after > 0:
+                    watch = StallWatch(pool, setup.stall_after, setup.input_path, setup.format)
+                    tg.start_soon(watch.run, ended)
                 async with anyio.create_task_group() as slots:
                     for _ in range(setup.workers):
                         slots.start_soon(_slot, work, setup, pool)
                 pool.close()
         finally:
             setup.stopper.detach(pool)
+
+
+async def _lanes(pool: LanePool, ended: anyio.Event) -> None:
+    try:
+        await pool.run()
+    finally:
+        ended.set()
+
 
 
 async def _slot(work: WorkSource, setup: RunSetup, pool: LanePool) -> None:

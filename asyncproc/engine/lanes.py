@@ -33,6 +33,7 @@ class LanePool:
     def __init__(self, size: int, pipeline: Pipeline, fingerprint: str) -> None:
         self.size = size
         self.units: list[UnitRun] = []
+        self.slots: list[LaneSlot] = []  # each lane's current item (read by stall warnings)
         self._pipeline, self._fingerprint = pipeline, fingerprint
         self._ready = Signal()
         self._closed = self._stopping = False
@@ -82,6 +83,7 @@ class LanePool:
     async def _lane(self, home: int) -> None:
         slot = LaneSlot(-1, self._fingerprint)
         current_slot.set(slot)
+        self.slots.append(slot)
         while not self._stopping:
             unit = self._pick(home)
             if unit is not None:

@@ -33,7 +33,7 @@ def check_input(path: Path) -> os.stat_result:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise InputError(f"input {path} does not exist; check the --input path") from None
+        raise InputError(f"input {path} does not exist; check the input path") from None
     except OSError as exc:
         raise InputError(f"cannot read input {path}: {exc.strerror}") from exc
     if path.is_dir():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiofiles.threadpool.binary import AsyncBufferedReader
 
-from .._errors import InputChangedError
+from .._errors import InputChangedError, option
 from .items import BOM, Items, Lines, items_for
 
 CHUNK = 1 << 18  # 256 KiB: one thread round trip per chunk, a few MB of lines in memory
@@ -51,7 +51,7 @@ class LineReader:
         if not chunk:
             raise InputChangedError(
                 f"input {self._name} ended at byte {self._position}, before the planned "
-                f"{end}; it changed during the run: start over with --new-run"
+                f"{end}; it changed during the run: start over with {option('new_run')}"
             )
         self._position += len(chunk)
         return chunk

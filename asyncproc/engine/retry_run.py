@@ -24,7 +24,7 @@ import anyio
 import anyio.lowlevel
 import orjson
 
-from .._errors import CheckpointError
+from .._errors import CheckpointError, option
 from ..storage.faults import crashpoint
 from ..storage.records import SegmentRef, UnitCheckpoint
 from ..storage.unitstore import UnitStore
@@ -74,7 +74,8 @@ class LetterReader:
             if not line:
                 raise CheckpointError(
                     f"failed-items file {self._name} ended at byte {self._position}, before "
-                    f"the {self._end} bytes the retry planned; run --retry-failed again"
+                    f"the {self._end} bytes the retry planned; retry again "
+                    f"({option('retry_failed')})"
                 )
             at, self._position = self._position, min(self._position + len(line), self._end)
             if line.strip():

@@ -28,6 +28,7 @@ class Summary:
     loop: str = "asyncio"  # the event loop that ran the last invocation
     processes: int = 1  # worker processes of this invocation
     units: int = 1  # units in the final plan (splits add units)
+    checkpoint_dir: str = ""  # where the run lives (asyncproc list --checkpoint DIR)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

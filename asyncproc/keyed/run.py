@@ -22,6 +22,7 @@ import orjson
 
 from .._errors import ConfigError, IncompatibleRunError, RunError, RunNotFoundError
 from .._options import DEFAULT_CHECKPOINT
+from ..runs import index
 from ..runs.locks import hold, is_held
 from ..runs.rundir import RunDir, directory_lock, new_run_dir, run_order
 from ..runs.views import derive_status
@@ -213,10 +214,12 @@ class CheckpointManager:
         stack = ExitStack()
         choose = partial(self._choose, wanted, run_id, new_run, stack, description)
         try:
-            return await anyio.to_thread.run_sync(choose)
+            run = await anyio.to_thread.run_sync(choose)
         except BaseException:
             stack.close()
             raise
+        index.note(run.run_id, self.checkpoint_dir)  # so `asyncproc list` finds it anywhere
+        return run
 
     def _choose(
         self, config: dict[str, Any], run_id: str | None, new_run: bool, stack: ExitStack,

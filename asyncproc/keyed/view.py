@@ -103,6 +103,7 @@ def keyed_failures(path: Path, limit: int) -> list[dict[str, Any]]:
 class KeyedRuns:
     """The kind of run :class:`~asyncproc.CheckpointManager` makes (see ``RunKind``)."""
 
+    name = "keyed"
     marker = KEYED_MANIFEST
 
     def view(self, path: Path) -> RunView:

@@ -143,7 +143,8 @@ def _setup(job: dict[str, Any], stopper: Stopper) -> RunSetup:
         output_kind=job["output_kind"], retries=int(job["retries"]), timeout=job["timeout"],
         fingerprint=job["fingerprint"], stores=local_store, stopper=stopper,
         workers=int(job["workers"]), concurrency=int(job["concurrency"]),
-        threads=int(job["threads"]),
+        threads=int(job["threads"]), stall_after=float(job.get("stall_after", 0.0)),
+        input_path=str(job.get("input_path", "")),
     )  # fmt: skip
 
 

@@ -54,6 +54,7 @@ def setup_message(setup: RunSetup, workers: int, concurrency: int, threads: int)
         "loop": running_loop(), "format": setup.format, "output_kind": setup.output_kind,
         "retries": setup.retries, "timeout": setup.timeout, "fingerprint": setup.fingerprint,
         "workers": workers, "concurrency": concurrency, "threads": threads,
+        "stall_after": setup.stall_after, "input_path": setup.input_path,
     })  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from .views import FINISHED, RunView, UnitView, derive_status
 class FileRuns:
     """The kind of run ``asyncproc run`` makes (see :class:`~.kinds.RunKind`)."""
 
+    name = "file"
     marker = MANIFEST
 
     def view(self, path: Path) -> RunView:
@@ -57,6 +58,7 @@ def _view(run: RunDir, manifest: Manifest) -> RunView:
         failed=failed, started_at=manifest.created_at, ended_at=ended, updated_at=updated,
         options=manifest.options, holder=holder_text(run.path / "lock") if held else None,
         path=run.path, units=units, summary=manifest.summary,
+        resumed_at=manifest.resumed_at, done_at_resume=manifest.done_at_resume,
     )  # fmt: skip
 
 
