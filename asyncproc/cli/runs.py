@@ -78,9 +78,7 @@ def list_command(checkpoint_dir: Path | None, as_json: bool) -> None:
     """List the runs, newest first: under --checkpoint DIR, else here and in the run index."""
     where = places(checkpoint_dir)
     views, problems = where.views()
-    _warn(problems)
-    if not as_json:
-        _warn([f"runs {where.where()}"])
+    _warn([*problems, f"runs {where.where()}"])
     if as_json:
         _emit_json([v.to_json() for v in views])
     elif not views:
