@@ -40,7 +40,7 @@ if _typing.TYPE_CHECKING:
     from .engine.summary import Summary
     from .keyed.decorator import ItemsReport, LoaderContext, checkpointed
     from .keyed.loader import LoaderCheckpoint, LoaderStats
-    from .keyed.records import KeyFailure
+    from .keyed.records import KeyFailure, LoaderStatus
     from .keyed.run import CheckpointManager, KeyedRun, KeyedRunInfo
     from .runs.views import RunView, UnitView
     from .storage.records import RunStatus
@@ -56,7 +56,7 @@ _LAZY = {
     "ItemsReport": ".keyed.decorator", "LoaderContext": ".keyed.decorator",
     "checkpointed": ".keyed.decorator",
     "LoaderCheckpoint": ".keyed.loader", "LoaderStats": ".keyed.loader",
-    "KeyFailure": ".keyed.records",
+    "KeyFailure": ".keyed.records", "LoaderStatus": ".keyed.records",
     "CheckpointManager": ".keyed.run", "KeyedRun": ".keyed.run", "KeyedRunInfo": ".keyed.run",
     "RunView": ".runs.views", "UnitView": ".runs.views",
     "RunStatus": ".storage.records",
@@ -100,6 +100,7 @@ __all__ = [
     "LoaderCheckpoint",
     "LoaderContext",
     "LoaderStats",
+    "LoaderStatus",
     "Options",
     "OutputError",
     "OutputKind",

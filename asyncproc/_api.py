@@ -24,6 +24,7 @@ _REQUEST_KEYS = {
     "retry_failed",
     "observer",
     "headers",
+    "exit_on_crash",
 }
 
 

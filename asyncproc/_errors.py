@@ -146,6 +146,44 @@ class RetryAfter(ItemError):
         super().__init__(message or f"rate limited{after}")
 
 
+# How messages name options: Python callers never read about command-line flags. The CLI
+# switches to flags for the duration of a command (:func:`speak_cli`).
+_CLI = [False]
+# Options whose flag is not their Python name with dashes.
+_FLAGS = {"durable": "--no-checkpoint", "processor_args": "--processor-arg", "headers": "--header",
+          "checkpoint_dir": "--checkpoint", "resume": "--resume"}  # fmt: skip
+
+
+def speak_cli(on: bool) -> bool:
+    """Name options as command-line flags (True) or Python arguments; the old setting."""
+    previous, _CLI[0] = _CLI[0], on
+    return previous
+
+
+def speaking_cli() -> bool:
+    """Whether messages are for a command line (see :func:`speak_cli`)."""
+    return _CLI[0]
+
+
+def named(name: str) -> str:
+    """An option's name as the caller spells it: ``--batch-size`` / ``batch_size``."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-")) if _CLI[0] else name
+
+
+def option(name: str, value: object = True) -> str:
+    """An option as the caller spells it: ``--new-run`` / ``new_run=True``,
+    ``--timeout 5`` / ``timeout=5``."""
+    if not _CLI[0]:
+        return f"{name}={value!r}"
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    return flag if isinstance(value, bool) else f"{flag} {value}"
+
+
+def again() -> str:
+    """How to go on after a stop: the same command, or the same call."""
+    return "run the same command again" if _CLI[0] else "call it again with the same arguments"
+
+
 def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error a task group's failure is about: its first asyncproc or OS error.
 

@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from ._errors import ConfigError
+from ._errors import ConfigError, named, option
 
 DEFAULT_CHECKPOINT = ".asyncproc"  # under the current directory, or beside the output for `run`
 DEFAULT_CONCURRENCY = 64
@@ -17,6 +17,8 @@ DEFAULT_RETRIES = 2
 DEFAULT_COMMIT_INTERVAL = 5.0
 DEFAULT_GRACE = 10.0
 DEFAULT_MAX_CONCURRENCY = 256  # lanes of --concurrency auto without --max-concurrency
+DEFAULT_EARLY_STOP = 100
+DEFAULT_STALL_WARNING = 30.0
 RATE_MIN_SAMPLE = 100  # items done before a failure rate can stop a run
 MAX_AUTO_WORKERS = 8
 BYTES_PER_AUTO_WORKER = 16 * 1024 * 1024
@@ -92,7 +94,7 @@ class FailureLimit:
             return cls(count, None)
         except ValueError:
             raise ConfigError(
-                f"--max-failures takes a count like 10 or a rate like 5%, got {value!r}"
+                f"{named('max_failures')} takes a count like 10 or a rate like 5%, got {value!r}"
             ) from None
 
     def exceeded(self, failed: int, done: int) -> bool:
@@ -131,42 +133,50 @@ class Options:
     cost: str | None = None  # how an item's cost is counted: "field:NAME" or "llm"
     adaptive: bool = False  # --concurrency auto: `concurrency` lanes, an adaptive limit on them
     max_concurrency: int | None = None  # the ceiling of --concurrency auto, as given
+    early_stop: int = DEFAULT_EARLY_STOP  # stop if the first N items all fail; 0: never
+    stall_warning: float = DEFAULT_STALL_WARNING  # warn when one item holds a unit; 0: never
 
     def __post_init__(self) -> None:
-        _at_least("--batch-size", self.batch_size, 1)
-        _at_least("--concurrency", self.concurrency, 1)
-        _at_least("--retries", self.retries, 0)
-        _at_least("--processes", self.processes, 1)
-        for flag, value in (("--workers", self.workers), ("--threads", self.threads)):
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("concurrency", self.concurrency, 1)
+        _at_least("retries", self.retries, 0)
+        _at_least("processes", self.processes, 1)
+        _at_least("early_stop", self.early_stop, 0)
+        if not self.stall_warning >= 0:
+            raise ConfigError(f"{named('stall_warning')} must be zero or more seconds")
+        for name, value in (("workers", self.workers), ("threads", self.threads)):
             if value is not None:
-                _at_least(flag, value, 1)
+                _at_least(name, value, 1)
         if self.simulate_crash is not None:
-            _at_least("--simulate-crash", self.simulate_crash, 1)
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout}")
-        if not self.commit_interval > 0:
-            raise ConfigError("the commit interval must be a positive number of seconds")
+            _at_least("simulate_crash", self.simulate_crash, 1)
+        _positive("timeout", self.timeout)
+        _positive("commit_interval", self.commit_interval)
         if not self.durable and self.simulate_crash is not None:
             raise ConfigError(
-                "--simulate-crash needs checkpoints to resume from; drop --no-checkpoint"
+                f"{named('simulate_crash')} needs checkpoints to resume from; "
+                f"drop {option('durable', False)}"
             )
         if not self.grace >= 0:
-            raise ConfigError(f"--grace must be zero or more seconds, got {self.grace}")
+            raise ConfigError(f"{named('grace')} must be zero or more seconds, got {self.grace}")
         self.failure_limit()
         self._check_limits()
 
     def _check_limits(self) -> None:
-        for flag, rate in (("--rate", self.rate), ("--cost-rate", self.cost_rate)):
+        for name, rate in (("rate", self.rate), ("cost_rate", self.cost_rate)):
             if rate is not None:
-                parse_rate(flag, rate)
+                parse_rate(named(name), rate)
         if (self.cost is None) != (self.cost_rate is None):
-            raise ConfigError("--cost and --cost-rate go together: what an item costs, and "
-                              "how many cost units the run may spend, e.g. --cost llm "
-                              "--cost-rate 90000/min")  # fmt: skip
+            raise ConfigError(
+                f"{named('cost')} and {named('cost_rate')} go together: what an item costs, "
+                f"and how many cost units the run may spend, e.g. {option('cost', 'llm')} "
+                f"{option('cost_rate', '90000/min')}"
+            )
         if self.max_concurrency is not None:
-            _at_least("--max-concurrency", self.max_concurrency, 1)
+            _at_least("max_concurrency", self.max_concurrency, 1)
             if not self.adaptive:
-                raise ConfigError("--max-concurrency needs --concurrency auto")
+                raise ConfigError(
+                    f"{named('max_concurrency')} needs {option('concurrency', 'auto')}"
+                )
 
     def failure_limit(self) -> FailureLimit | None:
         """``--max-failures`` as a count (``10``) or a rate of items done (``5%``)."""
@@ -199,6 +209,11 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, StrEnum) else value
 
 
-def _at_least(flag: str, value: int, low: int) -> None:
+def _at_least(name: str, value: int, low: int) -> None:
     if value < low:
-        raise ConfigError(f"{flag} must be at least {low}, got {value}")
+        raise ConfigError(f"{named(name)} must be at least {low}, got {value}")
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ConfigError(f"{named(name)} must be a positive number of seconds, got {value}")

@@ -8,14 +8,24 @@ from pathlib import Path
 from ._errors import ConfigError
 from ._options import DEFAULT_CHECKPOINT
 from .keyed.view import KEYED_RUNS
+from .runs import index
 from .runs.fileruns import FILE_RUNS
 from .runs.manage import Runs
+from .runs.places import Places, distinct
 from .runs.views import RunView
 
 
 def runs_in(checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> Runs:
     """The file and keyed runs under ``checkpoint_dir``."""
     return Runs(Path(checkpoint_dir), (FILE_RUNS, KEYED_RUNS))
+
+
+def places(checkpoint_dir: str | os.PathLike[str] | None) -> Places:
+    """The directory given; or the default one and those of the run index (for the CLI)."""
+    if checkpoint_dir is not None:
+        return Places([runs_in(checkpoint_dir)], explicit=True)
+    found = distinct([Path(DEFAULT_CHECKPOINT), *index.checkpoint_dirs()])
+    return Places([runs_in(path) for path in found], explicit=False)
 
 
 def list_runs(checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> list[RunView]:

@@ -122,9 +122,17 @@ def run_status(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     return summary_of(run_cli("status", "--checkpoint", checkpoint, "--json", check=0))
 
 
+EXIT_ITEMS_FAILED = 4  # `asyncproc run` finished, but some items failed
+
+
 def run_ok(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Run the CLI, require exit code 0 and return the parsed summary."""
-    return summary_of(run_cli(*args, env=env, check=0))
+    """Run the CLI to the end and return the parsed summary: exit code 0, or 4 when the
+    summary counts failed items (asserted either way)."""
+    proc = run_cli(*args, env=env)
+    summary = summary_of(proc)
+    expected = EXIT_ITEMS_FAILED if summary.get("failed") else 0
+    assert proc.returncode == expected, describe(proc, f"expected exit code {expected}")
+    return summary
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -145,8 +153,11 @@ def write_lines(path: Path, lines: Iterable[str], newline: str = "\n") -> Path:
 
 
 def text_items(raw: bytes) -> list[str]:
-    """The items of a text input, per the contract: non-blank lines, stripped, UTF-8."""
-    return [line.strip().decode("utf-8") for line in raw.split(b"\n") if line.strip()]
+    """The items of a text input, as the older text tool made them: the file decoded as
+    UTF-8 (a byte-order mark dropped), ``str.splitlines()``, each line ``str.strip()``-ed,
+    blank lines left out."""
+    lines = raw.decode("utf-8-sig").splitlines()
+    return [line.strip() for line in lines if line.strip()]
 
 
 def text_stats(item: str) -> dict[str, Any]:
@@ -266,6 +277,17 @@ def wait_until(
 
 
 # -- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _private_run_index(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Each test gets its own per-user run index (``XDG_STATE_HOME``), subprocesses too:
+    the suite never writes to the real ``~/.local/state`` nor sees another test's runs."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
 
 
 @pytest.fixture

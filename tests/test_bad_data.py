@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import (
+    EXIT_ITEMS_FAILED,
     describe,
     error_lines,
     expected_array,
@@ -186,7 +187,8 @@ def test_systemexit_and_keyboardinterrupt_are_item_failures(kind: str, tmp_path:
     output = tmp_path / "result.json"
     proc = run_cli(*_args(source, output, tmp_path, "--processor", f"{module}:work"))
     assert_no_traceback(proc)
-    assert proc.returncode == 0, describe(proc, "one item's SystemExit must not end the run")
+    assert proc.returncode == EXIT_ITEMS_FAILED, describe(proc, "one item's SystemExit must not "
+                                                          "end the run")  # fmt: skip
     summary = orjson.loads(proc.stdout)
     assert summary["processed"] == 58 and summary["failed"] == 2, summary
     expected = expected_array((i, {"seen": s}) for i, s in enumerate(items) if i not in (5, 40))
@@ -257,9 +259,10 @@ def test_max_failures_stops_early(limit: str, tmp_path: Path) -> None:
     )
     assert not output.exists()
 
-    # The stop left a valid checkpoint: without the limit the run finishes, every item
-    # dead-lettered exactly once, in input order.
-    summary = run_ok(*args, env=env)
+    # The stop left a valid checkpoint: without the limit (and without the early stop for
+    # runs whose first items all fail) the run finishes, every item dead-lettered exactly
+    # once, in input order.
+    summary = run_ok(*args, "--early-stop", "0", env=env)
     assert summary["resumed"] is True, summary
     assert summary["processed"] == 0 and summary["failed"] == LIMIT_ITEMS, summary
     assert output.read_bytes() == b"[]\n"

@@ -17,10 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asyncproc import ConfigError
+from asyncproc.bench.durability import _order, _row
 from asyncproc.bench.measure import (
     Budget,
     LevelResult,
     find_knee,
+    p99_limit,
     parse_levels,
     percentile,
     summarize,
@@ -132,6 +134,9 @@ def test_json_schema_and_durability(tmp_path: Path) -> None:
     assert durability["items"] == 300
     assert [row["batch_size"] for row in durability["rows"]] == [1, 10, 100, 1000]
     assert all(row["ratio"] > 0 for row in durability["rows"])
+    assert durability["repeats"] == 3
+    assert all({"noise", "within_noise"} <= set(row) for row in durability["rows"])
+    assert doc["p99_limit_ms"] > 0
 
 
 def test_errors_count_into_the_error_rate(tmp_path: Path) -> None:
@@ -234,6 +239,41 @@ def test_budget_needs_exactly_one_limit() -> None:
 
 def _level(concurrency: int, items_per_s: float) -> LevelResult:
     return LevelResult(concurrency, 1, 0, 1.0, items_per_s, 0, 0, 0, 0, 0)
+
+
+def _tail(concurrency: int, items_per_s: float, p99_ms: float) -> LevelResult:
+    return LevelResult(concurrency, 1, 0, 1.0, items_per_s, 0, 0, p99_ms, 0, 0)
+
+
+def test_a_level_whose_p99_blew_up_is_not_the_knee() -> None:
+    levels = [_tail(1, 50, 20), _tail(4, 200, 20), _tail(16, 800, 21), _tail(64, 850, 80),
+              _tail(256, 900, 300)]  # fmt: skip
+    assert find_knee(levels) == 16, "64 reaches 90% of 900 only by quadrupling the tail"
+    assert p99_limit(levels) == 60
+    assert find_knee(levels, slo_p99_ms=100) == 16
+    assert find_knee(levels, slo_p99_ms=400) == 64, "a user who accepts 300 ms gets 64"
+    assert find_knee([_tail(1, 10, 500), _tail(4, 40, 900)], slo_p99_ms=100) == 1
+
+
+@given(st.dictionaries(st.integers(1, 4096), st.tuples(st.floats(0, 1e6), st.floats(0, 1e4)),
+                       min_size=1), st.none() | st.floats(0.1, 1e4))  # fmt: skip
+def test_the_knee_respects_the_latency_limit(
+    rates: dict[int, tuple[float, float]], slo: float | None
+) -> None:
+    levels = [_tail(c, r, p) for c, (r, p) in rates.items()]
+    knee, limit = find_knee(levels, slo_p99_ms=slo), p99_limit(levels, slo)
+    fine = {c: r for c, (r, p) in rates.items() if p <= limit}
+    if fine:
+        assert knee in fine and fine[knee] >= 0.9 * max(fine.values())
+        assert all(fine[c] < 0.9 * max(fine.values()) for c in fine if c < knee)
+
+
+def test_durability_says_when_noise_is_larger_than_the_effect() -> None:
+    noisy = _row(1000, [98.0, 103.0, 110.0], [100.0, 90.0, 111.0])
+    assert noisy.ratio == 1.03 and noisy.within_noise, noisy
+    real = _row(1, [40.0, 41.0, 42.0], [100.0, 101.0, 99.0])
+    assert real.ratio == 0.41 and not real.within_noise, real
+    assert _order((1, 10), 0) == [0, 1, 10] and _order((1, 10), 1) == [10, 1, 0]
 
 
 def test_knee_is_the_lowest_level_within_ten_percent_of_the_best() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import (
+    EXIT_ITEMS_FAILED,
     SUMMARY_KEYS,
     change_input,
     cli_command,
@@ -420,7 +421,7 @@ def test_failing_item_goes_to_failed_file(tmp_path: Path) -> None:
         f"{module}:process",
         "--retries",
         "1",
-        check=0,
+        check=EXIT_ITEMS_FAILED,
     )
     summary = summary_of(proc)
     failed_file = tmp_path / "result.failed.jsonl"

@@ -28,6 +28,7 @@ EXPECTED = {
     "LoaderCheckpoint",
     "LoaderContext",
     "LoaderStats",
+    "LoaderStatus",
     "Options",
     "OutputError",
     "OutputKind",

@@ -54,7 +54,7 @@ def test_parse_rate_refuses(text: str) -> None:
 def test_options_check_limits() -> None:
     with pytest.raises(ConfigError, match="go together"):
         Options(cost="llm")
-    with pytest.raises(ConfigError, match="needs --concurrency auto"):
+    with pytest.raises(ConfigError, match="max_concurrency needs concurrency='auto'"):
         Options(max_concurrency=8)
     with pytest.raises(ConfigError, match="--cost takes"):
         LimitConfig.from_options(Options(cost="tokens", cost_rate="10/s"))

@@ -110,3 +110,20 @@ def _runs(workdir: Path, checkpoint: str) -> list[dict[str, Any]]:
     runs = json.loads(proc.stdout)
     assert isinstance(runs, list)
     return runs
+
+
+def test_moving_from_the_older_tools_example(workdir: Path) -> None:
+    """The older loader tool's usage, with only the import line from asyncproc.compat."""
+    (source,) = blocks("Moving from the older tools", "python")
+    assert source.startswith("from asyncproc.compat import ")
+    path = workdir / "older_loader.py"
+    path.write_text(source, encoding="utf-8")
+    proc = _run([sys.executable, str(path)], workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["99", "1", "99.0"]
+    (run,) = _runs(workdir, "checkpoints")
+    assert (run["status"], run["description"], run["processed"]) == (
+        "completed",
+        "Nightly load",
+        99,
+    )

@@ -20,11 +20,13 @@ import orjson
 import pytest
 from conftest import (
     CLI_TIMEOUT,
+    EXIT_ITEMS_FAILED,
     cli_command,
     describe,
     error_lines,
     logging_processor,
     run_cli,
+    run_ok,
     summary_of,
 )
 from faultkit import assert_no_traceback, only_run_dir, state_left
@@ -117,7 +119,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
         out = base / f"ref-{mode or 'clean'}" / "out.json"
         out.parent.mkdir()
         argv = draft.args(out, out.parent / "ck")
-        summary = summary_of(run_cli(*argv, env=_env(base / "log", FLAKY=mode), check=0))
+        summary = run_ok(*argv, env=_env(base / "log", FLAKY=mode))
         assert summary["failed"] == (STILL if mode else 0), summary
         outputs[mode] = out
     some = outputs["some"]
@@ -128,8 +130,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
 def _failed_run(job: Job, tmp_path: Path) -> tuple[Callable[..., list[str]], Path, Path]:
     """A completed run with FAILED failed items; returns its argv maker, output, ck dir."""
     out, ck = tmp_path / "out.json", tmp_path / "ck"
-    first = summary_of(run_cli(*job.args(out, ck), env=_env(tmp_path / "log0", FLAKY="all"),
-                               check=0))  # fmt: skip
+    first = run_ok(*job.args(out, ck), env=_env(tmp_path / "log0", FLAKY="all"))
     assert (first["processed"], first["failed"]) == (ITEMS - FAILED, FAILED), first
 
     def retry_args(*extra: str) -> list[str]:
@@ -180,15 +181,14 @@ def test_crash_at_retry_point_then_retry_again(
     else:  # every item committed: only the publication was left
         assert checkpoint is not None and checkpoint.next_index == FAILED, checkpoint
 
-    resumed = summary_of(run_cli(*retry_args(), env=_env(tmp_path / "log2", FLAKY="some"),
-                                 check=0))  # fmt: skip
+    resumed = run_ok(*retry_args(), env=_env(tmp_path / "log2", FLAKY="some"))
     assert (resumed["processed"], resumed["failed"]) == (ITEMS - STILL, STILL), resumed
     assert _calls(tmp_path / "log2") == _expected_resume_calls(checkpoint)
     assert out.read_bytes() == job.some, "output differs from a run where only those failed"
     assert _failed_file(out).read_bytes() == job.some_failed, "failed-items file differs"
     assert state_left(run_dir) == ["lock", "manifest.json"], "retry state not cleared"
 
-    final = summary_of(run_cli(*retry_args(), env=_env(tmp_path / "log3"), check=0))
+    final = run_ok(*retry_args(), env=_env(tmp_path / "log3"))
     assert (final["processed"], final["failed"], final["failed_items_file"]) == (
         ITEMS, 0, None,
     ), final  # fmt: skip
@@ -214,7 +214,7 @@ def test_an_io_error_mid_retry_stops_it_cleanly_then_it_resumes(
     assert checkpoint is not None and 0 < checkpoint.next_index < FAILED, checkpoint
     assert _failed_file(out).exists(), "the failed-items file went before the retry finished"
 
-    resumed = summary_of(run_cli(*retry_args(), env=_env(tmp_path / "log2"), check=0))
+    resumed = run_ok(*retry_args(), env=_env(tmp_path / "log2"))
     assert (resumed["processed"], resumed["failed"]) == (ITEMS, 0), resumed
     assert _calls(tmp_path / "log2") == FAILED - checkpoint.next_index
     assert out.read_bytes() == job.clean
@@ -229,7 +229,8 @@ def test_items_still_failing_stay_in_input_order_with_their_new_errors(
                letter["index"] % 100 != 17)  # fmt: skip
     # Many lanes, tiny batches: results finish out of order and commit in many pieces.
     again = run_cli(*retry_args("--concurrency", "7"),
-                    env=_env(tmp_path / "log", FLAKY="some", DELAY="0.001"), check=0)  # fmt: skip
+                    env=_env(tmp_path / "log", FLAKY="some", DELAY="0.001"),
+                    check=EXIT_ITEMS_FAILED)  # fmt: skip
     assert summary_of(again)["failed"] == STILL
     still = [orjson.loads(line) for line in _failed_file(out).read_bytes().splitlines()]
     assert [d["index"] for d in still] == [i for i in range(ITEMS) if i % 100 == 17]
@@ -270,7 +271,13 @@ def test_sigkill_mid_retry_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     module.write_text(PROCESSOR)
     job = Job(tmp_path, source, module, b"", b"", b"")
     out, ck = tmp_path / "out.jsonl", tmp_path / "ck"
-    first = run_cli(*job.args(out, ck), env=_env(tmp_path / "log0", FLAKY="every"), check=0)
+    first = run_cli(
+        *job.args(out, ck),
+        "--early-stop",
+        "0",  # every item fails, on purpose
+        env=_env(tmp_path / "log0", FLAKY="every"),
+        check=EXIT_ITEMS_FAILED,
+    )
     assert summary_of(first)["failed"] == n
     retry = [*job.args(out, ck), "--retry-failed", "--batch-size", "100", "--concurrency", "8"]
     committed = _kill_when_committed(
@@ -278,7 +285,7 @@ def test_sigkill_mid_retry_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     )
     assert n // 5 <= committed < n, committed
 
-    resumed = summary_of(run_cli(*retry, env=_env(tmp_path / "log2"), check=0))
+    resumed = run_ok(*retry, env=_env(tmp_path / "log2"))
     assert (resumed["processed"], resumed["failed"]) == (n, 0), resumed
     assert _calls(tmp_path / "log2") == n - committed, "committed items were processed again"
     seen = set((tmp_path / "log1").read_text().splitlines())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import run_cli, summary_of
+from conftest import EXIT_ITEMS_FAILED, run_cli, summary_of
 
 FLAKY = """
 import os
@@ -50,7 +50,7 @@ def test_retry_failed_of_a_completed_run_restores_the_clean_output(
 ) -> None:
     for output in ("out.json", "out.jsonl"):
         args, out = _setup(tmp_path, make_input, output)
-        first = summary_of(run_cli(*args, env={"FLAKY": "all"}, check=0))
+        first = summary_of(run_cli(*args, env={"FLAKY": "all"}, check=EXIT_ITEMS_FAILED))
         assert first["failed"] == 200
         assert _failed_file(out).exists()
         again = summary_of(run_cli(*args, "--retry-failed", check=0))
@@ -64,8 +64,10 @@ def test_items_that_fail_again_stay_in_the_failed_file(
     tmp_path: Path, make_input: Callable[..., Path]
 ) -> None:
     args, out = _setup(tmp_path, make_input, "out.jsonl")
-    run_cli(*args, env={"FLAKY": "all"}, check=0)
-    again = summary_of(run_cli(*args, "--retry-failed", env={"FLAKY": "some"}, check=0))
+    run_cli(*args, env={"FLAKY": "all"}, check=EXIT_ITEMS_FAILED)
+    again = summary_of(
+        run_cli(*args, "--retry-failed", env={"FLAKY": "some"}, check=EXIT_ITEMS_FAILED)
+    )
     assert (again["processed"], again["failed"]) == (1980, 20)
     still = _failed_file(out).read_text().splitlines()
     assert len(still) == 20 and all("still flaky" in line for line in still)
@@ -77,7 +79,7 @@ def test_a_crash_between_output_and_failed_file_duplicates_nothing(
     tmp_path: Path, make_input: Callable[..., Path]
 ) -> None:
     args, out = _setup(tmp_path, make_input, "out.json")
-    run_cli(*args, env={"FLAKY": "all"}, check=0)
+    run_cli(*args, env={"FLAKY": "all"}, check=EXIT_ITEMS_FAILED)
     # The second publish of the retry is the failed-items file: die just before it.
     crash = {"ASYNCPROC_CRASH_AT": "before_rename_output:2", "FLAKY": "some"}
     run_cli(*args, "--retry-failed", env=crash, check=3)

@@ -19,7 +19,7 @@ import anyio
 import anyio.lowlevel
 import orjson
 import pytest
-from conftest import CLI_TIMEOUT, cli_command, run_cli, summary_of
+from conftest import CLI_TIMEOUT, EXIT_ITEMS_FAILED, cli_command, run_cli, summary_of
 
 from asyncproc.engine.pipeline import Pipeline
 from asyncproc.engine.processors import load_processor
@@ -142,8 +142,10 @@ def _retry_peak_kib(tmp_path: Path, n: int) -> int:
     module.write_text(FAILING)
     out = base / "out.jsonl"
     args = ["run", "--input", str(source), "--output", str(out), "--checkpoint",
-            str(base / "ck"), "--processor", f"{module}:fn", "--retries", "0", "-q"]  # fmt: skip
-    assert summary_of(run_cli(*args, env={"FAIL": "1"}, check=0))["failed"] == n
+            str(base / "ck"), "--processor", f"{module}:fn", "--retries", "0", "-q",
+            "--early-stop", "0"]  # every item fails, on purpose  # fmt: skip
+    first = run_cli(*args, env={"FAIL": "1"}, check=EXIT_ITEMS_FAILED)
+    assert summary_of(first)["failed"] == n
     argv = [sys.executable, "-c", PEAK_RSS % CLI_TIMEOUT, *cli_command(*args, "--retry-failed")]
     measured = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT,
                               check=True)  # fmt: skip

@@ -21,6 +21,8 @@ from .._errors import ConfigError
 
 KNEE_FRACTION = 0.9
 MAX_LEVEL = 1_000_000
+BLOWN_UP = 3.0  # without --slo-p99, a p99 over 3x the best level's p99 has blown up
+MIN_LIMIT_MS = 1.0  # ... and over the best p99 plus this (sub-millisecond noise is fine)
 
 Call = Callable[[Any], Awaitable[Any]]
 
@@ -111,12 +113,30 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(max(rank, 1), len(ordered)) - 1]
 
 
-def find_knee(levels: Sequence[LevelResult], fraction: float = KNEE_FRACTION) -> int:
-    """The lowest concurrency reaching ``fraction`` of the best throughput."""
+def p99_limit(levels: Sequence[LevelResult], slo_p99_ms: float | None = None) -> float:
+    """The p99 a level may have and still be the knee: the SLO given, else 3x the best."""
+    if slo_p99_ms is not None:
+        return slo_p99_ms
+    best = min(level.p99_ms for level in levels)
+    return max(BLOWN_UP * best, best + MIN_LIMIT_MS)
+
+
+def find_knee(
+    levels: Sequence[LevelResult], fraction: float = KNEE_FRACTION,
+    slo_p99_ms: float | None = None,
+) -> int:  # fmt: skip
+    """The lowest concurrency reaching ``fraction`` of the best throughput, among the
+    levels whose p99 latency is acceptable (:func:`p99_limit`): more throughput bought with
+    a blown-up tail is not the knee. If no level is acceptable, the one with the best p99.
+    """
     if not levels:
         raise ValueError("no levels measured")
-    best = max(level.items_per_s for level in levels)
-    return min(level.concurrency for level in levels if level.items_per_s >= fraction * best)
+    limit = p99_limit(levels, slo_p99_ms)
+    fine = [level for level in levels if level.p99_ms <= limit]
+    if not fine:
+        return min(levels, key=lambda level: (level.p99_ms, level.concurrency)).concurrency
+    best = max(level.items_per_s for level in fine)
+    return min(level.concurrency for level in fine if level.items_per_s >= fraction * best)
 
 
 def summarize(concurrency: int, latencies: list[float], errors: int, elapsed: float) -> LevelResult:

@@ -19,7 +19,7 @@ from .._errors import ConfigError
 from .._options import format_for
 from ..bench.auto import AutoResult, auto_limit
 from ..bench.durability import Durability, durability_cost, items_for
-from ..bench.measure import Budget, LevelResult, find_knee, parse_levels, sweep
+from ..bench.measure import Budget, LevelResult, find_knee, p99_limit, parse_levels, sweep
 from ..bench.sample import Sample, load_sample, synthetic
 from ..engine.loops import LoopChoice, backend_options, running_loop
 from ..engine.pipeline import Pipeline
@@ -41,6 +41,8 @@ class BenchRequest:
     durability_items: int | None
     quiet: bool
     auto: bool = False
+    slo_p99_ms: float | None = None
+    durability_repeats: int = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class BenchResult:
     durability: Durability | None
     loop: str
     auto: AutoResult | None = None
+    p99_limit_ms: float = 0.0  # the p99 a level could have and still be the knee
 
 
 def _sample(input_path: Path | None, count: int | None, fmt: str | None) -> Sample:
@@ -91,13 +94,14 @@ async def _measure(req: BenchRequest) -> BenchResult:
     with _pipeline(req) as pipeline:
         report = _report_level(req.quiet)
         levels = await sweep(pipeline.call, req.sample.items, req.levels, req.budget, report)
-    knee = find_knee(levels)
+    knee = find_knee(levels, slo_p99_ms=req.slo_p99_ms)
     cost = await _durability(req, levels, knee) if req.durability else None
     auto = None
     if req.auto:
         best = max(level.items_per_s for level in levels)
         auto = await auto_limit(req.processor.fn, req.sample, max(req.levels), best)
-    return BenchResult(levels, knee, cost, running_loop(), auto)
+    p99 = p99_limit(levels, req.slo_p99_ms)
+    return BenchResult(levels, knee, cost, running_loop(), auto, p99)
 
 
 async def _durability(req: BenchRequest, levels: list[LevelResult], knee: int) -> Durability:
@@ -105,7 +109,9 @@ async def _durability(req: BenchRequest, levels: list[LevelResult], knee: int) -
     count = req.durability_items or items_for(best)
     if not req.quiet:
         sys.stderr.write(f"asyncproc: cost of durability: {count} items through the engine\n")
-    return await durability_cost(req.processor.fn, req.sample, knee, count)
+    return await durability_cost(
+        req.processor.fn, req.sample, knee, count, repeats=req.durability_repeats
+    )
 
 
 @click.command(name="bench")
@@ -138,6 +144,14 @@ async def _durability(req: BenchRequest, levels: list[LevelResult], knee: int) -
     "--auto", is_flag=True,
     help="Also run --concurrency auto (up to the highest level) and show where it settled.",
 )  # fmt: skip
+@click.option(
+    "--durability-repeats", type=click.IntRange(min=2), default=3, show_default=True,
+    metavar="N", help="Runs of each engine configuration, in alternating order.",
+)  # fmt: skip
+@click.option(
+    "--slo-p99", "slo_p99", type=float, metavar="MS",
+    help="The p99 latency a level may have and still be the knee [default: 3x the best p99].",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), help="Write a PNG plot.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-level lines on stderr.")
@@ -149,7 +163,8 @@ def bench_command(
     processor: str, processor_args: dict[str, str], input_path: Path | None,
     synthetic: int | None, fmt: str | None, levels: str, items: int | None,
     duration: float | None, durability: bool, durability_items: int | None,
-    as_json: bool, plot_path: Path | None, quiet: bool, loop: str, auto: bool,
+    durability_repeats: int, slo_p99: float | None, as_json: bool, plot_path: Path | None,
+    quiet: bool, loop: str, auto: bool,
 ) -> None:  # fmt: skip
     """Measure PROCESSOR at several concurrency levels; find the knee."""
     if plot_path is not None:
@@ -158,11 +173,14 @@ def bench_command(
         require_matplotlib()
     if durability_items is not None and durability_items < 1:
         raise ConfigError(f"--durability-items must be at least 1, got {durability_items}")
+    if slo_p99 is not None and not slo_p99 > 0:
+        raise ConfigError(f"--slo-p99 must be a positive number of milliseconds, got {slo_p99}")
     req = BenchRequest(
         processor=load_processor(processor, processor_args),
         sample=_sample(input_path, synthetic, fmt), levels=parse_levels(levels),
         budget=_budget(items, duration), durability=durability,
-        durability_items=durability_items, quiet=quiet, auto=auto,
+        durability_items=durability_items, quiet=quiet, auto=auto, slo_p99_ms=slo_p99,
+        durability_repeats=durability_repeats,
     )  # fmt: skip
     result = anyio.run(_measure, req, backend_options=backend_options(loop))
     _output(req.processor.spec, result, as_json, plot_path)
@@ -176,10 +194,11 @@ def _output(spec: str, result: BenchResult, as_json: bool, plot_path: Path | Non
     if as_json:
         doc = document(spec, result.loop, result.levels, result.knee, result.durability)
         doc["auto"] = result.auto.to_dict() if result.auto else None
+        doc["p99_limit_ms"] = round(result.p99_limit_ms, 3)
         sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
         sys.stdout.flush()
     else:
-        show(result.levels, result.knee, result.durability)
+        show(result.levels, result.knee, result.durability, result.p99_limit_ms)
         if result.auto is not None:
             a = result.auto
             sys.stdout.write(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -28,8 +29,21 @@ COMMANDS = {
 }
 
 
+# Options of `run` that the older text tool took without a command word.
+_RUN_OPTIONS = ("--input", "--output", "--checkpoint", "--batch-size", "--simulate-crash")
+
+
 class LazyGroup(click.Group):
     """A click group whose commands are imported on first use."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """``asyncproc --input x ...`` is the older tool's form: point to ``asyncproc run``."""
+        if args and args[0].split("=", 1)[0] in _RUN_OPTIONS:
+            raise click.UsageError(
+                f"`asyncproc {args[0]} ...` needs a command: processing a file is "
+                f"`asyncproc run {shlex.join(args)}`", ctx
+            )  # fmt: skip
+        return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)

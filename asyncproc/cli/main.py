@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from .._errors import AsyncprocError
+from .._errors import AsyncprocError, speak_cli
 from .group import cli
 
 EXIT_USAGE = 2
@@ -29,8 +29,16 @@ def _fail(message: str, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code instead of raising."""
-    code = _guarded(lambda: cli.main(args=argv, prog_name="asyncproc", standalone_mode=False))
+    """Run the CLI; return the exit code instead of raising.
+
+    For the command's duration, messages name options as flags (``--new-run``), not as
+    the Python arguments the API's callers know them by.
+    """
+    previous = speak_cli(True)
+    try:
+        code = _guarded(lambda: cli.main(args=argv, prog_name="asyncproc", standalone_mode=False))
+    finally:
+        speak_cli(previous)
     return _not_held_by_threads(code)
 
 
@@ -60,8 +68,10 @@ def _not_held_by_threads(code: int) -> int:
 def _guarded(call: Callable[[], Any]) -> int:
     try:
         result = call()
-    except click.exceptions.Abort:
-        return _fail("aborted", EXIT_INTERRUPTED)
+    except click.exceptions.Abort as exc:  # Ctrl-C or end of input at a prompt
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            return _fail("interrupted", EXIT_INTERRUPTED)
+        return _fail("no answer; nothing was done", 1)
     except click.ClickException as exc:
         return _fail(exc.format_message().replace("\n", " "), exc.exit_code)
     except AsyncprocError as exc:

@@ -30,13 +30,17 @@ class BarProgress(LogProgress):
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
             TaskProgressColumn(), TimeRemainingColumn(), transient=True,
         )  # fmt: skip
-        self._task = self._bar.add_task("asyncproc", total=total, completed=done)
+        self._task = self._bar.add_task(self._label(), total=total, completed=done)
         self._bar.start()
+
+    def _label(self) -> str:
+        """The bar's label: the failures so far, in red, once there are any."""
+        return f"asyncproc [bold red]{self.failed:,} failed[/]" if self.failed else "asyncproc"
 
     def committed(self, processed: int, failed: int) -> None:
         super().committed(processed, failed)
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.done)
+            self._bar.update(self._task, completed=self.done, description=self._label())
 
     def stopped(self) -> None:
         if self._bar is not None:

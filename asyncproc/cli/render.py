@@ -10,8 +10,10 @@ from rich.text import Text
 
 from ..engine.observer import fmt_duration
 from ..runs.views import RunView, iso
+from ..storage.records import RunStatus
 
 STATUS_STYLE = {
+    "damaged": "bold magenta",
     "running": "bold green",
     "interrupted": "yellow",
     "failed": "bold red",
@@ -30,17 +32,26 @@ def _status(view: RunView) -> Text:
 
 
 def _progress(view: RunView) -> str:
+    if view.status is RunStatus.DAMAGED:
+        return "-"
     return f"{view.done}/{view.total_items} ({view.percent:.1f}%)"
 
 
-def runs_table(views: list[RunView]) -> Table:
+def runs_table(views: list[RunView], *, several: bool = False) -> Table:
+    """One row per run; a description column when any run has one (keyed runs), a
+    checkpoint column when the runs come from ``several`` directories."""
     table = Table(title="asyncproc runs (newest first)")
-    for column in ("run id", "status", "input", "progress", "failed", "started", "duration"):
-        table.add_column(column, no_wrap=column != "input")
+    described = any(v.description for v in views)
+    columns = ("run id", "status", *(("description",) if described else ()), "input",
+               "progress", "failed", "started", "duration",
+               *(("checkpoint",) if several else ()))  # fmt: skip
+    for column in columns:
+        table.add_column(column, no_wrap=column not in ("input", "description", "checkpoint"))
     for view in views:
         table.add_row(
-            view.run_id, _status(view), view.input, _progress(view), str(view.failed),
-            _when(view.started_at), fmt_duration(view.duration),
+            view.run_id, _status(view), *((view.description or "",) if described else ()),
+            view.input, _progress(view), str(view.failed), _when(view.started_at),
+            fmt_duration(view.duration), *((str(view.checkpoint_dir),) if several else ()),
         )  # fmt: skip
     return table
 
@@ -51,7 +62,9 @@ def _facts(view: RunView) -> Table:
     facts.add_column()
     eta = view.eta
     rows: list[tuple[str, str | Text]] = [
-        ("run", view.run_id), ("status", _status(view)), ("input", view.input),
+        ("run", view.run_id), ("status", _status(view)),
+        *((("description", view.description),) if view.description else ()),
+        ("input", view.input),
         ("output", view.output), ("progress", _progress(view)), ("failed", str(view.failed)),
         ("started", _when(view.started_at)), ("ended", _when(view.ended_at)),
         ("last activity", _when(view.updated_at)), ("duration", fmt_duration(view.duration)),
@@ -70,7 +83,8 @@ def _options(view: RunView) -> Table:
     table.add_column(style="bold")
     table.add_column()
     for key in sorted(view.options):
-        table.add_row(key, repr(view.options[key]))
+        if key != "loaders":  # a keyed run's loaders have a table of their own
+            table.add_row(key, repr(view.options[key]))
     return table
 
 
@@ -84,6 +98,20 @@ def _shards(view: RunView) -> Table:
             f"{s.processed + s.failed}{' ✓' if s.done else ''}", str(s.failed),
             str(s.attempts), _when(s.checkpoint_at),
         )  # fmt: skip
+    return table
+
+
+def _loaders(view: RunView) -> Table:
+    """A keyed run's loaders: status, counts and the error of a failed one (first line)."""
+    table = Table(title="loaders")
+    for column in ("loader", "status", "processed", "failed", "total", "percent", "error"):
+        table.add_column(column, overflow="fold")
+    for name, c in sorted(view.options.get("loaders", {}).items()):
+        total = c.get("total_items")
+        percent = f"{100.0 * c['processed'] / total:.1f}%" if total else "-"
+        error = (c.get("error") or "-").splitlines()[0]
+        table.add_row(name, c.get("status", "-"), str(c["processed"]), str(c["failed"]),
+                      "-" if total is None else str(total), percent, error)  # fmt: skip
     return table
 
 
@@ -105,6 +133,8 @@ def run_detail(view: RunView, failures: list[dict[str, Any]], options: bool) -> 
         parts.append(_options(view))
     if view.units:
         parts.append(_shards(view))
+    if view.kind == "keyed":
+        parts.append(_loaders(view))
     if failures:
         parts.append(_failures(failures))
     return Group(*parts)

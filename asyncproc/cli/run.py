@@ -15,8 +15,12 @@ from .._errors import ConfigError
 from .._options import DEFAULT_MAX_CONCURRENCY
 from ..engine.httpcall import parse_headers
 from ..engine.loops import LoopChoice, backend_options
+from ..engine.summary import Summary
+from ..runs.failures import first_failure
 from .group import key_values, setup_logging
 from .progress import observer_for
+
+EXIT_ITEMS_FAILED = 4  # the run finished, but some items failed (see the failed-items file)
 
 
 def concurrency_value(value: str) -> int | str:
@@ -140,6 +144,23 @@ def concurrency_value(value: str) -> int | str:
     help="Stop cleanly once more than N items (or P% of items done) failed.",
 )
 @click.option(
+    "--early-stop",
+    type=int,
+    default=100,
+    show_default=True,
+    metavar="N",
+    help="Stop if the first N items of this invocation all fail (0: never).",
+)
+@click.option(
+    "--stall-warning",
+    type=float,
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Warn when one item has held back its unit this long, then at doubling intervals "
+    "(0: never).",
+)
+@click.option(
     "--grace",
     type=float,
     default=10.0,
@@ -176,8 +197,11 @@ def concurrency_value(value: str) -> int | str:
 )
 def run_command(
     input_path: Path, output_path: Path, fmt: str | None, quiet: bool, loop: str, **options: Any
-) -> None:
-    """Process INPUT into OUTPUT, resuming an unfinished run of the same pair."""
+) -> int:
+    """Process INPUT into OUTPUT, resuming an unfinished run of the same pair.
+
+    Exits 0 when every item succeeded, 4 when the run finished with failed items.
+    """
     setup_logging(quiet)
     summary = anyio.run(
         lambda: process_file(
@@ -185,6 +209,7 @@ def run_command(
             output_path,
             format=fmt,
             handle_signals=True,
+            exit_on_crash=True,
             observer=observer_for(quiet),
             **options,
         ),
@@ -192,3 +217,30 @@ def run_command(
     )
     sys.stdout.buffer.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
+    return closing_line(summary, quiet)
+
+
+def closing_line(summary: Summary, quiet: bool) -> int:
+    """The run's last word on stderr, and the exit status: failures are never quiet."""
+    where = f"run {summary.run_id}, checkpoint directory {summary.checkpoint_dir}"
+    if not summary.failed:
+        if not quiet:
+            sys.stderr.write(f"asyncproc: done: {summary.processed} items into "
+                             f"{summary.output} ({where})\n")  # fmt: skip
+        return 0
+    failed_file = summary.failed_items_file or "?"
+    sys.stderr.write(
+        f"asyncproc: {summary.failed} of {summary.total_items} items failed; first: "
+        f"{_first(Path(failed_file))}; failed items in {failed_file} ({where}); process "
+        "them again with --retry-failed\n"
+    )
+    return EXIT_ITEMS_FAILED
+
+
+def _first(failed_file: Path) -> str:
+    entry = first_failure(failed_file)
+    if entry is None:
+        return "?"
+    item = repr(entry.get("item"))
+    item = item if len(item) <= 60 else item[:57] + "..."
+    return f"item {entry.get('index')} {item}: {entry.get('error_type')}: {entry.get('error')}"

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from .._errors import ConfigError
 from .._options import DEFAULT_CHECKPOINT
-from .._runs_api import runs_in
+from .._runs_api import places, runs_in
 from ..runs.views import RunView
 from ..storage.records import RunStatus
 from .render import run_detail, runs_table
@@ -31,15 +31,30 @@ def _checkpoint_option(fn: F) -> F:
         "--checkpoint",
         "checkpoint_dir",
         type=click.Path(path_type=Path, file_okay=False),
-        default=Path(DEFAULT_CHECKPOINT),
-        show_default=True,
-        help="Directory where runs live: the --checkpoint given to `run` "
-        "(`run` defaults to .asyncproc beside its output).",
+        default=None,
+        help="Directory where runs live: the --checkpoint given to `run` [default: "
+        f"{DEFAULT_CHECKPOINT} here, then the checkpoint directories of recent runs, from "
+        "the run index].",
     )(fn)
 
 
 def _json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(fn)
+
+
+def _run_id_option(fn: F) -> F:
+    """``--run-id ID`` as well as the argument: the older loader tool's form."""
+    return click.option("--run-id", "run_id_option", metavar="RUN_ID",
+                        help="The run, as an option (the same as the argument).")(fn)  # fmt: skip
+
+
+def _one_run_id(argument: str | None, option: str | None, *, required: bool = True) -> str | None:
+    if argument is not None and option is not None and argument != option:
+        raise click.UsageError(f"two run ids given: {argument} and --run-id {option}; give one")
+    run_id = argument or option
+    if run_id is None and required:
+        raise click.UsageError("which run? give RUN_ID or --run-id RUN_ID (see `asyncproc list`)")
+    return run_id
 
 
 def _emit_json(data: Any) -> None:
@@ -59,30 +74,36 @@ def _warn(lines: list[str]) -> None:
 @click.command(name="list")
 @_checkpoint_option
 @_json_option
-def list_command(checkpoint_dir: Path, as_json: bool) -> None:
-    """List the runs under the checkpoint directory, newest first."""
-    views, problems = runs_in(checkpoint_dir).views()
-    _warn(problems)
+def list_command(checkpoint_dir: Path | None, as_json: bool) -> None:
+    """List the runs, newest first: under --checkpoint DIR, else here and in the run index."""
+    where = places(checkpoint_dir)
+    views, problems = where.views()
+    _warn([*problems, f"runs {where.where()}"])
     if as_json:
         _emit_json([v.to_json() for v in views])
     elif not views:
-        click.echo(f"no runs under {checkpoint_dir}")
+        click.echo(f"no runs {where.where()}")
     else:
-        _console().print(runs_table(views))
+        _console().print(runs_table(views, several=len({v.checkpoint_dir for v in views}) > 1))
 
 
 @click.command(name="show")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@_run_id_option
 @_checkpoint_option
 @_json_option
 @click.option(
     "--failures", "limit", type=click.IntRange(min=0), default=5, show_default=True,
     help="How many of the most recent failures to show.",
 )  # fmt: skip
-def show_command(run_id: str, checkpoint_dir: Path, as_json: bool, limit: int) -> None:
-    """Show RUN_ID in detail: options, shards, throughput, ETA, recent failures."""
-    runs = runs_in(checkpoint_dir)
-    view = runs.view(run_id)
+def show_command(
+    run_id: str | None, run_id_option: str | None, checkpoint_dir: Path | None, as_json: bool,
+    limit: int,
+) -> None:  # fmt: skip
+    """Show RUN_ID in detail: options, shards or loaders, throughput, ETA, recent failures."""
+    wanted = str(_one_run_id(run_id, run_id_option))
+    runs = places(checkpoint_dir).runs_of(wanted)
+    view = runs.view(wanted)
     _print_detail(view, runs.failures(view, limit), as_json, options=True)
 
 
@@ -95,14 +116,9 @@ def _print_detail(
         _console().print(run_detail(view, failures, options))
 
 
-def _status_view(checkpoint_dir: Path, run_id: str | None) -> RunView:
-    if run_id is None:
-        return runs_in(checkpoint_dir).current()
-    return runs_in(checkpoint_dir).view(run_id)
-
-
 @click.command(name="status")
 @click.argument("run_id", required=False)
+@_run_id_option
 @_checkpoint_option
 @_json_option
 @click.option(
@@ -110,21 +126,27 @@ def _status_view(checkpoint_dir: Path, run_id: str | None) -> RunView:
     help="Refresh every SECONDS (default 2) until the run stops; Ctrl-C to quit.",
 )  # fmt: skip
 def status_command(
-    run_id: str | None, checkpoint_dir: Path, as_json: bool, watch: float | None
-) -> None:
+    run_id: str | None, run_id_option: str | None, checkpoint_dir: Path | None, as_json: bool,
+    watch: float | None,
+) -> None:  # fmt: skip
     """The merged status of a run going on now (default: the newest unfinished run).
 
     Read-only and safe while the run works: it reads the shard checkpoints and never
-    takes the run's lock. --watch refreshes until no process holds the run any more;
-    with --json, one JSON document per refresh.
+    takes the run's lock. Without --checkpoint it looks here and in the run index, and
+    says where it found the run. --watch refreshes until no process holds the run any
+    more; with --json, one JSON document per refresh.
     """
     if watch is not None and not watch > 0:
         raise ConfigError(f"--watch must be a positive number of seconds, got {watch}")
-    view = _status_view(checkpoint_dir, run_id)
+    wanted = _one_run_id(run_id, run_id_option, required=False)
+    where = places(checkpoint_dir)
+    view = where.current() if wanted is None else where.view(wanted)
+    if not where.explicit:
+        _warn([f"run {view.run_id} is under {view.checkpoint_dir} (looked {where.where()})"])
     _print_detail(view, [], as_json, options=False)
     if watch is not None:
         try:
-            _watch(checkpoint_dir, view, watch, as_json)
+            _watch(view.checkpoint_dir, view, watch, as_json)
         except KeyboardInterrupt:
             return  # Ctrl-C ends watching; the run itself is not touched
 
@@ -149,23 +171,35 @@ def _next_frame(as_json: bool) -> None:
 
 
 @click.command(name="delete")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@_run_id_option
 @_checkpoint_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def delete_command(run_id: str, checkpoint_dir: Path, yes: bool) -> None:
+def delete_command(
+    run_id: str | None, run_id_option: str | None, checkpoint_dir: Path | None, yes: bool
+) -> int:
     """Delete RUN_ID's directory (checkpoints, segments, manifest); refuses a live run.
 
-    The run's output file, if any, is left alone.
+    A run whose manifest is damaged can be deleted too. The run's output file, if any,
+    is left alone. Answering no to the question exits 1.
     """
-    view = runs_in(checkpoint_dir).view(run_id)
-    if not yes:
-        click.confirm(
-            f"Delete run {run_id} ({view.status.value}, {view.done}/{view.total_items} items)?",
-            abort=True,
-            err=True,
-        )
-    runs_in(checkpoint_dir).delete(run_id)
+    run_id = str(_one_run_id(run_id, run_id_option))
+    runs = places(checkpoint_dir).runs_of(run_id)
+    view = runs.view(run_id)
+    if not yes and not click.confirm(
+        f"Delete run {run_id} under {view.checkpoint_dir} ({_what(view)})?", err=True
+    ):
+        sys.stderr.write(f"asyncproc: kept run {run_id}\n")
+        return 1
+    runs.delete(run_id)
     click.echo(f"deleted run {run_id}")
+    return 0
+
+
+def _what(view: RunView) -> str:
+    if view.status is RunStatus.DAMAGED:
+        return f"damaged: {view.options.get('error')}"
+    return f"{view.status.value}, {view.done}/{view.total_items} items"
 
 
 @click.command(name="cleanup")
@@ -175,12 +209,14 @@ def delete_command(run_id: str, checkpoint_dir: Path, yes: bool) -> None:
 )  # fmt: skip
 @_checkpoint_option
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
-def cleanup_command(keep: int, checkpoint_dir: Path, dry_run: bool) -> None:
-    """Remove all but the newest KEEP finished (completed) runs.
+def cleanup_command(keep: int, checkpoint_dir: Path | None, dry_run: bool) -> None:
+    """Remove all but the newest KEEP finished (completed) runs of one directory.
 
-    Runs that are running, interrupted or failed are never touched: they can still be
-    resumed; remove one on purpose with `asyncproc delete`.
+    Runs that are running, interrupted, failed or damaged are never touched: remove one
+    on purpose with `asyncproc delete`. Without --checkpoint: the default directory only
+    (never directories from the run index).
     """
+    checkpoint_dir = checkpoint_dir or Path(DEFAULT_CHECKPOINT)
     if dry_run:
         ids = [v.run_id for v in runs_in(checkpoint_dir).cleanup_candidates(keep)]
         verb = "would remove"

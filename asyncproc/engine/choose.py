@@ -14,7 +14,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._errors import ConfigError, IncompatibleRunError, InputChangedError, OutputError, RunError
+from .._errors import (
+    ConfigError,
+    IncompatibleRunError,
+    InputChangedError,
+    OutputError,
+    RunError,
+    named,
+    option,
+)
 from .._options import Options, auto_workers
 from ..runs.locks import output_lock
 from ..runs.rundir import RunDir, failed_items_path, find_resumable, new_run_dir, run_path
@@ -52,12 +60,13 @@ def check_output(output: Path, input_path: Path) -> None:
     latter when nothing failed): neither may be the input, by any name.
     """
     if _same_file(output, input_path):
-        raise ConfigError(f"output {output} is the input; choose another --output")
+        raise ConfigError(f"output {output} is the input; choose another {named('output')}")
     failed = failed_items_path(output)
     if _same_file(failed, input_path):
         raise ConfigError(
             f"input {input_path} is where this run would write its failed items ({failed}): "
-            "it would be overwritten or removed; rename the input or choose another --output"
+            "it would be overwritten or removed; rename the input or choose another "
+            + named("output")
         )
     if output.is_dir():
         raise OutputError(f"output {output} is a directory; give a file path")
@@ -88,7 +97,7 @@ def held_output(output: Path) -> Iterator[None]:
         except OSError as exc:
             raise OutputError(
                 f"output directory {output.parent} is not writable ({exc.strerror}); "
-                "check its permissions or choose another --output"
+                f"check its permissions or choose another {named('output')}"
             ) from None
         yield
 
@@ -104,11 +113,11 @@ def require_unchanged(identity: InputIdentity, run_id: str, when: str) -> None:
     if when == "while":
         raise InputChangedError(
             f"input {identity.path} changed ({change}) while run {run_id} was running; its "
-            "output would mix two versions: start over with --new-run"
+            f"output would mix two versions: start over with {option('new_run')}"
         )
     raise InputChangedError(
         f"input {identity.path} changed ({change}) since run {run_id} was planned; "
-        "restore it, or start over with --new-run"
+        f"restore it, or start over with {option('new_run')}"
     )
 
 
@@ -133,14 +142,16 @@ def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
         _require_pair(run, manifest, wanted)
     if manifest.status is RunStatus.COMPLETED and not wanted.include_completed:
         if wanted.resume:
-            raise RunError(f"run {run.run_id} is already completed; run without --resume to see it")
+            raise RunError(
+                f"run {run.run_id} is already completed; leave out {named('resume')} to see it"
+            )
         return _finished(run, manifest, wanted)
     require_unchanged(manifest.input, run.run_id, "since")
     differences = wanted.options.result_differences(manifest.options)
     if differences:
         raise IncompatibleRunError(
             f"run {run.run_id} was started with other options ({'; '.join(differences)}); "
-            "resume with the same options, or start over with --new-run"
+            f"resume with the same options, or start over with {option('new_run')}"
         )
     return Chosen(run, manifest, resumed=True)
 
@@ -158,8 +169,8 @@ def _require_pair(run: RunDir, manifest: Manifest, wanted: Wanted) -> None:
     if (manifest.input.path, manifest.output) != _pair(wanted):
         raise IncompatibleRunError(
             f"run {run.run_id} processes {manifest.input.path} into {manifest.output}, not "
-            f"{wanted.input} into {wanted.output}; give its --input and --output to resume "
-            "it, or leave out --resume"
+            f"{wanted.input} into {wanted.output}; give its {named('input')} and "
+            f"{named('output')} to resume it, or leave out {named('resume')}"
         )
 
 
@@ -198,7 +209,7 @@ def new_run(checkpoint_dir: Path, wanted: Wanted) -> Chosen:
     """Plan the input into a new run directory: the index first, then the manifest."""
     size = wanted.input.stat().st_size
     workers = planned_workers(wanted.options, size)
-    planned = plan(wanted.input, workers)
+    planned = plan(wanted.input, workers, str(wanted.options.format or "text"))
     run = new_run_dir(checkpoint_dir)
     run.write_index(planned.index)
     now = time.time()
@@ -206,7 +217,7 @@ def new_run(checkpoint_dir: Path, wanted: Wanted) -> Chosen:
         run_id=run.run_id, status=RunStatus.RUNNING, created_at=now, updated_at=now,
         input=planned.identity, output=str(wanted.output.resolve()),
         options={**wanted.options.to_dict(), "workers": workers}, units=planned.units,
-        total_items=planned.total_items,
+        total_items=planned.total_items, resumed_at=now,
     )  # fmt: skip
     run.write(manifest)
     log.info(

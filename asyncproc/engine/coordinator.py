@@ -26,13 +26,18 @@ from .._errors import (
     Interrupted,
     OutputError,
     RunError,
+    SimulatedCrash,
+    again,
+    option,
     unwrap_group,
 )
 from .._options import DEFAULT_CHECKPOINT, Options
+from ..runs import index
 from ..runs.rundir import RunDir, directory_lock, make_checkpoint_dir
 from ..storage.faults import CRASH_EXIT
 from ..storage.records import Manifest, RunStatus, UnitPlan
 from ..storage.unitstore import UnitStore
+from .budget import TakeBudget
 from .choose import (
     Chosen,
     Wanted,
@@ -78,6 +83,7 @@ class Request:
     stores: Callable[[UnitSpec], UnitStore] | None = None  # default: files in the run dir
     headers: dict[str, str] | None = None  # for the http processor; never stored
     cost: Cost | None = None  # an item's cost from Python (else options.cost, a spec)
+    exit_on_crash: bool = False  # --simulate-crash exits the process (CLI) instead of raising
 
 
 class Coordinator:
@@ -93,6 +99,7 @@ class Coordinator:
         self._committed_here = self._failed_here = 0
         self._last_error: str | None = None
         self._gate = Gate(LimitConfig.from_options(request.options), request.cost)
+        self.checkpoint_dir = request.checkpoint_dir or request.output.parent / DEFAULT_CHECKPOINT
 
     async def run(self) -> Summary:
         req = self.request
@@ -102,9 +109,10 @@ class Coordinator:
         options = replace(req.options.resolved(req.input, req.output), processor=processor.spec)
         wanted = Wanted(req.input, req.output, options, req.new_run, req.resume, req.retry_failed)
         with held_output(req.output):  # for the whole run: one writer per output
-            checkpoint_dir = self._checkpoint_dir()
+            checkpoint_dir = self.checkpoint_dir = self._checkpoint_dir()
             async with self._executor.started():
-                return await self._run(checkpoint_dir, wanted, processor, options)
+                summary = await self._run(checkpoint_dir, wanted, processor, options)
+        return replace(summary, checkpoint_dir=str(checkpoint_dir.resolve()))
 
     async def _run(
         self, checkpoint_dir: Path, wanted: Wanted, processor: Processor, options: Options
@@ -132,7 +140,8 @@ class Coordinator:
         with directory_lock(checkpoint_dir):
             chosen = existing(checkpoint_dir, wanted) or new_run(checkpoint_dir, wanted)
             stack.enter_context(chosen.run.locked())
-            return chosen
+        index.note(chosen.run.run_id, checkpoint_dir)  # so `asyncproc list` finds it anywhere
+        return chosen
 
     # -- working ---------------------------------------------------------------------------
 
@@ -144,14 +153,17 @@ class Coordinator:
         state = await anyio.to_thread.run_sync(load_state, run, manifest)
         state = await anyio.to_thread.run_sync(recut_state, state, workers)
         self._manifest = await anyio.to_thread.run_sync(
-            self._record_start, run, manifest, options, state.plan, workers
+            self._record_start, run, manifest, options, state, workers
         )
         try:
             state = await self._execute(run, state, processor, options, workers)
         except BaseExceptionGroup as group:
             cause = unwrap_group(group)
-            await self._stopped(run, RunStatus.FAILED, str(cause))
+            if not isinstance(cause, SimulatedCrash):  # a crash writes nothing more
+                await self._stopped(run, RunStatus.FAILED, str(cause))
             raise cause from (None if cause is group else group)
+        except SimulatedCrash:
+            raise
         except (AsyncprocError, OSError) as exc:
             await self._stopped(run, RunStatus.FAILED, str(exc))
             raise
@@ -169,29 +181,28 @@ class Coordinator:
         return max(options.workers or planned, self._executor.processes)
 
     def _record_start(
-        self, run: RunDir, manifest: Manifest, options: Options, plan: Plan, workers: int
+        self, run: RunDir, manifest: Manifest, options: Options, state: RunState, workers: int
     ) -> Manifest:
-        """Record this invocation's options (and a re-cut plan) before any work."""
+        """Record this invocation's options (and a re-cut plan) before any work, and when it
+        began with how much done (status measures throughput over running time only)."""
         stored = {**options.to_dict(), "workers": workers}
-        if (
-            stored == manifest.options
-            and manifest.status is RunStatus.RUNNING
-            and plan.units == manifest.units
-        ):
-            return manifest
-        return run.set_status(manifest, RunStatus.RUNNING, options=stored, units=plan.units)
+        return run.set_status(
+            manifest, RunStatus.RUNNING, options=stored, units=state.plan.units,
+            resumed_at=time.time(), done_at_resume=state.done,
+        )  # fmt: skip
 
     async def _execute(
         self, run: RunDir, state: RunState, processor: Processor, options: Options, workers: int
     ) -> RunState:
+        budget = self._crash_budget(options)
         scheduler = Scheduler(
             state.plan, state.index, dict(state.states),
             spec_for=partial(self._spec, run, options),
             record=partial(self._record_plan, run),
             stopping=lambda: self._stopper.reason is not None,
-            on_commit=self._on_commit,
+            on_commit=self._on_commit, splits=budget is None,
         )  # fmt: skip
-        setup = self._setup(processor, options, workers)
+        setup = replace(self._setup(processor, options, workers), budget=budget)
         self._observer.started(state.plan.total_items, state.done, state.failed)
         try:
             async with anyio.create_task_group() as outer:
@@ -208,6 +219,13 @@ class Coordinator:
             self._observer.stopped()
         return RunState(scheduler.plan, state.index, scheduler.states)
 
+    def _crash_budget(self, options: Options) -> TakeBudget | None:
+        """``--simulate-crash N`` in one process: units take N items between them, so the
+        crash lands after exactly N commits (no split may return a taken line)."""
+        if options.simulate_crash is None or self._executor.processes > 1:
+            return None
+        return TakeBudget(options.simulate_crash)
+
     def _setup(self, processor: Processor, options: Options, workers: int) -> RunSetup:
         return RunSetup(
             processor=processor, processor_args=options.processor_args,
@@ -218,6 +236,7 @@ class Coordinator:
             workers=workers, concurrency=options.concurrency,
             threads=options.threads or options.concurrency, gate=self._gate,
             headers=self.request.headers,
+            stall_after=options.stall_warning, input_path=self._manifest.input.path,
         )  # fmt: skip
 
     def _spec(self, run: RunDir, options: Options, unit: UnitPlan, extent: Extent) -> UnitSpec:
@@ -253,13 +272,33 @@ class Coordinator:
         if limit is not None and limit.exceeded(self._failed_here, self._committed_here):
             self._stopper.request(StopReason(None, (
                 f"{self._failed_here} of {self._committed_here} items failed, over "
-                f"--max-failures {limit} (last error: {self._last_error})"
+                f"{option('max_failures', str(limit))} (last error: {self._last_error})"
+            )))  # fmt: skip
+        elif self._all_failed_so_far():
+            self._stopper.request(StopReason(None, (
+                f"the first {self._committed_here} items all failed (last error: "
+                f"{self._last_error}); to go on regardless, give {option('early_stop', 0)}"
             )))  # fmt: skip
 
+    def _all_failed_so_far(self) -> bool:
+        """The first ``early_stop`` items of this invocation all failed: something is broken."""
+        first = self.request.options.early_stop
+        done = self._committed_here
+        return 0 < first <= done and self._failed_here == done
+
     def _simulated_crash(self, run_id: str) -> None:
+        """Stop hard, as a crash would: the CLI exits the process, Python gets an error."""
+        where = self.checkpoint_dir
+        if not self.request.exit_on_crash:
+            raise SimulatedCrash(
+                f"simulated crash after {self._committed_here} committed items in run "
+                f"{run_id} (checkpoint directory {where}); call again without "
+                "simulate_crash to resume"
+            )
         sys.stderr.write(
             f"asyncproc: simulated crash after {self._committed_here} committed items in run "
-            f"{run_id}; run the same command again (without --simulate-crash) to resume\n"
+            f"{run_id} (checkpoint directory {where}); run the same command again (without "
+            "--simulate-crash) to resume\n"
         )
         sys.stderr.flush()
         os._exit(CRASH_EXIT)
@@ -277,15 +316,16 @@ class Coordinator:
             log.warning("could not record in its manifest why run %s stopped", run.run_id)
 
     async def _stopped_early(self, run: RunDir, state: RunState, reason: StopReason) -> RunError:
-        resume = "run the same command again to resume"
+        resume = f"{again()} to resume"
+        where = f"run {run.run_id} (checkpoint directory {self.checkpoint_dir})"
         if reason.signum is None:
             await self._stopped(run, RunStatus.FAILED, reason.message)
             return FailureLimitError(
-                f"{reason.message}; run {run.run_id} stopped after "
-                f"committing {state.done} items; fix the cause and {resume}"
+                f"{reason.message}; {where} stopped after committing {state.done} items; "
+                f"fix the cause and {resume}"
             )
         await self._stopped(run, RunStatus.INTERRUPTED, reason.message)
-        return Interrupted(f"{reason.message}; run {run.run_id} has {state.done} of "
+        return Interrupted(f"{reason.message}; {where} has {state.done} of "
                            f"{state.plan.total_items} items committed; {resume}",
                            signum=reason.signum)  # fmt: skip
 

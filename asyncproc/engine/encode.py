@@ -21,11 +21,13 @@ _LETTER = orjson.OPT_APPEND_NEWLINE
 
 
 def _text(raw: bytes) -> str:
-    return raw.strip().decode("utf-8")
+    return raw.decode("utf-8").strip()
 
 
 def decoder_for(fmt: str) -> Callable[[bytes], Any]:
-    """A text item is the stripped line; a JSONL item is the line's JSON value."""
+    """A text item is the line decoded, then stripped as ``str.strip()`` does (NBSP and
+    ideographic spaces too, as the older text tool did); a JSONL item is the line's JSON
+    value."""
     return exact.loads if fmt == "jsonl" else _text
 
 

@@ -20,10 +20,12 @@ import anyio
 from ..storage.localfs import LocalStorage
 from ..storage.records import UnitCheckpoint
 from ..storage.unitstore import UnitStore, VolatileUnitStore
+from .budget import TakeBudget
 from .lanes import LanePool
 from .limits import Gate
 from .pipeline import Pipeline
 from .processors import Processor
+from .stall import StallWatch
 from .stopping import Stopper
 from .unit import Commit, UnitRun
 from .units import Place, UnitSpec
@@ -75,6 +77,9 @@ class RunSetup:
     threads: int  # worker threads for a sync processor, over the whole run
     gate: Gate | None = None  # this process's limits (its share of the run's budgets)
     headers: dict[str, str] | None = None  # the http processor's, never written to disk
+    budget: TakeBudget | None = None  # --simulate-crash: items this invocation may take
+    stall_after: float = 0.0  # warn when one item holds a unit this long (0: never)
+    input_path: str = ""  # the input, to show the line of a stalled item
 
 
 class Executor(Protocol):
@@ -125,9 +130,13 @@ class InProcess:
     async def _run(self, work: WorkSource, setup: RunSetup, pool: LanePool) -> None:
         if not setup.stopper.attach(pool):
             return
+        ended = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(pool.run)
+                tg.start_soon(_lanes, pool, ended)
+                if setup.stall_after > 0:
+                    watch = StallWatch(pool, setup.stall_after, setup.input_path, setup.format)
+                    tg.start_soon(watch.run, ended)
                 async with anyio.create_task_group() as slots:
                     for _ in range(setup.workers):
                         slots.start_soon(_slot, work, setup, pool)
@@ -136,11 +145,20 @@ class InProcess:
             setup.stopper.detach(pool)
 
 
+async def _lanes(pool: LanePool, ended: anyio.Event) -> None:
+    try:
+        await pool.run()
+    finally:
+        ended.set()
+
+
 async def _slot(work: WorkSource, setup: RunSetup, pool: LanePool) -> None:
     """Run one unit after another while the coordinator has any."""
     while (job := await work.next_unit()) is not None:
         spec, start = job
-        unit = UnitRun(spec, start, setup.stores(spec), pool.size, work.committed, pool.wake)
+        unit = UnitRun(
+            spec, start, setup.stores(spec), pool.size, work.committed, pool.wake, setup.budget
+        )
         work.running(spec.unit_id, unit)
         pool.add(unit)
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .._errors import CheckpointError
+from .._errors import CheckpointError, again
 from ..runs.rundir import RunDir
 from ..storage.faults import crashpoint
 from ..storage.records import Manifest, RunStatus
@@ -26,7 +26,7 @@ def merge_output(run: RunDir, manifest: Manifest, state: RunState) -> Path | Non
     if unfinished:
         raise CheckpointError(
             f"run {run.run_id} has unfinished units {unfinished} after its workers ended; "
-            "run the same command again to resume"
+            f"{again()} to resume"
         )
     ordered = [state.states[u.unit_id] for u in plan]
     as_array = manifest.options["output_kind"] == "json"

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from .._errors import ConfigError, ItemError, RetryAfter
+from .._errors import ConfigError, ItemError, RetryAfter, named
 
 SLOW_DOWN = (429, 503)
 _VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
@@ -50,12 +50,14 @@ def parse_headers(values: Iterable[str], environ: dict[str, str] | None = None) 
     for value in values:
         name, sep, text = value.partition(":")
         if not sep or not name.strip() or name != name.strip() or " " in name:
-            raise ConfigError(f"--header takes 'Name: value', got {value!r}")
+            raise ConfigError(f"{named('headers')} takes 'Name: value', got {value!r}")
 
         def expand(match: re.Match[str], name: str = name) -> str:
             var = match.group(1) or match.group(2)
             if var not in env:
-                raise ConfigError(f"--header {name}: environment variable {var} is not set")
+                raise ConfigError(
+                    f"{named('headers')} {name}: environment variable {var} is not set"
+                )
             return env[var]
 
         headers[name] = _VAR.sub(expand, text.strip())

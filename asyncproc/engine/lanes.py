@@ -33,6 +33,7 @@ class LanePool:
     def __init__(self, size: int, pipeline: Pipeline, fingerprint: str) -> None:
         self.size = size
         self.units: list[UnitRun] = []
+        self.slots: list[LaneSlot] = []  # each lane's current item (read by stall warnings)
         self._pipeline, self._fingerprint = pipeline, fingerprint
         self._ready = Signal()
         self._closed = self._stopping = False
@@ -86,6 +87,7 @@ class LanePool:
     async def _lane(self, home: int) -> None:
         slot = LaneSlot(-1, self._fingerprint)
         current_slot.set(slot)
+        self.slots.append(slot)
         while not self._stopping:
             unit = self._pick(home)
             if unit is not None:
@@ -111,7 +113,8 @@ class LanePool:
         A lane away from ``home`` goes back as soon as its home has an item to take.
         """
         away = None if unit is home else home
-        starts, lines, order, limit = unit.starts, unit.lines, unit.order, unit.limit
+        starts, lines, ends = unit.starts, unit.lines, unit.ends
+        order, limit = unit.order, unit.limit
         pipeline, first = self._pipeline, unit.first_index
         decode, call, encode = pipeline.decode, pipeline.call, pipeline.encode
         slot.unit, budget, epoch = unit.unit_id, YIELD_EVERY, self._epoch
@@ -122,10 +125,7 @@ class LanePool:
             and self._epoch == epoch
             and (away is None or not away.ready)
         ):
-            start, raw = starts.popleft(), lines.popleft()
-            end = start + len(raw) + 1
-            if end > unit.end:  # the input's last line, without a newline
-                end = unit.end
+            start, raw, end = starts.popleft(), lines.popleft(), ends.popleft()
             if len(lines) == FEED_LOW_WATER:
                 unit.space.fire()
             seq = order.taken

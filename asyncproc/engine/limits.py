@@ -33,7 +33,7 @@ from typing import Any
 
 import anyio
 
-from .._errors import ConfigError, ItemError, RetryAfter
+from .._errors import ConfigError, ItemError, RetryAfter, named
 from .._options import Options, parse_rate
 
 UNLIMITED = 1 << 30
@@ -65,9 +65,9 @@ class LimitConfig:
     @classmethod
     def from_options(cls, options: Options) -> LimitConfig:
         config = cls(
-            rate=None if options.rate is None else parse_rate("--rate", options.rate),
+            rate=None if options.rate is None else parse_rate(named("rate"), options.rate),
             cost_rate=(None if options.cost_rate is None
-                       else parse_rate("--cost-rate", options.cost_rate)),
+                       else parse_rate(named("cost_rate"), options.cost_rate)),
             cost=options.cost, adaptive=options.adaptive, maximum=options.concurrency,
         )  # fmt: skip
         if config.cost != PYTHON_COST:
@@ -184,7 +184,7 @@ def cost_function(spec: str | Cost | None) -> Cost | None:
     kind, sep, name = spec.partition(":")
     if kind == "field" and sep and name:
         return _field_cost(name.split("."))
-    raise ConfigError(f"--cost takes field:NAME or llm, got {spec!r}")
+    raise ConfigError(f"{named('cost')} takes field:NAME or llm, got {spec!r}")
 
 
 def _field_cost(path: list[str]) -> Cost:
@@ -192,10 +192,12 @@ def _field_cost(path: list[str]) -> Cost:
         value = item
         for key in path:
             if not isinstance(value, dict) or key not in value:
-                raise ValueError(f"--cost field {'.'.join(path)} is missing from the item")
+                raise ValueError(f"{named('cost')} field {'.'.join(path)} is missing from the item")
             value = value[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ValueError(f"--cost field {'.'.join(path)} is not a number >= 0: {value!r}")
+            raise ValueError(
+                f"{named('cost')} field {'.'.join(path)} is not a number >= 0: {value!r}"
+            )
         return float(value)
 
     return cost

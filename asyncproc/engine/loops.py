@@ -7,7 +7,7 @@ import importlib
 from enum import StrEnum
 from typing import Any
 
-from .._errors import ConfigError
+from .._errors import ConfigError, option
 
 
 class LoopChoice(StrEnum):
@@ -38,8 +38,8 @@ def backend_options(choice: str) -> dict[str, Any]:
         return {"use_uvloop": True}
     if choice is LoopChoice.UVLOOP:
         raise ConfigError(
-            "--loop uvloop needs uvloop; install it with: pip install 'asyncproc[fast]', "
-            "or use --loop asyncio"
+            f"{option('loop', 'uvloop')} needs uvloop; install it with: pip install "
+            f"'asyncproc[fast]', or use {option('loop', 'asyncio')}"
         )
     return {}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,14 +20,13 @@ from typing import BinaryIO
 
 from .._errors import InputError
 from ..storage.records import InputIdentity, LineIndex, UnitPlan
+from .items import Items, bom_length, items_for, refuse_wide
 
 CHUNK = 1 << 18  # 256 KiB: larger reads were no faster and raised peak memory
 SAMPLE = 4096
 SAMPLES = 16
 INDEX_POINTS = 16384  # at most this many index entries (about 250 KB on disk)
 MIN_INDEX_GAP = 1024  # and no closer than this many bytes apart
-# A blank line holds only what bytes.strip() removes.
-_BLANK_LINE = re.compile(rb"^[ \t\r\x0b\x0c]*\n", re.MULTILINE)
 
 
 def check_input(path: Path) -> os.stat_result:
@@ -36,7 +34,7 @@ def check_input(path: Path) -> os.stat_result:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise InputError(f"input {path} does not exist; check the --input path") from None
+        raise InputError(f"input {path} does not exist; check the input path") from None
     except OSError as exc:
         raise InputError(f"cannot read input {path}: {exc.strerror}") from exc
     if stat.S_ISDIR(st.st_mode):
@@ -111,15 +109,22 @@ def index_gap(size: int) -> int:
     return max(MIN_INDEX_GAP, -(-size // INDEX_POINTS))
 
 
-def plan(path: Path, workers: int) -> Planned:
-    """Identify the input, count and index its items, and cut it into ``workers`` units."""
+def plan(path: Path, workers: int, fmt: str = "text") -> Planned:
+    """Identify the input, count and index its items, and cut it into ``workers`` units.
+
+    UTF-16 and UTF-32 inputs are refused; a UTF-8 byte-order mark is skipped (the first
+    item starts after it).
+    """
     identity = identify(path)
     size = identity.size
     gap = index_gap(size)
     index_targets = list(range(gap, size, gap))
     unit_targets = [size * k // workers for k in range(1, workers)]
     with path.open("rb") as fh:
-        found, total = scan(fh, size, sorted({*index_targets, *unit_targets}))
+        head = fh.read(SAMPLE)
+        refuse_wide(head, str(path))
+        targets = sorted({*index_targets, *unit_targets})
+        found, total = scan(fh, size, targets, items_for(fmt), bom_length(head))
     index = LineIndex(*_columns([(0, 0), *(found[t] for t in index_targets)], size))
     starts = _columns([(0, 0), *(found[t] for t in unit_targets)], size)
     units = tuple(UnitPlan(k, o, i) for k, (o, i) in enumerate(zip(*starts, strict=True)))
@@ -134,26 +139,29 @@ def _columns(
     return tuple(o for o, _ in kept), tuple(i for _, i in kept)
 
 
-def scan(fh: BinaryIO, size: int, targets: Sequence[int]) -> tuple[dict[int, tuple[int, int]], int]:
+def scan(
+    fh: BinaryIO, size: int, targets: Sequence[int], kind: Items, skip: int = 0
+) -> tuple[dict[int, tuple[int, int]], int]:
     """For each target offset, the first line start at or after it and the item index there.
 
     ``targets`` ascend. A target past the last line start maps to ``(size, total)``.
+    Items are found as ``kind`` finds them (so the reader agrees), from byte ``skip`` on.
     Returns the map and the total number of items.
     """
     found: dict[int, tuple[int, int]] = {}
     pending = iter(targets)
     target = next(pending, None)
     items = 0
-    for base, block in _whole_lines(fh, size):
+    for base, block in _whole_lines(fh, size, kind, skip):
         position = 0  # within block: items counts the lines of block[:position]
         while target is not None and (cut := _line_start(block, base, target)) is not None:
-            items += _count(block[position : cut - base])
+            items += kind.count(block[position : cut - base])
             position = cut - base
             # Every target up to the line start found maps to it: a long line is searched once.
             while target is not None and target <= cut:
                 found[target] = (cut, items)
                 target = next(pending, None)
-        items += _count(block[position:])
+        items += kind.count(block[position:])
     while target is not None:
         found[target] = (size, items)
         target = next(pending, None)
@@ -161,31 +169,31 @@ def scan(fh: BinaryIO, size: int, targets: Sequence[int]) -> tuple[dict[int, tup
 
 
 def _line_start(block: bytes, base: int, target: int) -> int | None:
-    """The first line start at or after ``target`` inside ``block`` (or just past it)."""
+    """The first line start at or after ``target`` inside ``block`` (or just past it).
+
+    Line starts are found after ``\\n`` only, and at ``block``'s own start (an item
+    boundary: :func:`_whole_lines` cuts only there).
+    """
     if target <= base:
         return base
     newline = block.find(b"\n", target - 1 - base)
     return None if newline < 0 else base + newline + 1
 
 
-def _count(lines: bytes) -> int:
-    """Non-blank lines in ``lines``; the last may lack its newline (the input's end)."""
-    whole = lines.count(b"\n") - len(_BLANK_LINE.findall(lines))
-    tail = lines[lines.rfind(b"\n") + 1 :]
-    return whole + (1 if tail.strip() else 0)
+def _whole_lines(fh: BinaryIO, size: int, kind: Items, skip: int) -> Iterator[tuple[int, bytes]]:
+    """Bytes ``[skip, size)`` as blocks ending at item boundaries, with their offsets.
 
-
-def _whole_lines(fh: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
-    """The first ``size`` bytes as blocks of whole lines and their offsets (the last may be cut)."""
-    fh.seek(0)
-    base, carry, remaining = 0, b"", size
+    The last block may end anywhere (the input's end).
+    """
+    fh.seek(skip)
+    base, carry, remaining = skip, b"", size - skip
     while remaining > 0:
         chunk = fh.read(min(CHUNK, remaining))
         if not chunk:
             break
         remaining -= len(chunk)
         block = carry + chunk
-        cut = block.rfind(b"\n") + 1
+        cut = kind.last_cut(block)
         if cut:
             yield base, block[:cut]
             base, carry = base + cut, block[cut:]

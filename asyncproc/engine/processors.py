@@ -55,9 +55,9 @@ def _float_arg(name: str, value: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise ConfigError(f"--processor-arg {name} must be a number, got {value!r}") from None
+        raise ConfigError(f"processor argument {name} must be a number, got {value!r}") from None
     if number < 0:
-        raise ConfigError(f"--processor-arg {name} must not be negative, got {value}")
+        raise ConfigError(f"processor argument {name} must not be negative, got {value}")
     return number
 
 
@@ -105,7 +105,7 @@ def load_processor(
         fn, name = _builtin(spec, args), spec
     else:
         _no_args(args, spec)
-        fn, name = _import(spec), _canonical(spec)
+        fn, name = _import(spec)
     _check_signature(fn, name)
     return Processor(name, fn, _is_async(fn))
 
@@ -122,21 +122,44 @@ def _builtin(name: str, args: dict[str, Any]) -> Fn:
 
 def _no_args(args: dict[str, str], name: str) -> None:
     if args:
-        raise ConfigError(f"--processor-arg applies to built-in processors only, not {name}")
+        raise ConfigError(f"processor arguments apply to built-in processors only, not {name}")
 
 
-def _import(spec: str) -> Fn:
+def _import(spec: str) -> tuple[Fn, str]:
+    """The function a spec names, and the spec as the run records it."""
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise ProcessorLoadError(
             f"unknown processor {spec!r}: use a built-in ({', '.join(BUILTINS)}), "
             "module:function or path/to/file.py:function"
         )
+    local = None if target.endswith(".py") else _in_working_dir(target)
+    if local is not None:  # mymod:fn and ./mymod.py: as uvicorn and celery find it
+        target, spec = str(local), f"{local}:{attr}"
     module = _load_file(target) if target.endswith(".py") else _load_module(target)
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ProcessorLoadError(f"processor {spec}: {target} has no function {attr!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn, _canonical(spec)
+
+
+def _in_working_dir(name: str) -> Path | None:
+    """``name.py`` in the working directory, when ``name`` is not importable otherwise.
+
+    An installed module of the same name wins, so a stray file cannot shadow a library;
+    the run records the file's absolute path, so a resume elsewhere loads the same file.
+    """
+    candidate = Path.cwd() / f"{name}.py"
+    if "." in name or not name.isidentifier() or not candidate.is_file():
+        return None
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    origin = found.origin if found is not None else None
+    if found is not None and (origin is None or Path(origin).resolve() != candidate.resolve()):
+        return None  # importable from elsewhere: the installed module wins
+    return candidate.resolve()
 
 
 def _canonical(spec: str) -> str:

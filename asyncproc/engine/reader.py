@@ -1,72 +1,75 @@
-"""Reading the input forward as whole lines, one large chunk per thread round trip."""
+"""Reading the input forward as whole items, one large chunk per thread round trip."""
 
 from __future__ import annotations
 
 from aiofiles.threadpool.binary import AsyncBufferedReader
 
-from .._errors import InputChangedError
+from .._errors import InputChangedError, option
+from .items import BOM, Items, Lines, items_for
 
 CHUNK = 1 << 18  # 256 KiB: one thread round trip per chunk, a few MB of lines in memory
 
-# A chunk of non-blank lines: their start offsets, and their bytes without the newline.
-# Two flat lists rather than a tuple per line: ints and bytes are not tracked by the
-# cyclic garbage collector, so lines waiting for a lane trigger no collections.
-Lines = tuple[list[int], list[bytes]]
-
 
 class LineReader:
-    """Whole lines of an open input, forward from a line start, up to a moving end.
+    """Whole items of an open input, forward from an item boundary, up to a moving end.
 
     ``end`` is given on every call because a unit's end can move back while it runs
-    (a split): the reader never reads past the end it is given, and returns lines only
-    as far as it has read whole ones.
+    (a split): the reader never reads past the end it is given, and returns items only
+    as far as it has read whole ones. Items are cut as the planner cut them
+    (:mod:`.items`); a UTF-8 byte-order mark at the start of the input is skipped.
     """
 
-    def __init__(self, fh: AsyncBufferedReader, start: int, name: str, chunk: int = CHUNK) -> None:
+    def __init__(
+        self, fh: AsyncBufferedReader, start: int, name: str, chunk: int = CHUNK, *,
+        format: str = "text",
+    ) -> None:  # fmt: skip
         self._fh, self._name, self._chunk = fh, name, chunk
+        self._items: Items = items_for(format)
         self._position = start  # bytes consumed from the file
         self._pieces: list[bytes] = []  # a line cut by a chunk boundary
-        self.unread = start  # the first line start not yet returned
+        self.unread = start  # the first item boundary not yet returned
 
     async def next(self, end: int) -> Lines | None:
-        """The next block of whole lines before ``end``, or None when there are no more."""
+        """The next block of whole items before ``end``, or None when there are no more."""
+        if self._position == 0 < end:
+            await self._skip_bom(end)
         while self._position < end:
-            chunk = await self._fh.read(min(self._chunk, end - self._position))
-            if not chunk:
-                raise InputChangedError(
-                    f"input {self._name} ended at byte {self._position}, before the planned "
-                    f"{end}; it changed during the run: start over with --new-run"
-                )
-            self._position += len(chunk)
-            cut = chunk.rfind(b"\n") + 1
+            chunk = await self._read(end)
+            cut = self._items.last_cut(chunk)
             if not cut:
                 self._pieces.append(chunk)
                 continue
             block = b"".join((*self._pieces, chunk[:cut])) if self._pieces else chunk[:cut]
             self._pieces = [chunk[cut:]] if cut < len(chunk) else []
-            lines = split_lines(block, self.unread)
+            lines = self._items.split(block, self.unread)
             self.unread = self._position - (len(chunk) - cut)
             return lines
         return self._tail(end)
 
+    async def _read(self, end: int) -> bytes:
+        chunk = await self._fh.read(min(self._chunk, end - self._position))
+        if not chunk:
+            raise InputChangedError(
+                f"input {self._name} ended at byte {self._position}, before the planned "
+                f"{end}; it changed during the run: start over with {option('new_run')}"
+            )
+        self._position += len(chunk)
+        return chunk
+
+    async def _skip_bom(self, end: int) -> None:
+        """At the input's start: drop a UTF-8 byte-order mark, keep anything else."""
+        head = await self._fh.read(min(len(BOM), end))
+        self._position = len(head)
+        if head == BOM:
+            self.unread = len(BOM)
+        elif head:
+            self._pieces.append(head)
+
     def _tail(self, end: int) -> Lines | None:
-        """The input's last line when it has no newline (it ends the range)."""
+        """The input's last items when it does not end with a line end (they end the range)."""
         tail, start = b"".join(self._pieces), self.unread
         self._pieces, self.unread = [], max(self.unread, self._position)
-        if tail.strip() and start < end:
-            return [start], [tail]
+        if tail and start < end:
+            lines = self._items.split(tail, start)
+            return lines if lines[0] else None
         return None
-
-
-def split_lines(block: bytes, base: int) -> Lines:
-    """Split whole lines (``block`` ends with a newline), keeping the non-blank ones."""
-    starts: list[int] = []
-    raws: list[bytes] = []
-    add_start, add_raw = starts.append, raws.append
-    start = base
-    for line in block.split(b"\n")[:-1]:
-        if line.strip():
-            add_start(start)
-            add_raw(line)
-        start += len(line) + 1
-    return starts, raws

@@ -59,7 +59,7 @@ def caller(processor: Processor, timeout: float | None, pool: ThreadPool | None)
     async def bounded(item: Any) -> Any:
         with anyio.move_on_after(timeout):
             return await plain(item)
-        raise ItemTimeoutError(f"attempt took longer than --timeout {timeout:g}s")
+        raise ItemTimeoutError(f"attempt took longer than the timeout of {timeout:g}s")
 
     return bounded
 

@@ -89,7 +89,7 @@ async def _retry(
         log.info("retrying %d failed item(s) of run %s", plan.items, run.run_id)
     reader = await anyio.to_thread.run_sync(
         LetterReader, failed, begin.offset, plan.failed.size,
-        Path(manifest.input.path), manifest.input.size,
+        Path(manifest.input.path), manifest.input.size, str(manifest.options["format"]),
     )  # fmt: skip
     pipeline = _pipeline(manifest, processor, options, gate)
     retry = RetryRun(

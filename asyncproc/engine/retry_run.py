@@ -23,11 +23,12 @@ import anyio
 import anyio.lowlevel
 import orjson
 
-from .._errors import CheckpointError
+from .._errors import CheckpointError, option
 from ..storage.faults import crashpoint
 from ..storage.records import SegmentRef, UnitCheckpoint
 from ..storage.unitstore import UnitStore
 from .context import LaneSlot, current_slot
+from .items import items_for
 from .ordering import Cut, Ordering, Point
 from .pipeline import Pipeline
 from .signal import Signal
@@ -35,6 +36,7 @@ from .unit import FEED_LOW_WATER, window
 
 BLOCK_ITEMS = 512  # most dead letters read in one thread round trip
 BLOCK_BYTES = 1 << 20  # and about this many bytes of their input lines
+LINE_STEP = 1 << 16  # an input line is read this much at a time, up to its line end
 YIELD_EVERY = 256  # a lane whose processor never awaits lets the committer in this often
 
 # A dead letter waiting for a lane: the end of its line in the failed-items file, the
@@ -48,7 +50,9 @@ class LetterReader:
     Blocking; the retry calls :meth:`read` from a worker thread, one block per call.
     """
 
-    def __init__(self, failed: Path, start: int, end: int, source: Path, size: int) -> None:
+    def __init__(
+        self, failed: Path, start: int, end: int, source: Path, size: int, fmt: str = "text"
+    ) -> None:
         self._letters: BinaryIO = failed.open("rb")
         try:
             self._letters.seek(start)
@@ -58,6 +62,7 @@ class LetterReader:
             raise
         self._name, self._position, self._end, self._size = failed, start, end, size
         self._last = -1  # the index of the last letter read: they must ascend
+        self._items = items_for(fmt)
 
     def read(self) -> list[Pending]:
         """The next block of dead letters; empty once the planned end is reached."""
@@ -68,7 +73,8 @@ class LetterReader:
             if not line:
                 raise CheckpointError(
                     f"failed-items file {self._name} ended at byte {self._position}, before "
-                    f"the {self._end} bytes the retry planned; run --retry-failed again"
+                    f"the {self._end} bytes the retry planned; retry again "
+                    f"({option('retry_failed')})"
                 )
             at, self._position = self._position, min(self._position + len(line), self._end)
             if line.strip():
@@ -97,10 +103,15 @@ class LetterReader:
         return index, offset
 
     def _line_at(self, offset: int) -> bytes:
-        """The input line starting at ``offset``, without its newline."""
+        """The item starting at ``offset``, as the reader cut it (up to its line end)."""
         self._input.seek(offset)
-        line = self._input.readline()
-        return line[:-1] if line.endswith(b"\n") else line
+        data = bytearray()
+        while (cut := self._items.line_end(data)) is None:
+            more = self._input.read(LINE_STEP)
+            if not more:  # the input's last line, without a line end
+                return self._items.first(bytes(data))
+            data += more
+        return self._items.first(bytes(data[:cut]))
 
     def close(self) -> None:
         self._letters.close()

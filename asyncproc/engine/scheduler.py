@@ -42,6 +42,7 @@ class Scheduler:
         record: Callable[[Plan], Awaitable[None]],
         stopping: Callable[[], bool],
         on_commit: Callable[[Commit], None],
+        splits: bool = True,
     ) -> None:  # fmt: skip
         self.plan, self.states = plan, states
         self._index, self._spec_for, self._record = index, spec_for, record
@@ -50,6 +51,7 @@ class Scheduler:
         self._running: dict[int, UnitHandle] = {}
         self._lock = anyio.Lock()
         self.splits = 0
+        self._may_split = splits
 
     async def next_unit(self) -> tuple[UnitSpec, UnitCheckpoint] | None:
         async with self._lock:
@@ -57,7 +59,7 @@ class Scheduler:
                 return None
             if self._pending:
                 return self._assign(self._pending.pop(0))
-            return await self._split()
+            return await self._split() if self._may_split else None
 
     def running(self, unit_id: int, handle: UnitHandle) -> None:
         self._running[unit_id] = handle

@@ -30,6 +30,7 @@ class Summary:
     units: int = 1  # units in the final plan (splits add units)
     concurrency_limit: int | None = None  # calls allowed at once at the end (auto: as adapted)
     rejected: int = 0  # calls the service rejected ("slow down") in this invocation
+    checkpoint_dir: str = ""  # where the run lives (asyncproc list --checkpoint DIR)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

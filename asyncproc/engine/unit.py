@@ -28,6 +28,7 @@ import anyio
 from ..storage.faults import crashpoint
 from ..storage.records import SegmentRef, UnitCheckpoint
 from ..storage.unitstore import UnitStore
+from .budget import TakeBudget
 from .ordering import Cut, Ordering, Point
 from .reader import LineReader
 from .signal import Signal
@@ -63,6 +64,7 @@ class UnitRun:
     def __init__(
         self, spec: UnitSpec, start: UnitCheckpoint, store: UnitStore, lanes: int,
         on_commit: Callable[[Commit], None], wake_lanes: Callable[[], None],
+        budget: TakeBudget | None = None,
     ) -> None:  # fmt: skip
         self.spec = spec
         self.unit_id = spec.unit_id
@@ -71,8 +73,11 @@ class UnitRun:
         self.limit = window(lanes, spec.batch_size)
         self.order = Ordering(spec.batch_size, start.offset)
         self.starts: deque[int] = deque()  # offsets of the lines waiting for a lane
-        self.lines: deque[bytes] = deque()  # and the lines, without their newline
+        self.lines: deque[bytes] = deque()  # and the lines, without their line end
+        self.ends: deque[int] = deque()  # and the offsets just past their line ends
         self.eof = self.stopping = False
+        self.starved = False  # the --simulate-crash budget is spent: read no further
+        self._budget = budget
         self.last_error: str | None = None
         self.batch, self.space = Signal(), Signal()
         self._unread = start.offset  # the first line start not yet queued
@@ -145,6 +150,7 @@ class UnitRun:
         while len(self.starts) > cut:
             self.starts.pop()
             self.lines.pop()
+            self.ends.pop()
         if self._unread >= place.offset:
             self._finish_reading()
         return place
@@ -154,23 +160,32 @@ class UnitRun:
     async def _feed(self) -> None:
         async with aiofiles.open(Path(self.spec.input_path), "rb") as fh:
             await fh.seek(self._unread)
-            reader = LineReader(fh, self._unread, self.spec.input_path)
-            while not self.stopping and (lines := await reader.next(self.end)) is not None:
+            reader = LineReader(fh, self._unread, self.spec.input_path, format=self.spec.format)
+            while not self._no_more() and (lines := await reader.next(self.end)) is not None:
                 self._queue(*lines)
                 self._unread = reader.unread
                 while len(self.lines) > FEED_LOW_WATER and not self.stopping:
                     await self.space.wait()
             self._unread = max(self._unread, reader.unread)
-        if not self.stopping:
+        if self.starved:
+            self.batch.fire()  # commit what was taken; the unit is not done
+        elif not self.stopping:
             self._finish_reading()
 
-    def _queue(self, starts: list[int], lines: list[bytes]) -> None:
+    def _no_more(self) -> bool:
+        return self.stopping or self.starved
+
+    def _queue(self, starts: list[int], lines: list[bytes], ends: list[int]) -> None:
         """Queue whole lines, dropping any a cap has put past the end meanwhile."""
         if starts and starts[-1] >= self.end:
             keep = bisect.bisect_left(starts, self.end)
-            starts, lines = starts[:keep], lines[:keep]
+            starts, lines, ends = starts[:keep], lines[:keep], ends[:keep]
+        if self._budget is not None and (granted := self._budget.grant(len(starts))) < len(starts):
+            starts, lines, ends = starts[:granted], lines[:granted], ends[:granted]
+            self.starved = True
         self.starts.extend(starts)
         self.lines.extend(lines)
+        self.ends.extend(ends)
         if lines:
             self._wake()
 
@@ -189,7 +204,8 @@ class UnitRun:
         """Nothing more will be ordered: complete, stopped and drained, or lanes gone."""
         if self._lanes_gone:
             return True
-        return self.order.complete and (self.stopping or (self.eof and not self.lines))
+        drained = (self.eof or self.starved) and not self.lines
+        return self.order.complete and (self.stopping or drained)
 
     async def _commit_loop(self) -> None:
         """Commit each batch as it fills (or what there is, every commit interval).

@@ -8,13 +8,19 @@ started after its :meth:`mark_processed` has returned. Every ``interval``-th mar
 such a save itself, so at most ``interval - 1`` marks (plus marks made while a save was
 running) are ever unacknowledged. A SIGKILL loses no acknowledged key; a corrupt newest
 checkpoint of a shard costs at most that shard's keys of one save.
+
+Marking is thread-safe (:meth:`note_processed`, :meth:`note_failed` take a lock, and so
+does taking a save's snapshot), so the older tool's sync shape (:mod:`.compat`) marks
+from worker threads while saves run on the event loop.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -22,7 +28,15 @@ import anyio
 from .._errors import ConfigError, RunError
 from ..runs.rundir import RunDir
 from ..storage.localfs import LocalStorage
-from .records import LOADER_RECORD, Key, KeyFailure, LoaderRecord, check_key, shard_of
+from .records import (
+    LOADER_RECORD,
+    Key,
+    KeyFailure,
+    LoaderRecord,
+    LoaderStatus,
+    check_key,
+    shard_of,
+)
 from .store import KeyShard, Pending
 
 log = logging.getLogger("asyncproc")
@@ -52,7 +66,8 @@ class LoaderCheckpoint:
     """Which keys of one loader are done or failed; saved atomically, shard by shard.
 
     Made by :meth:`KeyedRun.loader`; not safe to share between processes (the run's lock
-    prevents that), safe to use from many tasks of one event loop.
+    prevents that), safe to use from many tasks of one event loop; the ``note_*`` methods
+    and the reads are safe from other threads too.
     """
 
     def __init__(
@@ -67,11 +82,15 @@ class LoaderCheckpoint:
         self._failed: dict[Key, KeyFailure] = {}
         self._recent: deque[KeyFailure] = deque(maxlen=RECENT_FAILURES)
         self._total: int | None = None
-        self._total_saved: int | None = None
         self._since_save = 0
         self._save_lock = anyio.Lock()
+        self._mutex = threading.Lock()  # marks (any thread) against a save's snapshot
         self._closed = False
         self.problems: tuple[str, ...] = ()
+        self.status: LoaderStatus = LoaderStatus.IN_PROGRESS
+        self.error: str | None = None
+        self._saved_record: LoaderRecord | None = None
+        self.on_mark: Callable[[], None] | None = None  # told after every mark, any thread
 
     # -- loading ----------------------------------------------------------------------
 
@@ -87,17 +106,19 @@ class LoaderCheckpoint:
         for key in self._done.intersection(self._failed):
             del self._failed[key]
         self._recent.extend(sorted(self._failed.values(), key=lambda f: f.at))
-        self._total = self._total_saved = self._read_total()
+        record = self._saved_record = self._read_record()
+        if record is not None:
+            self._total, self.status, self.error = record.total_items, record.status, record.error
         self.problems = tuple(problems)
         for problem in problems:
             log.warning("loader %s: %s", self.name, problem)
 
-    def _read_total(self) -> int | None:
+    def _read_record(self) -> LoaderRecord | None:
         try:
             raw = (self.path / LOADER_RECORD).read_bytes()
         except FileNotFoundError:
             return None
-        return LoaderRecord.from_bytes(raw, f"loader {self.name} record").total_items
+        return LoaderRecord.from_bytes(raw, f"loader {self.name} record")
 
     # -- the older system's methods ---------------------------------------------------
 
@@ -107,25 +128,59 @@ class LoaderCheckpoint:
 
     async def mark_processed(self, key: Key) -> None:
         """Record ``key`` as done; every ``interval``-th mark saves (and awaits the save)."""
-        self._check_open()
-        key = check_key(key)
-        if key in self._done:
-            return
-        self._done.add(key)
-        self._failed.pop(key, None)
-        self._shards[shard_of(key, len(self._shards))].add_key(key)
-        await self._tick()
+        if self.note_processed(key):
+            await self.save_progress()
 
     async def mark_failed(self, key: Key, error: BaseException | str) -> None:
         """Record that ``key`` failed with ``error``; it is tried again on a resume."""
+        if self.note_failed(key, error):
+            await self.save_progress()
+
+    def note_processed(self, key: Key) -> bool:
+        """:meth:`mark_processed` without the save, from any thread: True when one is due."""
+        self._check_open()
+        key = check_key(key)
+        with self._mutex:
+            if key in self._done:
+                return False
+            self._done.add(key)
+            self._failed.pop(key, None)
+            self._shards[shard_of(key, len(self._shards))].add_key(key)
+            due = self._count_mark()
+        self._told()
+        return due
+
+    def note_failed(self, key: Key, error: BaseException | str) -> bool:
+        """:meth:`mark_failed` without the save, from any thread: True when one is due."""
         self._check_open()
         key = check_key(key)
         error_type, message = _error_parts(error)
         failure = KeyFailure(key, error_type, message, time.time())
-        self._failed[key] = failure
-        self._recent.append(failure)
-        self._shards[shard_of(key, len(self._shards))].add_failure(failure)
-        await self._tick()
+        with self._mutex:
+            self._failed[key] = failure
+            self._recent.append(failure)
+            self._shards[shard_of(key, len(self._shards))].add_failure(failure)
+            due = self._count_mark()
+        self._told()
+        return due
+
+    def _count_mark(self) -> bool:
+        self._since_save += 1
+        return self._since_save >= self.interval
+
+    def _told(self) -> None:
+        if self.on_mark is not None:
+            self.on_mark()
+
+    def processed_keys(self) -> frozenset[Key]:
+        """A snapshot of every key marked processed."""
+        with self._mutex:
+            return frozenset(self._done)
+
+    def failures(self) -> list[KeyFailure]:
+        """Every key that failed and has not succeeded since, oldest failure first."""
+        with self._mutex:
+            return sorted(self._failed.values(), key=lambda f: f.at)
 
     def set_total_items(self, total: int) -> None:
         """Tell the loader how many items to expect (saved with the next save)."""
@@ -136,37 +191,50 @@ class LoaderCheckpoint:
     async def save_progress(self) -> None:
         """Make every mark so far durable: dirty shards commit in parallel threads."""
         async with self._save_lock:
-            pending = [(s, s.snapshot()) for s in self._shards if s.dirty]
-            self._since_save = 0
-            total = self._total
+            with self._mutex:
+                pending = [(s, s.snapshot()) for s in self._shards if s.dirty]
+                self._since_save = 0
+            record = self._record()
             async with anyio.create_task_group() as tg:
                 for shard, snapshot in pending:
                     tg.start_soon(self._commit_shard, shard, snapshot)
-                if total != self._total_saved:
-                    tg.start_soon(self._save_total, total)
+                if record != self._saved_record:
+                    tg.start_soon(self._save_record, record)
+
+    async def set_status(self, status: LoaderStatus, error: str | None = None) -> None:
+        """Save every mark, then record the loader as in progress, completed or failed."""
+        self.status, self.error = status, error
+        await self.save_progress()
 
     def stats(self) -> LoaderStats:
         """Processed, total, percent, failures and the most recent failures."""
-        done, total = len(self._done), self._total
+        with self._mutex:
+            done, total, failures = len(self._done), self._total, len(self._failed)
+            recent = tuple(reversed(self._recent))
         percent = round(100.0 * done / total, 1) if total else None
-        return LoaderStats(
-            self.name, done, total, percent, len(self._failed), tuple(reversed(self._recent))
-        )
+        return LoaderStats(self.name, done, total, percent, failures, recent)
 
     # -- internals --------------------------------------------------------------------
 
-    async def _tick(self) -> None:
-        self._since_save += 1
-        if self._since_save >= self.interval:
-            await self.save_progress()
+    def _record(self) -> LoaderRecord:
+        saved = self._saved_record
+        same = saved is not None and (saved.total_items, saved.status, saved.error) == (
+            self._total,
+            self.status,
+            self.error,
+        )
+        if same:
+            assert saved is not None
+            return saved
+        return LoaderRecord(self.name, self._total, self.status, self.error, time.time())
 
     async def _commit_shard(self, shard: KeyShard, pending: Pending) -> None:
         await anyio.to_thread.run_sync(shard.commit, pending)
 
-    async def _save_total(self, total: int | None) -> None:
-        raw = LoaderRecord(self.name, total).to_bytes()
+    async def _save_record(self, record: LoaderRecord) -> None:
+        raw = record.to_bytes()
         await anyio.to_thread.run_sync(LocalStorage(self.path).put, LOADER_RECORD, raw)
-        self._total_saved = total
+        self._saved_record = record
 
     def _check_open(self) -> None:
         if self._closed:

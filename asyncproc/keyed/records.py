@@ -4,9 +4,9 @@
 
     <checkpoint>/
         run_20261123_143022/
-            keyed.json                  KeyedRunRecord: status, config, shard count
+            keyed.json                  KeyedRunRecord: status, config, shard count, description
             lock                        held by the process working on the run
-            loaders/<name>/loader.json  LoaderRecord: total items (set_total_items)
+            loaders/<name>/loader.json  LoaderRecord: total items, status, error
             loaders/<name>/units/0003.a.ckpt         UnitCheckpoint (the engine's record)
             loaders/<name>/segments/0003.<attempt>.keys   acknowledged keys, orjson lines
             loaders/<name>/segments/0003.<attempt>.fail   failures, orjson lines
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Self
 
 import orjson
@@ -70,6 +71,7 @@ class KeyedRunRecord:
     config: dict[str, Any]
     shards: int
     error: str | None = None
+    description: str | None = None  # what the run is for, as given when it started
     schema: int = field(default=SCHEMA_VERSION)
 
     def to_bytes(self) -> bytes:
@@ -78,7 +80,7 @@ class KeyedRunRecord:
     @classmethod
     def from_bytes(cls, raw: bytes, what: str) -> Self:
         data = unseal(raw, what)
-        error = data.get("error")
+        error, description = data.get("error"), data.get("description")
         return cls(
             run_id=field_of(data, "run_id", str, what),
             status=status_of(data, what),
@@ -87,15 +89,27 @@ class KeyedRunRecord:
             config=field_of(data, "config", dict, what),
             shards=field_of(data, "shards", int, what),
             error=error if isinstance(error, str) else None,
+            description=description if isinstance(description, str) else None,
         )
+
+
+class LoaderStatus(StrEnum):
+    """Where a loader stands, as its run's code last said."""
+
+    IN_PROGRESS = "in_progress"  # started, not said to be done
+    COMPLETED = "completed"  # mark_loader_complete / LoaderCheckpoint.set_status
+    FAILED = "failed"  # the loader raised, or was marked failed (error kept)
 
 
 @dataclass(frozen=True, slots=True)
 class LoaderRecord:
-    """What a loader knows besides its keys: the total it was told to expect."""
+    """What a loader knows besides its keys: the total it expects, its status and error."""
 
     name: str
     total_items: int | None
+    status: LoaderStatus = LoaderStatus.IN_PROGRESS
+    error: str | None = None
+    updated_at: float | None = None
     schema: int = field(default=SCHEMA_VERSION)
 
     def to_bytes(self) -> bytes:
@@ -107,7 +121,16 @@ class LoaderRecord:
         total = data.get("total_items")
         if total is not None and (not isinstance(total, int) or isinstance(total, bool)):
             raise CorruptCheckpointError(f"{what}: field 'total_items' should be int or null")
-        return cls(name=field_of(data, "name", str, what), total_items=total)
+        error, at = data.get("error"), data.get("updated_at")
+        try:
+            status = LoaderStatus(data.get("status", LoaderStatus.IN_PROGRESS))
+        except ValueError:
+            raise CorruptCheckpointError(f"{what}: unknown loader status") from None
+        return cls(
+            name=field_of(data, "name", str, what), total_items=total, status=status,
+            error=error if isinstance(error, str) else None,
+            updated_at=float(at) if isinstance(at, int | float) else None,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

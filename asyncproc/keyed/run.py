@@ -12,6 +12,7 @@ import os
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -21,6 +22,7 @@ import orjson
 
 from .._errors import ConfigError, IncompatibleRunError, RunError, RunNotFoundError
 from .._options import DEFAULT_CHECKPOINT
+from ..runs import index
 from ..runs.locks import hold, is_held
 from ..runs.rundir import RunDir, directory_lock, make_checkpoint_dir, new_run_dir, run_order
 from ..runs.views import derive_status
@@ -44,9 +46,11 @@ class KeyedRunInfo:
     shards: int
     error: str | None
     loaders: tuple[str, ...]
+    description: str | None = None
 
 
-def _normalise(config: dict[str, Any] | None) -> dict[str, Any]:
+def normalise(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The config as it is stored: through JSON, so a resume compares like with like."""
     try:
         plain = orjson.loads(orjson.dumps(config or {}))
     except TypeError as exc:
@@ -94,6 +98,14 @@ class KeyedRun:
     @property
     def status(self) -> RunStatus:
         return self._record.status
+
+    @property
+    def description(self) -> str | None:
+        return self._record.description
+
+    @property
+    def created_at(self) -> float:
+        return self._record.created_at
 
     async def loader(self, name: str, *, interval: int = 25) -> LoaderCheckpoint:
         """The checkpoint of loader ``name``, with the keys it acknowledged before."""
@@ -177,7 +189,7 @@ class CheckpointManager:
         return KeyedRunInfo(
             record.run_id, derive_status(record.status, is_held(path / "lock")),
             record.created_at, record.updated_at, record.config, record.shards, record.error,
-            tuple(loaders),
+            tuple(loaders), record.description,
         )  # fmt: skip
 
     def latest_incomplete(self) -> KeyedRunInfo | None:
@@ -190,28 +202,34 @@ class CheckpointManager:
         *,
         run_id: str | None = None,
         new_run: bool = False,
+        description: str | None = None,
     ) -> KeyedRun:
         """Resume ``run_id``, else the newest incomplete run, else start a new one.
 
         ``new_run=True`` always starts a new run. Resuming with another ``config`` is
-        refused with every difference listed.
+        refused with every difference listed. ``description`` says what a new run is for
+        (``asyncproc list`` shows it); a resumed run keeps its own.
         """
-        wanted = _normalise(config)
+        wanted = normalise(config)
         stack = ExitStack()
+        choose = partial(self._choose, wanted, run_id, new_run, stack, description)
         try:
-            return await anyio.to_thread.run_sync(self._choose, wanted, run_id, new_run, stack)
+            run = await anyio.to_thread.run_sync(choose)
         except BaseException:
             stack.close()
             raise
+        index.note(run.run_id, self.checkpoint_dir)  # so `asyncproc list` finds it anywhere
+        return run
 
     def _choose(
-        self, config: dict[str, Any], run_id: str | None, new_run: bool, stack: ExitStack
-    ) -> KeyedRun:
+        self, config: dict[str, Any], run_id: str | None, new_run: bool, stack: ExitStack,
+        description: str | None,
+    ) -> KeyedRun:  # fmt: skip
         make_checkpoint_dir(self.checkpoint_dir)
         with directory_lock(self.checkpoint_dir):
             path = self._existing(run_id, new_run)
             if path is None:
-                return self._create(config, stack)
+                return self._create(config, stack, description)
             stack.enter_context(hold(path / "lock", f"run {path.name}"))
             record = self._verified(path, config)
             record = replace(record, status=RunStatus.RUNNING, error=None, updated_at=time.time())
@@ -245,10 +263,14 @@ class CheckpointManager:
             )
         return record
 
-    def _create(self, config: dict[str, Any], stack: ExitStack) -> KeyedRun:
+    def _create(
+        self, config: dict[str, Any], stack: ExitStack, description: str | None
+    ) -> KeyedRun:
         run = new_run_dir(self.checkpoint_dir)
         stack.enter_context(run.locked())
         now = time.time()
-        record = KeyedRunRecord(run.run_id, RunStatus.RUNNING, now, now, config, self.shards)
+        record = KeyedRunRecord(
+            run.run_id, RunStatus.RUNNING, now, now, config, self.shards, description=description
+        )
         _write(run.path, record)
         return KeyedRun(run.path, record, stack, resumed=False)

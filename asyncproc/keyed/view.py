@@ -19,7 +19,7 @@ from ..runs.views import FINISHED, RunView, derive_status, iso
 from ..storage.localfs import LocalStorage
 from ..storage.records import RunStatus, UnitCheckpoint
 from ..storage.unitstore import UnitStore
-from .records import KEYED_MANIFEST, LOADER_RECORD, KeyedRunRecord, LoaderRecord
+from .records import KEYED_MANIFEST, LOADER_RECORD, KeyedRunRecord, LoaderRecord, LoaderStatus
 
 
 def is_keyed(path: Path) -> bool:
@@ -41,13 +41,14 @@ def _checkpoints(loader: Path, shards: int) -> list[UnitCheckpoint]:
     return [c for c in found if c is not None]
 
 
-def _total(loader: Path) -> int | None:
+def loader_record(loader: Path) -> LoaderRecord | None:
+    """A loader's record (total, status, error), or None if it has none or it is damaged."""
     try:
         raw = (loader / LOADER_RECORD).read_bytes()
     except FileNotFoundError:
         return None
     try:
-        return LoaderRecord.from_bytes(raw, f"loader {loader.name}").total_items
+        return LoaderRecord.from_bytes(raw, f"loader {loader.name}")
     except AsyncprocError:
         return None
 
@@ -55,11 +56,13 @@ def _total(loader: Path) -> int | None:
 def _loader_counts(loader: Path, shards: int) -> dict[str, Any]:
     checkpoints = _checkpoints(loader, shards)
     processed = sum(c.processed for c in checkpoints)
-    total = _total(loader)
+    record = loader_record(loader)
     return {
+        "status": record.status.value if record else LoaderStatus.IN_PROGRESS.value,
         "processed": processed,
         "failed": sum(c.failed for c in checkpoints),
-        "total_items": total,
+        "total_items": record.total_items if record else None,
+        "error": record.error if record else None,
         "checkpoint_at": iso(max((c.updated_at for c in checkpoints), default=None)),
     }
 
@@ -74,7 +77,7 @@ def keyed_view(path: Path) -> RunView:
     total = sum(c["total_items"] if c["total_items"] is not None else c["processed"]
                 for c in loaders.values())  # fmt: skip
     options = {"config": record.config, "shards": record.shards, "error": record.error,
-               "loaders": loaders}  # fmt: skip
+               "description": record.description, "loaders": loaders}  # fmt: skip
     return RunView(
         run_id=record.run_id, status=status, input="keyed: " + ", ".join(loaders),
         output="", total_items=total, processed=sum(c["processed"] for c in loaders.values()),
@@ -82,6 +85,7 @@ def keyed_view(path: Path) -> RunView:
         ended_at=record.updated_at if status in (*FINISHED, RunStatus.FAILED) else None,
         updated_at=max([record.updated_at, *times]), options=options,
         holder=holder_text(path / "lock") if held else None, path=path, kind="keyed",
+        description=record.description,
     )  # fmt: skip
 
 
@@ -99,6 +103,7 @@ def keyed_failures(path: Path, limit: int) -> list[dict[str, Any]]:
 class KeyedRuns:
     """The kind of run :class:`~asyncproc.CheckpointManager` makes (see ``RunKind``)."""
 
+    name = "keyed"
     marker = KEYED_MANIFEST
 
     def view(self, path: Path) -> RunView:

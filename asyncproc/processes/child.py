@@ -150,6 +150,8 @@ def _setup(job: dict[str, Any], stopper: Stopper, gate: Gate) -> RunSetup:
         fingerprint=job["fingerprint"], stores=local_store, stopper=stopper,
         workers=int(job["workers"]), concurrency=int(job["concurrency"]),
         threads=int(job["threads"]), gate=gate, headers=job["headers"],
+        stall_after=float(job.get("stall_after", 0.0)),
+        input_path=str(job.get("input_path", "")),
     )  # fmt: skip
 
 

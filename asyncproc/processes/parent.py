@@ -63,6 +63,7 @@ def setup_message(
         "retries": setup.retries, "timeout": setup.timeout, "fingerprint": setup.fingerprint,
         "workers": workers, "concurrency": concurrency, "threads": threads,
         "limits": limits.share(parts, concurrency).to_dict(), "headers": setup.headers,
+        "stall_after": setup.stall_after, "input_path": setup.input_path,
     })  # fmt: skip
 
 

@@ -80,6 +80,16 @@ def failures_from_segments(
     return _newest(entries, limit)
 
 
+def first_failure(path: Path) -> dict[str, Any] | None:
+    """The first dead letter of a failed-items file (the lowest index), or None."""
+    try:
+        with path.open("rb") as fh:
+            entries = _decode([fh.readline(TAIL)], None)
+    except OSError:
+        return None
+    return entries[0] if entries else None
+
+
 def failures_from_file(path: Path, limit: int) -> list[dict[str, Any]]:
     """The last ``limit`` failures of a finished run's failed-items file."""
     try:

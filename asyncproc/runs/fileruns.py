@@ -20,6 +20,7 @@ from .views import FINISHED, RunView, UnitView, derive_status
 class FileRuns:
     """The kind of run ``asyncproc run`` makes (see :class:`~.kinds.RunKind`)."""
 
+    name = "file"
     marker = MANIFEST
 
     def view(self, path: Path) -> RunView:
@@ -61,6 +62,7 @@ def _view(run: RunDir, manifest: Manifest) -> RunView:
         options=manifest.options, holder=holder_text(run.path / "lock") if held else None,
         path=run.path, units=units, summary=manifest.summary,
         live=read_live(run.storage) if status is RunStatus.RUNNING else None,
+        resumed_at=manifest.resumed_at, done_at_resume=manifest.done_at_resume,
     )  # fmt: skip
 
 

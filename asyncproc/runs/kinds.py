@@ -18,6 +18,11 @@ class RunKind(Protocol):
     """What run management needs from one kind of run."""
 
     @property
+    def name(self) -> str:
+        """``file`` or ``keyed``: the ``kind`` of its views."""
+        ...
+
+    @property
     def marker(self) -> str:
         """The record file whose presence makes a directory a run of this kind."""
         ...

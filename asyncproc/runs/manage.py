@@ -13,12 +13,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._errors import AsyncprocError, RunError, RunNotFoundError
+from .._errors import AsyncprocError, RunError, RunNotFoundError, speaking_cli
 from ..storage.records import RunStatus
 from .kinds import RunKind
-from .locks import hold
+from .locks import hold, holder_text, is_held
 from .rundir import directory_lock, run_order
-from .views import FINISHED, RunView
+from .views import FINISHED, RunView, damaged_view
+
+
+def _see_runs(checkpoint_dir: Path) -> str:
+    if speaking_cli():
+        return f"see `asyncproc list --checkpoint {checkpoint_dir}`"
+    return f"see asyncproc.list_runs({str(checkpoint_dir)!r})"
+
+
+def current_of(views: Sequence[RunView]) -> RunView | None:
+    """The newest run going on now, else the newest unfinished (and readable) one."""
+    running = [v for v in views if v.status is RunStatus.RUNNING]
+    unfinished = [v for v in views if v.status not in (*FINISHED, RunStatus.DAMAGED)]
+    chosen = running or unfinished
+    return max(chosen, key=lambda v: v.started_at) if chosen else None
 
 
 class Runs:
@@ -42,19 +56,24 @@ class Runs:
         ]
         return sorted(found, key=lambda p: run_order(p.name), reverse=True)
 
+    def has(self, run_id: str) -> bool:
+        path = self.checkpoint_dir / run_id
+        if "/" in run_id or run_id in ("", ".", "..") or path.is_symlink():
+            return False  # a name from the command line is never followed out of the directory
+        return self._kind_of(path) is not None
+
     def find(self, run_id: str) -> Path:
         """The directory of ``run_id``; RunNotFoundError with a hint if there is none."""
-        path = self.checkpoint_dir / run_id
-        bad = "/" in run_id or run_id in ("", ".", "..") or path.is_symlink()
-        if bad or self._kind_of(path) is None:
+        if not self.has(run_id):
             raise RunNotFoundError(
                 f"no run {run_id!r} under {self.checkpoint_dir}; "
-                f"see `asyncproc list --checkpoint {self.checkpoint_dir}` for the run ids"
+                f"{_see_runs(self.checkpoint_dir)} for the run ids"
             )
-        return path
+        return self.checkpoint_dir / run_id
 
     def view(self, run_id: str) -> RunView:
-        return self.view_at(self.find(run_id))
+        """One run; a run whose record cannot be read is a ``damaged`` view."""
+        return self._view_or_damaged(self.find(run_id))[0]
 
     def view_at(self, path: Path) -> RunView:
         kind = self._kind_of(path)
@@ -62,31 +81,51 @@ class Runs:
             raise RunNotFoundError(f"{path} is not a run directory")
         return kind.view(path)
 
+    def _view_or_damaged(self, path: Path) -> tuple[RunView, str | None]:
+        try:
+            return self.view_at(path), None
+        except RunNotFoundError:
+            raise  # removed meanwhile
+        except (AsyncprocError, OSError) as exc:
+            return self._damaged(path, str(exc))
+
+    def _damaged(self, path: Path, why: str) -> tuple[RunView, str]:
+        kind = self._kind_of(path)
+        holder = holder_text(path / "lock") if is_held(path / "lock") else None
+        view = damaged_view(path, kind.name if kind else "file", why, holder)
+        hint = f"; delete it with `asyncproc delete {path.name}`" if speaking_cli() else ""
+        return view, f"run {path.name} is damaged: {why}{hint}"
+
     def views(self) -> tuple[list[RunView], list[str]]:
-        """Every readable run, newest first, and a line for each run that could not be read."""
+        """Every run, newest first (unreadable ones as ``damaged``), and a line for each
+        damaged one saying why."""
         views, problems = [], []
         for path in self.paths():
             try:
-                views.append(self.view_at(path))
-            except (AsyncprocError, OSError) as exc:
-                problems.append(f"run {path.name} skipped: {exc}")
+                view, problem = self._view_or_damaged(path)
+            except RunNotFoundError:
+                continue
+            views.append(view)
+            if problem is not None:
+                problems.append(problem)
         return views, problems
 
     def current(self) -> RunView:
         """The newest run going on now, else the newest unfinished one."""
         views, _ = self.views()
-        running = [v for v in views if v.status is RunStatus.RUNNING]
-        chosen = running or [v for v in views if v.status not in FINISHED]
-        if not chosen:
+        chosen = current_of(views)
+        if chosen is None:
             raise RunNotFoundError(
-                f"no unfinished run under {self.checkpoint_dir}; "
-                "name one with `asyncproc status RUN_ID` or see `asyncproc list`"
+                f"no unfinished run under {self.checkpoint_dir}; name one with "
+                f"{'`asyncproc status RUN_ID`' if speaking_cli() else 'get_run(run_id)'}"
             )
-        return chosen[0]
+        return chosen
 
     def failures(self, view: RunView, limit: int) -> list[dict[str, Any]]:
         kind = self._kind_of(view.path)
-        return [] if kind is None else kind.failures(view, limit)
+        if kind is None or view.status is RunStatus.DAMAGED:
+            return []
+        return kind.failures(view, limit)
 
     # -- removing ------------------------------------------------------------------------
 

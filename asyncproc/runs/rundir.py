@@ -22,7 +22,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .._errors import CheckpointError, ConfigError, CorruptCheckpointError, RunNotFoundError
+from .._errors import (
+    CheckpointError,
+    ConfigError,
+    CorruptCheckpointError,
+    RunNotFoundError,
+    option,
+)
 from ..storage.localfs import LocalStorage
 from ..storage.protocol import Storage
 from ..storage.records import LineIndex, Manifest, RunStatus
@@ -183,7 +189,8 @@ def find_resumable(
             manifest = run.read()
         except CorruptCheckpointError as exc:
             raise CheckpointError(
-                f"{exc}; it cannot be resumed: remove {run.path} or start over with --new-run"
+                f"{exc}; it cannot be resumed: delete it (asyncproc delete {run.run_id}) or "
+                f"start over with {option('new_run')}"
             ) from exc
         except RunNotFoundError:
             continue

@@ -72,6 +72,9 @@ class RunView:
     summary: dict[str, Any] | None = None
     kind: str = "file"  # "file" for a file run, "keyed" for a CheckpointManager run
     live: dict[str, Any] | None = None  # limits.json of a running run (runs/live.py)
+    description: str | None = None  # what a keyed run is for, as given when it started
+    resumed_at: float | None = None  # when the latest invocation began (file runs)
+    done_at_resume: int = 0  # items done then
     now: float = field(default_factory=time.time)
 
     @property
@@ -88,10 +91,20 @@ class RunView:
         return max(0.0, end - self.started_at)
 
     @property
+    def checkpoint_dir(self) -> Path:
+        return self.path.parent
+
+    @property
     def throughput(self) -> float:
-        """Items per second, averaged since the run was planned (pauses included)."""
+        """Items per second while running: over the latest invocation, so the time the
+        run stood stopped between invocations does not count (for runs that say when it
+        began; else since the run was planned)."""
         if self.summary and "items_per_s" in self.summary:
             return float(self.summary["items_per_s"])
+        if self.resumed_at is not None:
+            end = self.now if self.status is RunStatus.RUNNING else self.updated_at
+            running = end - self.resumed_at
+            return (self.done - self.done_at_resume) / running if running > 0 else 0.0
         return self.done / self.duration if self.duration > 0 else 0.0
 
     @property
@@ -108,7 +121,8 @@ class RunView:
             "processed": self.processed, "failed": self.failed, "percent": self.percent,
             "started_at": iso(self.started_at), "ended_at": iso(self.ended_at),
             "updated_at": iso(self.updated_at), "duration_s": round(self.duration, 3),
-            "holder": self.holder, "kind": self.kind,
+            "holder": self.holder, "kind": self.kind, "description": self.description,
+            "checkpoint_dir": str(self.checkpoint_dir),
         }  # fmt: skip
 
     @property
@@ -127,6 +141,19 @@ class RunView:
             "eta_s": None if eta is None else round(eta, 1),
             "shards": [u.to_json() for u in self.units], "recent_failures": failures,
         }  # fmt: skip
+
+
+def damaged_view(path: Path, kind: str, why: str, holder: str | None) -> RunView:
+    """A run whose record cannot be read: listed as damaged, so it can be deleted."""
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return RunView(
+        run_id=path.name, status=RunStatus.DAMAGED, input="?", output="", total_items=0,
+        processed=0, failed=0, started_at=mtime, ended_at=None, updated_at=mtime,
+        options={"error": why}, holder=holder, path=path, kind=kind,
+    )  # fmt: skip
 
 
 def derive_status(stored: RunStatus, held: bool) -> RunStatus:

@@ -31,6 +31,7 @@ class RunStatus(StrEnum):
     FAILED = "failed"  # stopped by an error, resumable once the cause is fixed
     MERGED = "merged"  # output written; only clean-up is left
     COMPLETED = "completed"  # output written and checkpoint state cleared
+    DAMAGED = "damaged"  # never stored: what management shows of an unreadable manifest
 
 
 def _checksum(body: dict[str, Any]) -> str:
@@ -81,9 +82,12 @@ def time_of(data: dict[str, Any], key: str, what: str) -> float:
 
 def status_of(data: dict[str, Any], what: str) -> RunStatus:
     try:
-        return RunStatus(field_of(data, "status", str, what))
+        status = RunStatus(field_of(data, "status", str, what))
     except ValueError as exc:
         raise CorruptCheckpointError(f"{what}: unknown status {data['status']!r}") from exc
+    if status is RunStatus.DAMAGED:
+        raise CorruptCheckpointError(f"{what}: 'damaged' is not a stored status")
+    return status
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +267,10 @@ class Manifest:
     units: tuple[UnitPlan, ...]  # ascending by start; unit 0 starts at 0
     total_items: int
     summary: dict[str, Any] | None = None
+    # When the latest invocation began, and how many items were done then: status
+    # measures throughput and ETA over running time only, never over pauses.
+    resumed_at: float | None = None
+    done_at_resume: int = 0
     schema: int = field(default=SCHEMA_VERSION)
 
     def to_bytes(self) -> bytes:
@@ -271,7 +279,8 @@ class Manifest:
     @classmethod
     def from_bytes(cls, raw: bytes, what: str) -> Self:
         data = unseal(raw, what)
-        summary = data.get("summary")
+        summary, resumed_at = data.get("summary"), data.get("resumed_at")
+        done = data.get("done_at_resume")
         return cls(
             run_id=field_of(data, "run_id", str, what),
             status=status_of(data, what),
@@ -283,6 +292,8 @@ class Manifest:
             units=_units(field_of(data, "units", list, what), what),
             total_items=field_of(data, "total_items", int, what),
             summary=summary if isinstance(summary, dict) else None,
+            resumed_at=float(resumed_at) if isinstance(resumed_at, int | float) else None,
+            done_at_resume=done if isinstance(done, int) and not isinstance(done, bool) else 0,
         )
 
 
