@@ -11,11 +11,13 @@ import anyio
 from ._errors import ConfigError
 from ._options import Options
 from .engine.coordinator import Coordinator, Request
+from .engine.executor import Executor
 from .engine.loops import backend_options, running_loop
 from .engine.observer import LogProgress, Silent
 from .engine.processors import Fn
 from .engine.summary import Summary
 
+ENGINES = ("local", "processes", "dask")
 _REQUEST_KEYS = {
     "checkpoint_dir",
     "new_run",
@@ -37,8 +39,7 @@ def _request(
     extra = {k: options.pop(k) for k in list(options) if k in _REQUEST_KEYS}
     if extra.get("checkpoint_dir") is not None:
         extra["checkpoint_dir"] = Path(extra["checkpoint_dir"])
-    if callable(processor) and options.get("processes", 1) > 1:
-        raise ConfigError("processes > 1 needs a processor named by a string, not a callable")
+    engine, scheduler = options.pop("engine", None), options.pop("scheduler", None)
     quiet = bool(options.pop("quiet", False))
     try:
         opts = Options(**options)
@@ -46,11 +47,34 @@ def _request(
         raise ConfigError(f"unknown option: {exc}") from None
     if extra.get("observer") is None:
         extra["observer"] = Silent() if quiet else LogProgress()
-    if opts.processes > 1:
+    executor = _executor(engine, scheduler, opts.processes)
+    if callable(processor) and executor is not None:
+        raise ConfigError(
+            "processes > 1 and --engine dask need a processor named by a string, not a callable"
+        )
+    if executor is not None:
+        extra["executor"] = executor
+    return Request(Path(input), Path(output), processor, opts, **extra)
+
+
+def _executor(engine: str | None, scheduler: str | None, processes: int) -> Executor | None:
+    """The executor an ``engine=`` (and ``processes=``) asks for; None: this event loop."""
+    engine = engine or ("processes" if processes > 1 else "local")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+    if scheduler is not None and engine != "dask":
+        raise ConfigError("--scheduler names a Dask scheduler: it needs --engine dask")
+    if processes > 1 and engine != "processes":
+        raise ConfigError(f"--processes runs the processes engine; drop it for --engine {engine}")
+    if engine == "processes":
         from .processes.parent import Processes  # loaded only when asked for
 
-        extra["executor"] = Processes(opts.processes)
-    return Request(Path(input), Path(output), processor, opts, **extra)
+        return Processes(processes if processes > 1 else os.cpu_count() or 1)
+    if engine == "dask":
+        from .dask.executor import DaskExecutor
+
+        return DaskExecutor(scheduler)
+    return None
 
 
 async def process_file(

@@ -152,7 +152,8 @@ class Coordinator:
     def _workers(self, manifest: Manifest, options: Options) -> int:
         """Units worked on at once: as asked now, else as the run was planned."""
         planned = int(manifest.options.get("workers", len(manifest.units)))
-        return max(options.workers or planned, self._executor.processes)
+        wanted = max(options.workers or planned, self._executor.processes)
+        return max(wanted, int(getattr(self._executor, "units", 0)))  # Dask: cut up front
 
     def _record_start(
         self, run: RunDir, manifest: Manifest, options: Options, plan: Plan, workers: int
