@@ -51,6 +51,18 @@ from .progress import observer_for
     help="Worker processes on this machine, each with its own event loop.",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["local", "processes", "dask"]),
+    help="Where units run: this event loop, worker processes, or a Dask cluster "
+    "[default: local; processes with --processes P].",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="With --engine dask: the scheduler to join (tcp://host:8786) "
+    "[default: a LocalCluster sized to this machine].",
+)
+@click.option(
     "--concurrency",
     type=int,
     default=64,

@@ -44,7 +44,6 @@ from .wire import TaskArgs, decode_checkpoint, decode_commit, stop_event, task_k
 log = logging.getLogger("asyncproc")
 
 UNITS_PER_THREAD = 4
-CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler before saying it is unreachable
 INSTALL = "pip install 'asyncproc[dask]'"
 
 
@@ -158,11 +157,10 @@ class DaskExecutor:
 
 
 async def _connect(distributed: Any, address: Any, stack: AsyncExitStack) -> Any:
-    """An asynchronous client on this event loop; one line if the scheduler is unreachable."""
+    """An asynchronous client on this event loop; one line if the scheduler is unreachable
+    (after Dask's ``distributed.comm.timeouts.connect``, 30 s by default)."""
     try:
-        client = await distributed.Client(
-            address, asynchronous=True, timeout=CONNECT_TIMEOUT, set_as_default=False
-        )
+        client = await distributed.Client(address, asynchronous=True, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise ConfigError(
             f"cannot reach the Dask scheduler at {address} ({exc}); check --scheduler and "
@@ -221,7 +219,7 @@ class _Runner:
         from distributed import Event
 
         assert self._run_id is not None
-        return Event(stop_event(self._run_id), client=self._client)
+        return Event(stop_event(self._run_id), client=self._client)  # type: ignore[no-untyped-call]
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         self._work.committed(decode_commit(event[1]))

@@ -88,8 +88,8 @@ def run_unit(args: dict[str, Any]) -> str:
     spec = task.unit
     store = local_store(spec)
     start = resume_point(store, spec, task.checkpoint)
-    event = Event(stop_event(spec.run_id))
-    if event.is_set():
+    event = Event(stop_event(spec.run_id))  # type: ignore[no-untyped-call]
+    if event.is_set():  # type: ignore[no-untyped-call]
         return encode_checkpoint(start)
     worker, pid = get_worker(), os.getpid()
 
