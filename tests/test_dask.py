@@ -249,7 +249,9 @@ def test_an_unreachable_scheduler_is_one_clear_line(tmp_path: Path) -> None:
     source = write_lines(tmp_path / "in.txt", numbered_lines(10))
     with (
         dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
-        pytest.raises(ConfigError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"),
+        pytest.raises(
+            ConfigError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
+        ),
     ):
         asyncproc.run_file(source, tmp_path / "o.json", engine="dask",
                            scheduler="tcp://127.0.0.1:9", checkpoint_dir=tmp_path / "ck",
