@@ -16,6 +16,7 @@ from .engine.loops import backend_options, running_loop
 from .engine.observer import LogProgress, Silent
 from .engine.processors import Fn
 from .engine.summary import Summary
+from .storage.location import Location
 
 ENGINES = ("local", "processes", "dask")
 _REQUEST_KEYS = {
@@ -34,11 +35,11 @@ def _request(
     processor: str | Fn,
     options: dict[str, Any],
 ) -> Request:
-    from pathlib import Path
 
     extra = {k: options.pop(k) for k in list(options) if k in _REQUEST_KEYS}
+    storage = dict(options.pop("storage_options", None) or {})
     if extra.get("checkpoint_dir") is not None:
-        extra["checkpoint_dir"] = Path(extra["checkpoint_dir"])
+        extra["checkpoint_dir"] = Location(extra["checkpoint_dir"], storage)
     engine, scheduler = options.pop("engine", None), options.pop("scheduler", None)
     quiet = bool(options.pop("quiet", False))
     try:
@@ -54,7 +55,15 @@ def _request(
         )
     if executor is not None:
         extra["executor"] = executor
-    return Request(Path(input), Path(output), processor, opts, **extra)
+    source, target = Location(input, storage), Location(output, storage)
+    remote = [str(w) for w in (source, target, extra.get("checkpoint_dir")) if _remote(w)]
+    if remote and extra.get("retry_failed"):
+        raise ConfigError(f"--retry-failed works on local files only, not {remote[0]}")
+    return Request(source, target, processor, opts, **extra)
+
+
+def _remote(where: object) -> bool:
+    return isinstance(where, Location) and not where.is_local
 
 
 def _executor(engine: str | None, scheduler: str | None, processes: int) -> Executor | None:

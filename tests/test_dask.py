@@ -29,6 +29,7 @@ from asyncproc.engine.choose import Wanted, new_run
 from asyncproc.engine.merge import committed_chunks
 from asyncproc.engine.units import UnitSpec, first_checkpoint
 from asyncproc.storage.localfs import LocalStorage
+from asyncproc.storage.location import Location
 from asyncproc.storage.records import UnitCheckpoint
 
 distributed = pytest.importorskip("distributed")
@@ -182,7 +183,7 @@ def test_two_live_attempts_at_one_unit_cannot_corrupt_it(tmp_path: Path, cluster
     out, ck = tmp_path / "out.jsonl", tmp_path / "ck"
     ck.mkdir()
     options = Options(processor=f"{processor}:work", workers=1).resolved(source, out)
-    chosen = new_run(ck, Wanted(source, out, options))
+    chosen = new_run(Location(ck), Wanted(Location(source), Location(out), options))
     unit = chosen.manifest.units[0]
     spec = UnitSpec(
         run_id=chosen.run.run_id, run_dir=str(chosen.run.path), unit_id=unit.unit_id,

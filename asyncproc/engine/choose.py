@@ -9,14 +9,19 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from .._errors import ConfigError, IncompatibleRunError, InputChangedError, OutputError, RunError
 from .._options import Options, auto_workers
-from ..runs.rundir import RunDir, find_resumable, new_run_dir
+from ..runs.remote import find_resumable, new_run_dir, run_at
+from ..runs.rundir import RunDir
+from ..storage.location import Location
 from ..storage.records import InputIdentity, Manifest, RunStatus
-from .planning import change_in, plan
+from .sources import change_in, plan_input
 
 log = logging.getLogger("asyncproc")
 
@@ -34,8 +39,8 @@ class Chosen:
 class Wanted:
     """What the invocation asked for, as far as choosing a run is concerned."""
 
-    input: Path
-    output: Path
+    input: Location
+    output: Location
     options: Options
     new_run: bool = False
     resume: str | None = None
@@ -66,12 +71,14 @@ def _probe_writable(directory: Path) -> None:
         ) from None
 
 
-def require_unchanged(identity: InputIdentity, run_id: str, when: str) -> None:
+def require_unchanged(
+    identity: InputIdentity, run_id: str, when: str, options: Mapping[str, Any] | None = None
+) -> None:
     """Refuse to go on with an input that is not the one the run planned.
 
     ``when`` says how the change matters: "since" (a resume) or "while" (before a merge).
     """
-    change = change_in(identity)
+    change = change_in(identity, options)
     if change is None:
         return
     if when == "while":
@@ -85,15 +92,15 @@ def require_unchanged(identity: InputIdentity, run_id: str, when: str) -> None:
     )
 
 
-def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
+def existing(checkpoint_dir: Location, wanted: Wanted) -> Chosen | None:
     """The run to resume, checked against the input and the options; None for a new run."""
     if wanted.resume:
-        run: RunDir | None = RunDir(checkpoint_dir / wanted.resume)
+        run: RunDir | None = run_at(checkpoint_dir, wanted.resume)
     elif wanted.new_run:
         return None
     else:
         run = find_resumable(
-            checkpoint_dir, str(wanted.input.resolve()), str(wanted.output.resolve()),
+            checkpoint_dir, wanted.input.url, wanted.output.url,
             completed=wanted.include_completed,
         )  # fmt: skip
     if run is None:
@@ -101,7 +108,7 @@ def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
     manifest = run.read()
     if manifest.status is RunStatus.COMPLETED and not wanted.include_completed:
         raise RunError(f"run {run.run_id} is already completed; run without --resume to start anew")
-    require_unchanged(manifest.input, run.run_id, "since")
+    require_unchanged(manifest.input, run.run_id, "since", wanted.input.options)
     differences = wanted.options.result_differences(manifest.options)
     if differences:
         raise IncompatibleRunError(
@@ -116,17 +123,16 @@ def planned_workers(options: Options, size: int) -> int:
     return options.workers or max(options.processes, auto_workers(size))
 
 
-def new_run(checkpoint_dir: Path, wanted: Wanted) -> Chosen:
+def new_run(checkpoint_dir: Location, wanted: Wanted) -> Chosen:
     """Plan the input into a new run directory: the index first, then the manifest."""
-    size = wanted.input.stat().st_size
-    workers = planned_workers(wanted.options, size)
-    planned = plan(wanted.input, workers)
+    planned = plan_input(wanted.input, partial(planned_workers, wanted.options))
+    workers = planned_workers(wanted.options, planned.identity.size)
     run = new_run_dir(checkpoint_dir)
     run.write_index(planned.index)
     now = time.time()
     manifest = Manifest(
         run_id=run.run_id, status=RunStatus.RUNNING, created_at=now, updated_at=now,
-        input=planned.identity, output=str(wanted.output.resolve()),
+        input=planned.identity, output=wanted.output.url,
         options={**wanted.options.to_dict(), "workers": workers}, units=planned.units,
         total_items=planned.total_items,
     )  # fmt: skip

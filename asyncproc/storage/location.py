@@ -56,8 +56,8 @@ class Location:
             self.url = text.rstrip("/")
             self.local: Path | None = None
         else:
-            self.local = Path(text).absolute()
-            self.url = str(self.local)
+            self.local = Path(text)  # as given: messages and local code see what was asked
+            self.url = str(self.local.resolve())
 
     def __repr__(self) -> str:
         return f"Location({self.url!r})"
