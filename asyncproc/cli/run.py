@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -12,7 +11,7 @@ import orjson
 
 from .._api import process_file
 from ..engine.loops import LoopChoice, backend_options
-from .group import key_values, setup_logging
+from .group import key_values, setup_logging, storage_values
 from .progress import observer_for
 
 
@@ -21,21 +20,27 @@ from .progress import observer_for
     "--input",
     "input_path",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Line-oriented input file (text or JSON lines).",
+    help="Line-oriented input file (text or JSON lines): a path or an fsspec URL (s3://...).",
 )
 @click.option(
     "--output",
     "output_path",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Output file: .json for a JSON array, .jsonl for JSON lines.",
+    help="Output file: .json for a JSON array, .jsonl for JSON lines; a path or a URL.",
 )
 @click.option(
     "--checkpoint",
     "checkpoint_dir",
-    type=click.Path(path_type=Path),
-    help="Directory where runs live [default: .asyncproc beside the output].",
+    help="Directory where runs live, a path or a URL [default: .asyncproc beside the output].",
+)
+@click.option(
+    "--storage-option",
+    "storage_options",
+    multiple=True,
+    callback=storage_values,
+    metavar="KEY=VALUE",
+    help="Option for the fsspec file system of every URL, e.g. endpoint_url=http://... "
+    "(repeatable; true/false become booleans).",
 )
 @click.option(
     "--workers",
@@ -157,7 +162,7 @@ from .progress import observer_for
     help="Event loop: auto = uvloop when installed (pip install 'asyncproc[fast]').",
 )
 def run_command(
-    input_path: Path, output_path: Path, fmt: str | None, quiet: bool, loop: str, **options: Any
+    input_path: str, output_path: str, fmt: str | None, quiet: bool, loop: str, **options: Any
 ) -> None:
     """Process INPUT into OUTPUT, resuming an unfinished run of the same pair."""
     setup_logging(quiet)

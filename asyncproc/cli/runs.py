@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -20,22 +19,43 @@ from .._errors import ConfigError
 from .._options import DEFAULT_CHECKPOINT
 from .._runs_api import runs_in
 from ..runs.views import RunView
+from ..storage.location import Location
 from ..storage.records import RunStatus
+from .group import storage_values
 from .render import run_detail, runs_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _checkpoint_option(fn: F) -> F:
-    return click.option(
+    """``--checkpoint DIR`` (a path or a URL) with its ``--storage-option``s, as a Location."""
+    fn = click.option(
         "--checkpoint",
         "checkpoint_dir",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=Path(DEFAULT_CHECKPOINT),
+        default=DEFAULT_CHECKPOINT,
         show_default=True,
-        help="Directory where runs live: the --checkpoint given to `run` "
+        callback=_location,
+        help="Directory where runs live, a path or a URL: the --checkpoint given to `run` "
         "(`run` defaults to .asyncproc beside its output).",
     )(fn)
+    return click.option(
+        "--storage-option",
+        multiple=True,
+        is_eager=True,
+        expose_value=False,
+        callback=_remember_storage,
+        metavar="KEY=VALUE",
+        help="Option for the fsspec file system of a URL --checkpoint (repeatable).",
+    )(fn)
+
+
+def _remember_storage(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> None:
+    ctx.meta["asyncproc.storage_options"] = storage_values(ctx, param, values)
+
+
+def _location(ctx: click.Context, param: click.Parameter, value: str) -> Location:
+    del param
+    return Location(value, ctx.meta.get("asyncproc.storage_options"))
 
 
 def _json_option(fn: F) -> F:
@@ -59,7 +79,7 @@ def _warn(lines: list[str]) -> None:
 @click.command(name="list")
 @_checkpoint_option
 @_json_option
-def list_command(checkpoint_dir: Path, as_json: bool) -> None:
+def list_command(checkpoint_dir: Location, as_json: bool) -> None:
     """List the runs under the checkpoint directory, newest first."""
     views, problems = runs_in(checkpoint_dir).views()
     _warn(problems)
@@ -79,7 +99,7 @@ def list_command(checkpoint_dir: Path, as_json: bool) -> None:
     "--failures", "limit", type=click.IntRange(min=0), default=5, show_default=True,
     help="How many of the most recent failures to show.",
 )  # fmt: skip
-def show_command(run_id: str, checkpoint_dir: Path, as_json: bool, limit: int) -> None:
+def show_command(run_id: str, checkpoint_dir: Location, as_json: bool, limit: int) -> None:
     """Show RUN_ID in detail: options, shards, throughput, ETA, recent failures."""
     runs = runs_in(checkpoint_dir)
     view = runs.view(run_id)
@@ -95,7 +115,7 @@ def _print_detail(
         _console().print(run_detail(view, failures, options))
 
 
-def _status_view(checkpoint_dir: Path, run_id: str | None) -> RunView:
+def _status_view(checkpoint_dir: Location, run_id: str | None) -> RunView:
     if run_id is None:
         return runs_in(checkpoint_dir).current()
     return runs_in(checkpoint_dir).view(run_id)
@@ -110,7 +130,7 @@ def _status_view(checkpoint_dir: Path, run_id: str | None) -> RunView:
     help="Refresh every SECONDS (default 2) until the run stops; Ctrl-C to quit.",
 )  # fmt: skip
 def status_command(
-    run_id: str | None, checkpoint_dir: Path, as_json: bool, watch: float | None
+    run_id: str | None, checkpoint_dir: Location, as_json: bool, watch: float | None
 ) -> None:
     """The merged status of a run going on now (default: the newest unfinished run).
 
@@ -129,7 +149,7 @@ def status_command(
             return  # Ctrl-C ends watching; the run itself is not touched
 
 
-def _watch(checkpoint_dir: Path, view: RunView, seconds: float, as_json: bool) -> None:
+def _watch(checkpoint_dir: Location, view: RunView, seconds: float, as_json: bool) -> None:
     while view.status is RunStatus.RUNNING or view.holder is not None:
         time.sleep(seconds)
         view = runs_in(checkpoint_dir).view(view.run_id)
@@ -152,7 +172,7 @@ def _next_frame(as_json: bool) -> None:
 @click.argument("run_id")
 @_checkpoint_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def delete_command(run_id: str, checkpoint_dir: Path, yes: bool) -> None:
+def delete_command(run_id: str, checkpoint_dir: Location, yes: bool) -> None:
     """Delete RUN_ID's directory (checkpoints, segments, manifest); refuses a live run.
 
     The run's output file, if any, is left alone.
@@ -175,7 +195,7 @@ def delete_command(run_id: str, checkpoint_dir: Path, yes: bool) -> None:
 )  # fmt: skip
 @_checkpoint_option
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
-def cleanup_command(keep: int, checkpoint_dir: Path, dry_run: bool) -> None:
+def cleanup_command(keep: int, checkpoint_dir: Location, dry_run: bool) -> None:
     """Remove all but the newest KEEP finished (completed) runs.
 
     Runs that are running, interrupted or failed are never touched: they can still be

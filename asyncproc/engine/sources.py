@@ -20,7 +20,7 @@ import aiofiles
 import anyio
 from aiofiles.threadpool.binary import AsyncBufferedReader
 
-from .._errors import ConfigError, InputError
+from .._errors import ConfigError, InputError, OutputError
 from ..storage.location import Location, is_url
 from ..storage.protocol import Storage
 from ..storage.records import InputIdentity, LineIndex, UnitCheckpoint, UnitPlan
@@ -38,6 +38,8 @@ def check_input(source: Location) -> None:
         info = source.info()
     except FileNotFoundError:
         raise InputError(f"input {source} does not exist; check the --input URL") from None
+    except TypeError as exc:  # fsspec passes unknown options on to the first request
+        raise ConfigError(f"bad --storage-option for {source}: {exc}") from None
     except OSError as exc:
         raise InputError(f"cannot read input {source}: {exc}") from exc
     if info["type"] == "directory":
@@ -48,6 +50,12 @@ def check_remote_output(output: Location, source: Location) -> None:
     """What can be checked of a URL output before any work: that it is not the input."""
     if output == source:
         raise ConfigError(f"output {output} is the input; choose another --output")
+    try:
+        output.fs.exists(output.key)
+    except TypeError as exc:
+        raise ConfigError(f"bad --storage-option for {output}: {exc}") from None
+    except OSError as exc:
+        raise OutputError(f"cannot reach output {output}: {exc}") from exc
 
 
 def identify(source: Location) -> InputIdentity:
