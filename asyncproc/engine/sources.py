@@ -64,7 +64,7 @@ def identify(source: Location) -> InputIdentity:
         return planning.identify(source.path)
     check_input(source)
     info = source.info()
-    with source.open_samples() as fh:
+    with source.open_samples(info["size"]) as fh:
         digest = planning.fingerprint(fh, info["size"])
     return InputIdentity(source.url, info["size"], info["mtime_ns"], digest)
 
@@ -92,7 +92,7 @@ def plan_input(source: Location, workers_for: Callable[[int], int]) -> planning.
     gap = planning.index_gap(size)
     index_targets = list(range(gap, size, gap))
     unit_targets = [size * k // workers for k in range(1, workers)]
-    with source.open_read() as fh:
+    with source.open_read(size) as fh:
         found, total = planning.scan(fh, size, sorted({*index_targets, *unit_targets}))
     index = LineIndex(*planning._columns([(0, 0), *(found[t] for t in index_targets)], size))
     starts = planning._columns([(0, 0), *(found[t] for t in unit_targets)], size)
@@ -122,7 +122,7 @@ async def open_input(spec: UnitSpec) -> AsyncIterator[AsyncBufferedReader]:
             yield fh
         return
     source = Location(spec.input_path, spec.storage_options)
-    remote: BinaryIO = await anyio.to_thread.run_sync(source.open_read)
+    remote: BinaryIO = await anyio.to_thread.run_sync(source.open_read, spec.end)
     try:
         yield cast(AsyncBufferedReader, _RemoteReader(remote))
     finally:

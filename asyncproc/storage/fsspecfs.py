@@ -117,12 +117,7 @@ class FsspecStorage:
     def _scan(self, name: str) -> tuple[int | None, dict[str, int]]:
         """One listing: the size of a record at ``name`` (or None), and every object below
         it (relative to it) with its size. Never cached: others write too."""
-        self.fs.invalidate_cache()
-        key = self._key(name)
-        try:
-            found = self.fs.find(key + "/" if not name else key, detail=True)
-        except FileNotFoundError:
-            return None, {}
+        found = list_prefix(self.fs, self._key(name))
         lead = f"{name}/" if name else ""
         record, below = None, {}
         for found_key, info in found.items():
@@ -158,10 +153,23 @@ class FsspecStorage:
             parent = "/".join(parts[:depth])
             if parent in self._folders:
                 continue
-            kind, _ = self._kind(parent)
-            if kind in ("record", "segment"):
+            if self._is_record_or_segment(parent):
                 raise NotADirectoryError(errno.ENOTDIR, "a record stands in its path", name)
             self._folders.add(parent)
+
+    def _is_record_or_segment(self, name: str) -> bool:
+        """Two small listings, whatever lies below ``name``: the folder above it (one
+        level, with a delimiter), then, if ``name`` is a folder there, its marker part."""
+        above = name.rpartition("/")[0]
+        self.fs.invalidate_cache()
+        try:
+            entries = self.fs.ls(self._key(above), detail=True)
+        except FileNotFoundError:
+            return False
+        mine = [e for e in entries if self._relative(str(e["name"])) == name]
+        if any(e.get("type") != "directory" for e in mine):
+            return True
+        return bool(mine) and bool(list_prefix(self.fs, self._key(f"{name}/{part_name(0)}")))
 
     def _write(self, name: str, data: bytes, *, exclusive: bool) -> bool:
         """One whole-object PUT; with ``exclusive``, False if the object exists."""
@@ -300,6 +308,22 @@ class FsspecStorage:
             self.fs.rm(keys)
         self._records = {n for n in self._records if not n.startswith(folder + "/")}
         self._folders = {n for n in self._folders if n != folder and not n.startswith(folder + "/")}
+
+
+def list_prefix(fs: Any, key: str) -> dict[str, Any]:
+    """Every object whose key is ``key`` or starts with ``key/`` (and some ``key...``
+    siblings the caller filters out), in one listing request where the store allows:
+    S3's ``find(parent, prefix=name)`` is one LIST, where ``find(key)`` is a LIST and a
+    HEAD. Never cached: others write too."""
+    fs.invalidate_cache()
+    parent, _, base = key.rpartition("/")
+    try:
+        found: dict[str, Any] = (
+            fs.find(parent, prefix=base, detail=True) if parent else fs.find(key, detail=True)
+        )
+    except FileNotFoundError:
+        return {}
+    return found
 
 
 def _hidden(relative: str) -> bool:

@@ -10,6 +10,7 @@ file system and never written to disk: they may hold credentials.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from .._errors import ConfigError
-from .fsspecfs import FsspecStorage
+from .fsspecfs import FsspecStorage, list_prefix
 from .localfs import LocalStorage
 from .protocol import Storage
 
@@ -120,7 +121,7 @@ class Location:
         except ImportError:  # pragma: no cover - fsspec comes with every remote extra
             raise ConfigError(_extra_hint(self.protocol)) from None
         try:
-            return fsspec.filesystem(self.protocol, skip_instance_cache=True, **self.options)
+            return fsspec.filesystem(self.protocol, **self.options)  # one client per options
         except ImportError:
             raise ConfigError(_extra_hint(self.protocol)) from None
         except ValueError as exc:
@@ -141,18 +142,23 @@ class Location:
             return LocalStorage(self.local)
         return FsspecStorage(self.fs, self.key)
 
-    def open_read(self) -> BinaryIO:
-        """A forward reader: a local file, or a remote one behind a 1 MiB buffer."""
+    def open_read(self, size: int | None = None) -> BinaryIO:
+        """A forward reader: a local file, or a remote one behind a 1 MiB buffer.
+
+        ``size`` (when known) spares the store a HEAD request; nothing past it is read.
+        """
         if self.local is not None:
             return self.local.open("rb")
-        raw = self.fs.open(self.key, "rb", block_size=REMOTE_BUFFER, cache_type="none")
+        raw = self.fs.open(self.key, "rb", block_size=REMOTE_BUFFER, cache_type="none", size=size)
         return io.BufferedReader(raw, buffer_size=REMOTE_BUFFER)
 
-    def open_samples(self) -> BinaryIO:
+    def open_samples(self, size: int | None = None) -> BinaryIO:
         """A reader for a few small reads far apart: one ranged GET per read."""
         if self.local is not None:
             return self.local.open("rb")
-        opened: BinaryIO = self.fs.open(self.key, "rb", block_size=4096, cache_type="none")
+        opened: BinaryIO = self.fs.open(
+            self.key, "rb", block_size=4096, cache_type="none", size=size
+        )
         return opened
 
     def info(self) -> dict[str, Any]:
@@ -160,9 +166,14 @@ class Location:
         if self.local is not None:
             st = self.local.stat()
             return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "type": "file"}
-        info: dict[str, Any] = self.fs.info(self.key)
-        return {"size": int(info.get("size") or 0), "mtime_ns": _version(info),
-                "type": info.get("type", "file")}  # fmt: skip
+        key = self.key
+        found = list_prefix(self.fs, key)
+        info = found.get(key)
+        if info is None:
+            if any(str(k).startswith(key + "/") for k in found):
+                return {"size": 0, "mtime_ns": 0, "type": "directory"}
+            raise FileNotFoundError(errno.ENOENT, "no such object", self.url)
+        return {"size": int(info.get("size") or 0), "mtime_ns": _version(info), "type": "file"}
 
 
 def _version(info: dict[str, Any]) -> int:
