@@ -269,3 +269,23 @@ def test_engine_options_are_checked(tmp_path: Path) -> None:
     for options, message in cases:
         with pytest.raises(ConfigError, match=message):
             asyncproc.run_file(source, tmp_path / "o.json", quiet=True, **options)
+
+
+def test_workers_share_the_run_on_s3(
+    tmp_path: Path, cluster: Any, s3_server: Any, s3_bucket: str
+) -> None:
+    """Input, checkpoints and output on S3: the worker processes reach them with the
+    storage options the coordinator was given, nothing else."""
+    source = write_lines(tmp_path / "in.txt", numbered_lines(1000))
+    base = f"s3://{s3_bucket}/{tmp_path.name}"
+    fs = Location(base, s3_server.options()).fs
+    fs.pipe_file(f"{s3_bucket}/{tmp_path.name}/in.txt", source.read_bytes())
+    summary = asyncproc.run_file(
+        f"{base}/in.txt", f"{base}/out.json", "text_stats", engine="dask", batch_size=100,
+        scheduler=cluster.scheduler_address, checkpoint_dir=f"{base}/ck",
+        storage_options=s3_server.options(), quiet=True,
+    )  # fmt: skip
+    local = tmp_path / "local.json"
+    asyncproc.run_file(source, local, "text_stats", checkpoint_dir=tmp_path / "ck", quiet=True)
+    assert fs.cat_file(f"{s3_bucket}/{tmp_path.name}/out.json") == local.read_bytes()
+    assert summary.units == 8

@@ -46,6 +46,7 @@ from .protocol import (
 )
 
 PART = ".part-"
+PREFETCH = 16  # ranged GETs in flight while a segment is read (the merge)
 _PART_NAME = re.compile(r"^\.part-(\d{8})$")
 
 
@@ -225,16 +226,23 @@ class FsspecStorage:
         return self._chunks(parts, start, start + length)
 
     def _chunks(self, parts: list[tuple[str, int]], pos: int, end: int) -> Iterator[bytes]:
+        """The range as ranged GETs of at most READ_CHUNK bytes, PREFETCH of them at once
+        (``cat_ranges`` runs them concurrently on an async store such as S3)."""
+        ranges: list[tuple[str, int, int]] = []
         base = 0
         for part, size in parts:
             low, high = max(pos, base), min(end, base + size)
-            while low < high:
-                step = min(high, low + READ_CHUNK)
-                yield self.fs.cat_file(self._key(part), start=low - base, end=step - base)
-                low = step
+            ranges.extend(
+                (self._key(part), start - base, min(high, start + READ_CHUNK) - base)
+                for start in range(low, high, READ_CHUNK)
+            )
             base += size
             if base >= end:
-                return
+                break
+        for first in range(0, len(ranges), PREFETCH):
+            batch = ranges[first : first + PREFETCH]
+            paths, starts, ends = (list(column) for column in zip(*batch, strict=True))
+            yield from self.fs.cat_ranges(paths, starts, ends, on_error="raise")
 
     # -- records ---------------------------------------------------------------------
 
