@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import numbered_lines, write_lines
-from v2kit import wait_until
+from conftest import numbered_lines, run_cli, write_lines
+from v2kit import start, wait_until
 
 import asyncproc
 from asyncproc._errors import ConfigError
@@ -180,23 +180,7 @@ def test_two_live_attempts_at_one_unit_cannot_corrupt_it(tmp_path: Path, cluster
     processor, gate = tmp_path / "together.py", tmp_path / "gate"
     gate.mkdir()
     processor.write_text(TOGETHER.format(gate=str(gate)))
-    out, ck = tmp_path / "out.jsonl", tmp_path / "ck"
-    ck.mkdir()
-    options = Options(processor=f"{processor}:work", workers=1).resolved(source, out)
-    chosen = new_run(Location(ck), Wanted(Location(source), Location(out), options))
-    unit = chosen.manifest.units[0]
-    spec = UnitSpec(
-        run_id=chosen.run.run_id, run_dir=str(chosen.run.path), unit_id=unit.unit_id,
-        start=unit.start, end=chosen.manifest.input.size, first_index=0, end_index=2000,
-        input_path=str(source), fingerprint=chosen.manifest.input.fingerprint,
-        format="text", output_kind="jsonl", batch_size=100_000, retries=0, timeout=None,
-        commit_interval=60.0,
-    )  # fmt: skip
-    args = TaskArgs(
-        spec=asdict(spec), start=encode_checkpoint(first_checkpoint(spec.run_id, unit)),
-        processor=f"{processor}:work", processor_args={}, loop="asyncio", lanes=4,
-        threads=4, grace=1.0,
-    ).to_dict()  # fmt: skip
+    args = unit_task(tmp_path, source, f"{processor}:work")
     with distributed.Client(cluster.scheduler_address, set_as_default=False) as client:
         client.wait_for_workers(2)  # a worker killed by an earlier test is back
         first = client.submit(run_unit, args, key="attempt-a", workers=[_workers(client)[0]])
@@ -207,9 +191,30 @@ def test_two_live_attempts_at_one_unit_cannot_corrupt_it(tmp_path: Path, cluster
     assert names[0] != names[1]
     assert all(len(c.segments) == 1 for c in finals), "an attempt resumed from the other"
     clean = clean_output(tmp_path, source)
-    storage = LocalStorage(chosen.run.path)
+    storage = LocalStorage(tmp_path / "ck" / args["spec"]["run_id"])
     for final in finals:
         assert b"".join(committed_chunks(storage, [final], dead=False)) == clean
+
+
+def unit_task(tmp_path: Path, source: Path, processor: str) -> dict[str, Any]:
+    """A planned one-unit run of ``source`` under ``tmp_path/ck``, and its unit's task
+    arguments (no commit before the end: a whole attempt is one commit)."""
+    out, ck = tmp_path / "out.jsonl", tmp_path / "ck"
+    ck.mkdir()
+    options = Options(processor=processor, workers=1).resolved(source, out)
+    chosen = new_run(Location(ck), Wanted(Location(source), Location(out), options))
+    unit, manifest = chosen.manifest.units[0], chosen.manifest
+    spec = UnitSpec(
+        run_id=chosen.run.run_id, run_dir=str(chosen.run.path), unit_id=unit.unit_id,
+        start=unit.start, end=manifest.input.size, first_index=0,
+        end_index=manifest.total_items, input_path=str(source),
+        fingerprint=manifest.input.fingerprint, format="text", output_kind="jsonl",
+        batch_size=100_000, retries=0, timeout=None, commit_interval=60.0,
+    )  # fmt: skip
+    return TaskArgs(
+        spec=asdict(spec), start=encode_checkpoint(first_checkpoint(spec.run_id, unit)),
+        processor=processor, processor_args={}, loop="asyncio", lanes=4, threads=4, grace=1.0,
+    ).to_dict()  # fmt: skip
 
 
 def _workers(client: Any) -> list[str]:
@@ -289,3 +294,65 @@ def test_workers_share_the_run_on_s3(
     asyncproc.run_file(source, local, "text_stats", checkpoint_dir=tmp_path / "ck", quiet=True)
     assert fs.cat_file(f"{s3_bucket}/{tmp_path.name}/out.json") == local.read_bytes()
     assert summary.units == 8
+
+
+# Holds every call after the first 200 of each worker process until a gate file exists.
+GATED = """
+import os, pathlib, time
+
+GATE = pathlib.Path({gate!r})
+calls = 0
+
+
+def work(item):
+    global calls
+    calls += 1
+    while calls > 200 and not GATE.exists():
+        time.sleep(0.01)
+    return {{"item": item}}
+"""
+
+
+def test_sigint_stops_the_tasks_gracefully_and_the_run_resumes(
+    tmp_path: Path, cluster: Any
+) -> None:
+    """Ctrl-C is the coordinator's: its tasks on the cluster hear it through a Dask event,
+    commit what finished and return; the run says interrupted and resumes to the bytes."""
+    source = write_lines(tmp_path / "in.txt", numbered_lines(3000))
+    gate = tmp_path / "gate"
+    processor = tmp_path / "gated.py"
+    processor.write_text(GATED.format(gate=str(gate)))
+    args = [
+        "run", "--input", source, "--output", tmp_path / "out.jsonl", "--checkpoint",
+        tmp_path / "ck", "--processor", f"{processor}:work", "--engine", "dask",
+        "--scheduler", cluster.scheduler_address, "--batch-size", "20", "--grace", "1",
+    ]  # fmt: skip
+    proc = start(args, os.environ, tmp_path)
+    wait_until(lambda: "%" in (tmp_path / "stderr").read_text(), "a first commit", proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, (tmp_path / "stderr").read_text()
+    assert "interrupted by SIGINT" in (tmp_path / "stderr").read_text()
+    gate.touch()
+    done = run_cli(*args, check=0)
+    assert '"resumed": true' in done.stdout
+    assert (tmp_path / "out.jsonl").read_bytes() == clean_output(tmp_path, source)
+
+
+def test_the_same_key_from_two_clients_is_one_task(tmp_path: Path, cluster: Any) -> None:
+    """What lets a restarted coordinator reattach: a second client asking for a unit's key
+    while the first still holds it gets that task's result, not a second run."""
+    source = write_lines(tmp_path / "in.txt", numbered_lines(500))
+    processor = tmp_path / "ref.py"
+    processor.write_text(REFERENCE)
+    args = unit_task(tmp_path, source, f"{processor}:work")
+    address = cluster.scheduler_address
+    with (
+        distributed.Client(address, set_as_default=False) as first,
+        distributed.Client(address, set_as_default=False) as second,
+    ):
+        mine = first.submit(run_unit, args, key="asyncproc-reattach")
+        theirs = second.submit(run_unit, args, key="asyncproc-reattach")
+        results = {mine.result(), theirs.result()}
+    assert len(results) == 1
+    (final,) = results
+    assert len(UnitCheckpoint.from_bytes(final.encode(), "final").segments) == 1
