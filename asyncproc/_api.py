@@ -8,14 +8,17 @@ from typing import Any
 
 import anyio
 
-from ._errors import ConfigError
+from ._errors import ConfigError, named, option
 from ._options import DEFAULT_MAX_CONCURRENCY, Options
 from .engine.coordinator import Coordinator, Request
+from .engine.executor import Executor
 from .engine.loops import backend_options, running_loop
 from .engine.observer import LogProgress, Silent
 from .engine.processors import Fn
 from .engine.summary import Summary
+from .storage.location import Location
 
+ENGINES = ("local", "processes", "dask")
 _REQUEST_KEYS = {
     "checkpoint_dir",
     "new_run",
@@ -34,19 +37,16 @@ def _request(
     processor: str | Fn,
     options: dict[str, Any],
 ) -> Request:
-    from pathlib import Path
 
     extra = {k: options.pop(k) for k in list(options) if k in _REQUEST_KEYS}
+    storage = dict(options.pop("storage_options", None) or {})
+    if extra.get("checkpoint_dir") is not None:
+        extra["checkpoint_dir"] = Location(extra["checkpoint_dir"], storage)
+    engine, scheduler = options.pop("engine", None), options.pop("scheduler", None)
     _auto_concurrency(options)
     if callable(options.get("cost")):
         extra["cost"] = options.pop("cost")
         options["cost"] = "python"  # recorded as such (limits.PYTHON_COST); never the function
-    if extra.get("checkpoint_dir") is not None:
-        extra["checkpoint_dir"] = Path(extra["checkpoint_dir"])
-    if (callable(processor) or "cost" in extra) and options.get("processes", 1) > 1:
-        raise ConfigError(
-            "processes > 1 needs the processor and the cost named by strings, not callables"
-        )
     quiet = bool(options.pop("quiet", False))
     try:
         opts = Options(**options)
@@ -54,11 +54,48 @@ def _request(
         raise ConfigError(f"unknown option: {exc}") from None
     if extra.get("observer") is None:
         extra["observer"] = Silent() if quiet else LogProgress()
-    if opts.processes > 1:
+    executor = _executor(engine, scheduler, opts.processes)
+    if (callable(processor) or "cost" in extra) and executor is not None:
+        raise ConfigError(
+            "processes > 1 and engine='dask' need the processor and the cost named by "
+            "strings, not callables"
+        )
+    if executor is not None:
+        extra["executor"] = executor
+    source, target = Location(input, storage), Location(output, storage)
+    remote = [str(w) for w in (source, target, extra.get("checkpoint_dir")) if _remote(w)]
+    if remote and extra.get("retry_failed"):
+        raise ConfigError(f"{named('retry_failed')} works on local files only, not {remote[0]}")
+    return Request(source, target, processor, opts, **extra)
+
+
+def _remote(where: object) -> bool:
+    return isinstance(where, Location) and not where.is_local
+
+
+def _executor(engine: str | None, scheduler: str | None, processes: int) -> Executor | None:
+    """The executor an ``engine=`` (and ``processes=``) asks for; None: this event loop."""
+    engine = engine or ("processes" if processes > 1 else "local")
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
+    if scheduler is not None and engine != "dask":
+        raise ConfigError(
+            f"{named('scheduler')} names a Dask scheduler: it needs {option('engine', 'dask')}"
+        )
+    if processes > 1 and engine != "processes":
+        raise ConfigError(
+            f"{named('processes')} runs the processes engine; "
+            f"drop it for {option('engine', engine)}"
+        )
+    if engine == "processes":
         from .processes.parent import Processes  # loaded only when asked for
 
-        extra["executor"] = Processes(opts.processes)
-    return Request(Path(input), Path(output), processor, opts, **extra)
+        return Processes(processes if processes > 1 else os.cpu_count() or 1)
+    if engine == "dask":
+        from .dask.executor import DaskExecutor
+
+        return DaskExecutor(scheduler)
+    return None
 
 
 def _auto_concurrency(options: dict[str, Any]) -> None:

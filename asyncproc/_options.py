@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 from ._errors import ConfigError, named, option
@@ -41,11 +41,11 @@ class OutputKind(StrEnum):
     JSONL = "jsonl"  # JSON lines, index then result fields
 
 
-def format_for(path: Path) -> InputFormat:
+def format_for(path: PurePath) -> InputFormat:
     return InputFormat.JSONL if path.suffix.lower() in {".jsonl", ".ndjson"} else InputFormat.TEXT
 
 
-def output_kind_for(path: Path) -> OutputKind:
+def output_kind_for(path: PurePath) -> OutputKind:
     return OutputKind.JSONL if path.suffix.lower() in {".jsonl", ".ndjson"} else OutputKind.JSON
 
 
@@ -182,7 +182,7 @@ class Options:
         """``--max-failures`` as a count (``10``) or a rate of items done (``5%``)."""
         return None if self.max_failures is None else FailureLimit.parse(self.max_failures)
 
-    def resolved(self, input_path: Path, output_path: Path) -> Options:
+    def resolved(self, input_path: PurePath, output_path: PurePath) -> Options:
         """Fill in the choices that depend on the paths."""
         return replace(
             self,

@@ -12,15 +12,23 @@ from .runs import index
 from .runs.fileruns import FILE_RUNS
 from .runs.manage import Runs
 from .runs.places import Places, distinct
+from .runs.remote import RemoteRuns
 from .runs.views import RunView
+from .storage.location import Location
 
 
-def runs_in(checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> Runs:
-    """The file and keyed runs under ``checkpoint_dir``."""
+def runs_in(
+    checkpoint_dir: str | os.PathLike[str] | Location = DEFAULT_CHECKPOINT,
+) -> Runs | RemoteRuns:
+    """The file and keyed runs under ``checkpoint_dir``; file runs only under a URL."""
+    if isinstance(checkpoint_dir, Location):
+        if not checkpoint_dir.is_local:
+            return RemoteRuns(checkpoint_dir)
+        checkpoint_dir = checkpoint_dir.path
     return Runs(Path(checkpoint_dir), (FILE_RUNS, KEYED_RUNS))
 
 
-def places(checkpoint_dir: str | os.PathLike[str] | None) -> Places:
+def places(checkpoint_dir: str | os.PathLike[str] | Location | None) -> Places:
     """The directory given; or the default one and those of the run index (for the CLI)."""
     if checkpoint_dir is not None:
         return Places([runs_in(checkpoint_dir)], explicit=True)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +346,18 @@ def logging_processor(body: str) -> str:
     how often the processor was really called, across kills and resumes.
     """
     return _CALL_LOG + textwrap.dedent(body)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """A moto S3 server on loopback for the whole session (see ``motokit``)."""
+    from motokit import serve
+
+    yield from serve()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_server: Any) -> str:
+    """One bucket for the session; tests keep apart by their own prefixes."""
+    name: str = s3_server.bucket()
+    return name

@@ -12,9 +12,11 @@ import logging
 import shlex
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
+
+from .._errors import AsyncprocError
 
 # command name -> module under asyncproc.cli defining a click command of that name
 COMMANDS = {
@@ -83,6 +85,18 @@ def setup_logging(quiet: bool) -> None:
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
+
+
+def storage_values(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> dict[str, Any]:
+    """Repeatable ``--storage-option KEY=VALUE``: ``true``/``false`` become booleans."""
+    from ..storage.location import parse_option
+
+    try:
+        return dict(parse_option(value) for value in values)
+    except AsyncprocError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def key_values(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, str]:

@@ -17,7 +17,7 @@ from ..engine.httpcall import parse_headers
 from ..engine.loops import LoopChoice, backend_options
 from ..engine.summary import Summary
 from ..runs.failures import first_failure
-from .group import key_values, setup_logging
+from .group import key_values, setup_logging, storage_values
 from .progress import observer_for
 
 EXIT_ITEMS_FAILED = 4  # the run finished, but some items failed (see the failed-items file)
@@ -38,21 +38,27 @@ def concurrency_value(value: str) -> int | str:
     "--input",
     "input_path",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Line-oriented input file (text or JSON lines).",
+    help="Line-oriented input file (text or JSON lines): a path or an fsspec URL (s3://...).",
 )
 @click.option(
     "--output",
     "output_path",
     required=True,
-    type=click.Path(path_type=Path),
-    help="Output file: .json for a JSON array, .jsonl for JSON lines.",
+    help="Output file: .json for a JSON array, .jsonl for JSON lines; a path or a URL.",
 )
 @click.option(
     "--checkpoint",
     "checkpoint_dir",
-    type=click.Path(path_type=Path),
-    help="Directory where runs live [default: .asyncproc beside the output].",
+    help="Directory where runs live, a path or a URL [default: .asyncproc beside the output].",
+)
+@click.option(
+    "--storage-option",
+    "storage_options",
+    multiple=True,
+    callback=storage_values,
+    metavar="KEY=VALUE",
+    help="Option for the fsspec file system of every URL, e.g. endpoint_url=http://... "
+    "(repeatable; true/false become booleans).",
 )
 @click.option(
     "--workers",
@@ -66,6 +72,18 @@ def concurrency_value(value: str) -> int | str:
     default=1,
     show_default=True,
     help="Worker processes on this machine, each with its own event loop.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "processes", "dask"]),
+    help="Where units run: this event loop, worker processes, or a Dask cluster "
+    "[default: local; processes with --processes P].",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="With --engine dask: the scheduler to join (tcp://host:8786) "
+    "[default: a LocalCluster sized to this machine].",
 )
 @click.option(
     "--concurrency",
@@ -196,7 +214,7 @@ def concurrency_value(value: str) -> int | str:
     help="Event loop: auto = uvloop when installed (pip install 'asyncproc[fast]').",
 )
 def run_command(
-    input_path: Path, output_path: Path, fmt: str | None, quiet: bool, loop: str, **options: Any
+    input_path: str, output_path: str, fmt: str | None, quiet: bool, loop: str, **options: Any
 ) -> int:
     """Process INPUT into OUTPUT, resuming an unfinished run of the same pair.
 

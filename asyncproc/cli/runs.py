@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -19,23 +18,45 @@ from rich.console import Console
 from .._errors import ConfigError
 from .._options import DEFAULT_CHECKPOINT
 from .._runs_api import places, runs_in
+from ..runs.places import AnyRuns
 from ..runs.views import RunView
+from ..storage.location import Location
 from ..storage.records import RunStatus
+from .group import storage_values
 from .render import run_detail, runs_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _checkpoint_option(fn: F) -> F:
-    return click.option(
+    """``--checkpoint DIR`` (a path or a URL) with its ``--storage-option``s, as a Location."""
+    fn = click.option(
         "--checkpoint",
         "checkpoint_dir",
-        type=click.Path(path_type=Path, file_okay=False),
         default=None,
-        help="Directory where runs live: the --checkpoint given to `run` [default: "
-        f"{DEFAULT_CHECKPOINT} here, then the checkpoint directories of recent runs, from "
-        "the run index].",
+        callback=_location,
+        help="Directory where runs live, a path or a URL: the --checkpoint given to `run` "
+        f"[default: {DEFAULT_CHECKPOINT} here, then the checkpoint directories of recent runs, "
+        "from the run index].",
     )(fn)
+    return click.option(
+        "--storage-option",
+        multiple=True,
+        is_eager=True,
+        expose_value=False,
+        callback=_remember_storage,
+        metavar="KEY=VALUE",
+        help="Option for the fsspec file system of a URL --checkpoint (repeatable).",
+    )(fn)
+
+
+def _remember_storage(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> None:
+    ctx.meta["asyncproc.storage_options"] = storage_values(ctx, param, values)
+
+
+def _location(ctx: click.Context, param: click.Parameter, value: str | None) -> Location | None:
+    del param
+    return None if value is None else Location(value, ctx.meta.get("asyncproc.storage_options"))
 
 
 def _json_option(fn: F) -> F:
@@ -74,7 +95,7 @@ def _warn(lines: list[str]) -> None:
 @click.command(name="list")
 @_checkpoint_option
 @_json_option
-def list_command(checkpoint_dir: Path | None, as_json: bool) -> None:
+def list_command(checkpoint_dir: Location | None, as_json: bool) -> None:
     """List the runs, newest first: under --checkpoint DIR, else here and in the run index."""
     where = places(checkpoint_dir)
     views, problems = where.views()
@@ -97,7 +118,7 @@ def list_command(checkpoint_dir: Path | None, as_json: bool) -> None:
     help="How many of the most recent failures to show.",
 )  # fmt: skip
 def show_command(
-    run_id: str | None, run_id_option: str | None, checkpoint_dir: Path | None, as_json: bool,
+    run_id: str | None, run_id_option: str | None, checkpoint_dir: Location | None, as_json: bool,
     limit: int,
 ) -> None:  # fmt: skip
     """Show RUN_ID in detail: options, shards or loaders, throughput, ETA, recent failures."""
@@ -126,7 +147,7 @@ def _print_detail(
     help="Refresh every SECONDS (default 2) until the run stops; Ctrl-C to quit.",
 )  # fmt: skip
 def status_command(
-    run_id: str | None, run_id_option: str | None, checkpoint_dir: Path | None, as_json: bool,
+    run_id: str | None, run_id_option: str | None, checkpoint_dir: Location | None, as_json: bool,
     watch: float | None,
 ) -> None:  # fmt: skip
     """The merged status of a run going on now (default: the newest unfinished run).
@@ -146,15 +167,15 @@ def status_command(
     _print_detail(view, [], as_json, options=False)
     if watch is not None:
         try:
-            _watch(view.checkpoint_dir, view, watch, as_json)
+            _watch(where.runs_of(view.run_id), view, watch, as_json)
         except KeyboardInterrupt:
             return  # Ctrl-C ends watching; the run itself is not touched
 
 
-def _watch(checkpoint_dir: Path, view: RunView, seconds: float, as_json: bool) -> None:
+def _watch(runs: AnyRuns, view: RunView, seconds: float, as_json: bool) -> None:
     while view.status is RunStatus.RUNNING or view.holder is not None:
         time.sleep(seconds)
-        view = runs_in(checkpoint_dir).view(view.run_id)
+        view = runs.view(view.run_id)
         _next_frame(as_json)
         _print_detail(view, [], as_json, options=False)
 
@@ -176,7 +197,7 @@ def _next_frame(as_json: bool) -> None:
 @_checkpoint_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def delete_command(
-    run_id: str | None, run_id_option: str | None, checkpoint_dir: Path | None, yes: bool
+    run_id: str | None, run_id_option: str | None, checkpoint_dir: Location | None, yes: bool
 ) -> int:
     """Delete RUN_ID's directory (checkpoints, segments, manifest); refuses a live run.
 
@@ -209,14 +230,14 @@ def _what(view: RunView) -> str:
 )  # fmt: skip
 @_checkpoint_option
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")
-def cleanup_command(keep: int, checkpoint_dir: Path | None, dry_run: bool) -> None:
+def cleanup_command(keep: int, checkpoint_dir: Location | None, dry_run: bool) -> None:
     """Remove all but the newest KEEP finished (completed) runs of one directory.
 
     Runs that are running, interrupted, failed or damaged are never touched: remove one
     on purpose with `asyncproc delete`. Without --checkpoint: the default directory only
     (never directories from the run index).
     """
-    checkpoint_dir = checkpoint_dir or Path(DEFAULT_CHECKPOINT)
+    checkpoint_dir = checkpoint_dir or Location(DEFAULT_CHECKPOINT)
     if dry_run:
         ids = [v.run_id for v in runs_in(checkpoint_dir).cleanup_candidates(keep)]
         verb = "would remove"

@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from .._errors import (
     ConfigError,
@@ -25,9 +27,11 @@ from .._errors import (
 )
 from .._options import Options, auto_workers
 from ..runs.locks import output_lock
-from ..runs.rundir import RunDir, failed_items_path, find_resumable, new_run_dir, run_path
+from ..runs.remote import find_resumable, new_run_dir, run_at
+from ..runs.rundir import RunDir, failed_items_path
+from ..storage.location import Location
 from ..storage.records import InputIdentity, Manifest, RunStatus
-from .planning import change_in, plan
+from .sources import change_in, plan_input
 
 log = logging.getLogger("asyncproc")
 
@@ -45,8 +49,8 @@ class Chosen:
 class Wanted:
     """What the invocation asked for, as far as choosing a run is concerned."""
 
-    input: Path
-    output: Path
+    input: Location
+    output: Location
     options: Options
     new_run: bool = False
     resume: str | None = None
@@ -102,12 +106,14 @@ def held_output(output: Path) -> Iterator[None]:
         yield
 
 
-def require_unchanged(identity: InputIdentity, run_id: str, when: str) -> None:
+def require_unchanged(
+    identity: InputIdentity, run_id: str, when: str, options: Mapping[str, Any] | None = None
+) -> None:
     """Refuse to go on with an input that is not the one the run planned.
 
     ``when`` says how the change matters: "since" (a resume) or "while" (before a merge).
     """
-    change = change_in(identity)
+    change = change_in(identity, options)
     if change is None:
         return
     if when == "while":
@@ -121,7 +127,7 @@ def require_unchanged(identity: InputIdentity, run_id: str, when: str) -> None:
     )
 
 
-def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
+def existing(checkpoint_dir: Location, wanted: Wanted) -> Chosen | None:
     """The run to go on with, checked against the input and the options; None for a new run.
 
     Without ``--resume`` it is the newest run of this input into this output: an
@@ -130,7 +136,7 @@ def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
     after it completed is then never redone.
     """
     if wanted.resume:
-        run: RunDir | None = RunDir(run_path(checkpoint_dir, wanted.resume))
+        run: RunDir | None = run_at(checkpoint_dir, wanted.resume)
     elif wanted.new_run:
         return None
     else:
@@ -146,7 +152,7 @@ def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
                 f"run {run.run_id} is already completed; leave out {named('resume')} to see it"
             )
         return _finished(run, manifest, wanted)
-    require_unchanged(manifest.input, run.run_id, "since")
+    require_unchanged(manifest.input, run.run_id, "since", wanted.input.options)
     differences = wanted.options.result_differences(manifest.options)
     if differences:
         raise IncompatibleRunError(
@@ -157,7 +163,7 @@ def existing(checkpoint_dir: Path, wanted: Wanted) -> Chosen | None:
 
 
 def _pair(wanted: Wanted) -> tuple[str, str]:
-    return str(wanted.input.resolve()), str(wanted.output.resolve())
+    return wanted.input.url, wanted.output.url
 
 
 def _require_pair(run: RunDir, manifest: Manifest, wanted: Wanted) -> None:
@@ -189,15 +195,21 @@ def _finished(run: RunDir, manifest: Manifest, wanted: Wanted) -> Chosen | None:
 
 def _stale(manifest: Manifest, wanted: Wanted) -> str | None:
     """Why a completed run's output is not what this invocation asks for, or None."""
-    change = change_in(manifest.input)
+    change = change_in(manifest.input, wanted.input.options)
     if change is not None:
         return f"the input changed since ({change})"
     differences = wanted.options.result_differences(manifest.options)
     if differences:
         return f"with other options ({'; '.join(differences)})"
-    if not Path(manifest.output).is_file() or not manifest.summary:
+    if not _output_exists(wanted.output) or not manifest.summary:
         return "its output is gone"
     return None
+
+
+def _output_exists(output: Location) -> bool:
+    if output.is_local:
+        return output.path.is_file()
+    return bool(output.fs.exists(output.key))
 
 
 def planned_workers(options: Options, size: int) -> int:
@@ -205,17 +217,17 @@ def planned_workers(options: Options, size: int) -> int:
     return options.workers or max(options.processes, auto_workers(size))
 
 
-def new_run(checkpoint_dir: Path, wanted: Wanted) -> Chosen:
+def new_run(checkpoint_dir: Location, wanted: Wanted) -> Chosen:
     """Plan the input into a new run directory: the index first, then the manifest."""
-    size = wanted.input.stat().st_size
-    workers = planned_workers(wanted.options, size)
-    planned = plan(wanted.input, workers, str(wanted.options.format or "text"))
+    fmt = str(wanted.options.format or "text")
+    planned = plan_input(wanted.input, partial(planned_workers, wanted.options), fmt)
+    workers = planned_workers(wanted.options, planned.identity.size)
     run = new_run_dir(checkpoint_dir)
     run.write_index(planned.index)
     now = time.time()
     manifest = Manifest(
         run_id=run.run_id, status=RunStatus.RUNNING, created_at=now, updated_at=now,
-        input=planned.identity, output=str(wanted.output.resolve()),
+        input=planned.identity, output=wanted.output.url,
         options={**wanted.options.to_dict(), "workers": workers}, units=planned.units,
         total_items=planned.total_items, resumed_at=now,
     )  # fmt: skip

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -33,8 +33,10 @@ from .._errors import (
 )
 from .._options import DEFAULT_CHECKPOINT, Options
 from ..runs import index
-from ..runs.rundir import RunDir, directory_lock, make_checkpoint_dir
+from ..runs.remote import directory_lock, run_url
+from ..runs.rundir import RunDir, make_checkpoint_dir
 from ..storage.faults import CRASH_EXIT
+from ..storage.location import Location
 from ..storage.records import Manifest, RunStatus, UnitPlan
 from ..storage.unitstore import UnitStore
 from .budget import TakeBudget
@@ -52,10 +54,10 @@ from .finish import finish, merge_output
 from .limits import Cost, Gate, LimitConfig
 from .livelimits import publish_limits, show_limits
 from .observer import LogProgress, RunObserver
-from .planning import check_input
 from .processors import Fn, Processor, load_processor
 from .retry_failed import retry_failed
 from .scheduler import Scheduler
+from .sources import check_input, check_remote_output
 from .state import RunState, load_state, recut_state
 from .stopping import Stopper, StopReason
 from .summary import Summary
@@ -69,11 +71,11 @@ log = logging.getLogger("asyncproc")
 class Request:
     """What the caller asked for, before anything was checked against the disk."""
 
-    input: Path
-    output: Path
+    input: Location  # a local path or an fsspec URL, with the storage options
+    output: Location
     processor: str | Fn
     options: Options
-    checkpoint_dir: Path | None = None
+    checkpoint_dir: Location | None = None
     new_run: bool = False
     resume: str | None = None
     handle_signals: bool = False
@@ -84,6 +86,11 @@ class Request:
     headers: dict[str, str] | None = None  # for the http processor; never stored
     cost: Cost | None = None  # an item's cost from Python (else options.cost, a spec)
     exit_on_crash: bool = False  # --simulate-crash exits the process (CLI) instead of raising
+
+
+def _held(output: Location) -> AbstractContextManager[object]:
+    """The output held for the whole run; a URL output is guarded by its run's lease only."""
+    return held_output(output.path) if output.is_local else nullcontext()
 
 
 class Coordinator:
@@ -99,23 +106,28 @@ class Coordinator:
         self._committed_here = self._failed_here = 0
         self._last_error: str | None = None
         self._gate = Gate(LimitConfig.from_options(request.options), request.cost)
-        self.checkpoint_dir = request.checkpoint_dir or request.output.parent / DEFAULT_CHECKPOINT
+        default = request.output.parent.child(DEFAULT_CHECKPOINT)
+        self.checkpoint_dir = request.checkpoint_dir or default
 
     async def run(self) -> Summary:
         req = self.request
         processor = load_processor(req.processor, req.options.processor_args, req.headers)
         check_input(req.input)
-        check_output(req.output, req.input)
-        options = replace(req.options.resolved(req.input, req.output), processor=processor.spec)
+        if req.output.is_local:  # a URL input is never the local output: check its folder
+            check_output(req.output.path, req.input.local or req.output.path.parent)
+        else:
+            check_remote_output(req.output, req.input)
+        resolved = req.options.resolved(req.input.pure, req.output.pure)
+        options = replace(resolved, processor=processor.spec)
         wanted = Wanted(req.input, req.output, options, req.new_run, req.resume, req.retry_failed)
-        with held_output(req.output):  # for the whole run: one writer per output
+        with _held(req.output):  # for the whole run: one writer per output
             checkpoint_dir = self.checkpoint_dir = self._checkpoint_dir()
             async with self._executor.started():
                 summary = await self._run(checkpoint_dir, wanted, processor, options)
-        return replace(summary, checkpoint_dir=str(checkpoint_dir.resolve()))
+        return replace(summary, checkpoint_dir=checkpoint_dir.url)
 
     async def _run(
-        self, checkpoint_dir: Path, wanted: Wanted, processor: Processor, options: Options
+        self, checkpoint_dir: Location, wanted: Wanted, processor: Processor, options: Options
     ) -> Summary:
         req = self.request
         with ExitStack() as stack:
@@ -128,19 +140,23 @@ class Coordinator:
                 summary = await retry_failed(chosen.run, processor, options, summary, self._gate)
             return summary
 
-    def _checkpoint_dir(self) -> Path:
-        path = self.request.checkpoint_dir or self.request.output.parent / DEFAULT_CHECKPOINT
+    def _checkpoint_dir(self) -> Location:
+        where = self.request.checkpoint_dir or self.request.output.parent.child(DEFAULT_CHECKPOINT)
+        if not where.is_local:
+            return where
+        path = where.path
         try:
             make_checkpoint_dir(path)
         except OSError as exc:
             raise OutputError(f"cannot create checkpoint directory {path}: {exc.strerror}") from exc
-        return path
+        return where
 
-    def _choose(self, checkpoint_dir: Path, wanted: Wanted, stack: ExitStack) -> Chosen:
+    def _choose(self, checkpoint_dir: Location, wanted: Wanted, stack: ExitStack) -> Chosen:
         with directory_lock(checkpoint_dir):
             chosen = existing(checkpoint_dir, wanted) or new_run(checkpoint_dir, wanted)
             stack.enter_context(chosen.run.locked())
-        index.note(chosen.run.run_id, checkpoint_dir)  # so `asyncproc list` finds it anywhere
+        if checkpoint_dir.is_local:  # so `asyncproc list` finds it anywhere
+            index.note(chosen.run.run_id, checkpoint_dir.path)
         return chosen
 
     # -- working ---------------------------------------------------------------------------
@@ -170,7 +186,9 @@ class Coordinator:
         if self._stopper.reason is not None:
             raise await self._stopped_early(run, state, self._stopper.reason)
         manifest = self._manifest
-        await anyio.to_thread.run_sync(require_unchanged, manifest.input, run.run_id, "while")
+        await anyio.to_thread.run_sync(
+            require_unchanged, manifest.input, run.run_id, "while", self.request.input.options
+        )
         return await anyio.to_thread.run_sync(
             self._merge_and_finish, run, state, workers, chosen.resumed
         )
@@ -178,7 +196,8 @@ class Coordinator:
     def _workers(self, manifest: Manifest, options: Options) -> int:
         """Units worked on at once: as asked now, else as the run was planned."""
         planned = int(manifest.options.get("workers", len(manifest.units)))
-        return max(options.workers or planned, self._executor.processes)
+        wanted = max(options.workers or planned, self._executor.processes)
+        return max(wanted, int(getattr(self._executor, "units", 0)))  # Dask: cut up front
 
     def _record_start(
         self, run: RunDir, manifest: Manifest, options: Options, state: RunState, workers: int
@@ -241,7 +260,7 @@ class Coordinator:
 
     def _spec(self, run: RunDir, options: Options, unit: UnitPlan, extent: Extent) -> UnitSpec:
         return UnitSpec(
-            run_id=run.run_id, run_dir=str(run.path), unit_id=unit.unit_id,
+            run_id=run.run_id, run_dir=run_url(run), unit_id=unit.unit_id,
             start=unit.start, end=extent.end, first_index=unit.first_index,
             end_index=extent.end_index, input_path=self._manifest.input.path,
             fingerprint=self._manifest.input.fingerprint, format=str(options.format),
@@ -250,6 +269,7 @@ class Coordinator:
             commit_interval=options.commit_interval, durable=options.durable,
             # --simulate-crash wants the crash on the exact item count: no coalescing.
             one_batch_per_commit=options.simulate_crash is not None,
+            storage_options=self.request.input.options,
         )  # fmt: skip
 
     async def _record_plan(self, run: RunDir, plan: Plan) -> None:
@@ -334,13 +354,13 @@ class Coordinator:
     def _merge_and_finish(
         self, run: RunDir, state: RunState, workers: int, resumed: bool
     ) -> Summary:
-        failed_file = merge_output(run, self._manifest, state)
+        failed_file = merge_output(run, self._manifest, state, self.request.input.options)
         summary = self._summary(run, state, workers, failed_file, resumed)
         manifest = run.set_status(self._manifest, RunStatus.MERGED, summary=summary.to_dict())
         return finish(run, manifest, resumed)
 
     def _summary(
-        self, run: RunDir, state: RunState, workers: int, failed_file: Path | None,
+        self, run: RunDir, state: RunState, workers: int, failed_file: Path | str | None,
         resumed: bool,
     ) -> Summary:  # fmt: skip
         elapsed = time.monotonic() - self.started

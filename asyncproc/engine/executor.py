@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import anyio
 
-from ..storage.localfs import LocalStorage
+from ..storage.location import Location
 from ..storage.records import UnitCheckpoint
 from ..storage.unitstore import UnitStore, VolatileUnitStore
 from .budget import TakeBudget
@@ -98,9 +97,9 @@ class Executor(Protocol):
 
 
 def local_store(spec: UnitSpec) -> UnitStore:
-    """The default store of a unit: files in its run directory."""
+    """The default store of a unit: files in its run directory, or objects under its URL."""
     kind = UnitStore if spec.durable else VolatileUnitStore
-    return kind(LocalStorage(Path(spec.run_dir)), spec.unit_id)
+    return kind(Location(spec.run_dir, spec.storage_options).storage(), spec.unit_id)
 
 
 def pipeline_for(setup: RunSetup, threads: int) -> Pipeline:

@@ -7,19 +7,25 @@ cleared, and clearing is idempotent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .._errors import CheckpointError, again
 from ..runs.rundir import RunDir
 from ..storage.faults import crashpoint
+from ..storage.location import Location, is_url
 from ..storage.records import Manifest, RunStatus
 from .merge import merge
+from .sources import merge_remote
 from .state import RunState
 from .summary import Summary
 
 
-def merge_output(run: RunDir, manifest: Manifest, state: RunState) -> Path | None:
+def merge_output(
+    run: RunDir, manifest: Manifest, state: RunState, options: Mapping[str, Any] | None = None
+) -> Path | str | None:
     """Merge every unit, in order of its start; refuse if any is unfinished."""
     plan = state.plan
     unfinished = [u.unit_id for u in plan if not plan.is_done(state.states[u.unit_id])]
@@ -30,6 +36,8 @@ def merge_output(run: RunDir, manifest: Manifest, state: RunState) -> Path | Non
         )
     ordered = [state.states[u.unit_id] for u in plan]
     as_array = manifest.options["output_kind"] == "json"
+    if is_url(manifest.output):  # storage options are never stored: the invocation's
+        return merge_remote(run.storage, ordered, Location(manifest.output, options), as_array)
     return merge(run.storage, ordered, Path(manifest.output), as_array)
 
 

@@ -110,21 +110,26 @@ def index_gap(size: int) -> int:
 
 
 def plan(path: Path, workers: int, fmt: str = "text") -> Planned:
-    """Identify the input, count and index its items, and cut it into ``workers`` units.
+    """Identify the input, count and index its items, and cut it into ``workers`` units."""
+    identity = identify(path)
+    with path.open("rb") as fh:
+        return plan_open(identity, fh, workers, fmt)
+
+
+def plan_open(identity: InputIdentity, fh: BinaryIO, workers: int, fmt: str) -> Planned:
+    """:func:`plan` over an open input (a local file or a buffered URL reader).
 
     UTF-16 and UTF-32 inputs are refused; a UTF-8 byte-order mark is skipped (the first
     item starts after it).
     """
-    identity = identify(path)
     size = identity.size
     gap = index_gap(size)
     index_targets = list(range(gap, size, gap))
     unit_targets = [size * k // workers for k in range(1, workers)]
-    with path.open("rb") as fh:
-        head = fh.read(SAMPLE)
-        refuse_wide(head, str(path))
-        targets = sorted({*index_targets, *unit_targets})
-        found, total = scan(fh, size, targets, items_for(fmt), bom_length(head))
+    head = fh.read(SAMPLE)
+    refuse_wide(head, identity.path)
+    targets = sorted({*index_targets, *unit_targets})
+    found, total = scan(fh, size, targets, items_for(fmt), bom_length(head))
     index = LineIndex(*_columns([(0, 0), *(found[t] for t in index_targets)], size))
     starts = _columns([(0, 0), *(found[t] for t in unit_targets)], size)
     units = tuple(UnitPlan(k, o, i) for k, (o, i) in enumerate(zip(*starts, strict=True)))

@@ -20,9 +20,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-import aiofiles
 import anyio
 
 from ..storage.faults import crashpoint
@@ -32,6 +30,7 @@ from .budget import TakeBudget
 from .ordering import Cut, Ordering, Point
 from .reader import LineReader
 from .signal import Signal
+from .sources import open_input
 from .units import Place, UnitSpec, choose
 
 FEED_LOW_WATER = 1024
@@ -158,7 +157,7 @@ class UnitRun:
     # -- feeder -----------------------------------------------------------------------
 
     async def _feed(self) -> None:
-        async with aiofiles.open(Path(self.spec.input_path), "rb") as fh:
+        async with open_input(self.spec) as fh:
             await fh.seek(self._unread)
             reader = LineReader(fh, self._unread, self.spec.input_path, format=self.spec.format)
             while not self._no_more() and (lines := await reader.next(self.end)) is not None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..storage.records import LineIndex, UnitCheckpoint, UnitPlan
 
@@ -177,6 +178,7 @@ class UnitSpec:
     commit_interval: float
     durable: bool = True
     one_batch_per_commit: bool = False  # --simulate-crash: the crash lands where asked
+    storage_options: dict[str, Any] = field(default_factory=dict)  # for URL paths; never stored
 
 
 def first_checkpoint(run_id: str, unit: UnitPlan) -> UnitCheckpoint:

@@ -10,21 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from .._errors import RunNotFoundError
 from .index import index_path
 from .manage import Runs, current_of
 from .views import RunView
 
+if TYPE_CHECKING:
+    from .remote import RemoteRuns
+
+AnyRuns: TypeAlias = "Runs | RemoteRuns"  # a local checkpoint directory, or one at a URL
+
 
 class Places:
     """The checkpoint directories one command reads, the first being the one named."""
 
-    def __init__(self, places: Sequence[Runs], explicit: bool) -> None:
+    def __init__(self, places: Sequence[AnyRuns], explicit: bool) -> None:
         self.places, self.explicit = list(places), explicit
 
     @property
-    def first(self) -> Runs:
+    def first(self) -> AnyRuns:
         return self.places[0]
 
     def where(self) -> str:
@@ -48,7 +54,7 @@ class Places:
         views.sort(key=lambda v: v.started_at, reverse=True)
         return views, problems
 
-    def runs_of(self, run_id: str) -> Runs:
+    def runs_of(self, run_id: str) -> AnyRuns:
         """The place that holds ``run_id`` (the named or default one first)."""
         for runs in self.places:
             if runs.has(run_id):
