@@ -279,6 +279,18 @@ def wait_until(
 # -- fixtures --------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_run_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Module- and session-scoped fixtures run before any test's own index: they get one too."""
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("session-state"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = before
+
+
 @pytest.fixture(autouse=True)
 def _private_run_index(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory

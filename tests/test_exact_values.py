@@ -129,8 +129,10 @@ def _run(
         "--quiet", *extra, env={"FLAKY": "1" if flaky else "0"},
     )  # fmt: skip
     assert_no_traceback(proc)
-    assert proc.returncode == 0, describe(proc, "one item's trouble must not stop the run")
-    return summary_of(proc)
+    summary = summary_of(proc)
+    finished = 4 if summary["failed"] else 0  # 4: the run finished, with failed items
+    assert proc.returncode == finished, describe(proc, "one item's trouble must not stop the run")
+    return summary
 
 
 @pytest.mark.parametrize(("fn", "output"), [("work_async", "jsonl"), ("work_sync", "json")])

@@ -112,7 +112,7 @@ def test_http_records_failures_and_headers(server: Server, tmp_path: Path) -> No
     source.write_text("\n".join(items) + "\n")
     summary = summary_of(run_cli(
         *run_args(source, tmp_path / "out.jsonl", tmp_path / "ck"), "--processor", "http",
-        "--header", "Authorization: Bearer $API_TOKEN", "--quiet", check=0,
+        "--header", "Authorization: Bearer $API_TOKEN", "--quiet", check=4,
         env={"API_TOKEN": "s3cret-token"},
     ))  # fmt: skip
     assert (summary["processed"], summary["failed"]) == (3, 2)

@@ -56,7 +56,7 @@ def test_options_check_limits() -> None:
         Options(cost="llm")
     with pytest.raises(ConfigError, match="max_concurrency needs concurrency='auto'"):
         Options(max_concurrency=8)
-    with pytest.raises(ConfigError, match="--cost takes"):
+    with pytest.raises(ConfigError, match="cost takes"):
         LimitConfig.from_options(Options(cost="tokens", cost_rate="10/s"))
     config = LimitConfig.from_options(Options(rate="120/min", concurrency=16))
     assert config.rate == 2.0 and config.maximum == 16 and config.configured
