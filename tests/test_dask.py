@@ -267,8 +267,8 @@ def test_an_unreachable_scheduler_is_one_clear_line(tmp_path: Path) -> None:
 def test_engine_options_are_checked(tmp_path: Path) -> None:
     source = write_lines(tmp_path / "in.txt", numbered_lines(10))
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"scheduler": "tcp://x:1"}, "needs --engine dask"),
-        ({"engine": "dask", "processes": 2}, "drop it for --engine dask"),
+        ({"scheduler": "tcp://x:1"}, "needs engine='dask'"),
+        ({"engine": "dask", "processes": 2}, "drop it for engine='dask'"),
         ({"engine": "spark"}, "unknown engine"),
     ]
     for options, message in cases:
