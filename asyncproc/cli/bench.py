@@ -24,7 +24,7 @@ from ..bench.sample import Sample, load_sample, synthetic
 from ..engine.loops import LoopChoice, backend_options, running_loop
 from ..engine.pipeline import Pipeline
 from ..engine.processors import Processor, load_processor
-from .group import key_values
+from .group import format_option, processor_arg_option
 
 DEFAULT_LEVELS = "1,4,16,64,256,1024"
 
@@ -118,15 +118,12 @@ async def _durability(req: BenchRequest, levels: list[LevelResult], knee: int) -
 @click.option(
     "--processor", required=True, help="Built-in name, module:function or file.py:function."
 )
-@click.option(
-    "--processor-arg", "processor_args", multiple=True, callback=key_values,
-    metavar="KEY=VALUE", help="Argument for a built-in processor (repeatable).",
-)  # fmt: skip
+@processor_arg_option
 @click.option(
     "--input", "input_path", type=click.Path(path_type=Path), help="A sample of real items."
 )
 @click.option("--synthetic", type=int, metavar="N", help="Bench on N generated items instead.")
-@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), help="Input format.")
+@format_option
 @click.option(
     "--concurrency", "levels", default=DEFAULT_LEVELS, show_default=True,
     help="Levels: a list (1,4,16) or START..STOPxFACTOR (1..1024x4 = 1,4,16,...,1024).",

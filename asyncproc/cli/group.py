@@ -11,8 +11,8 @@ import importlib
 import logging
 import shlex
 import sys
-from collections.abc import Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -108,3 +108,22 @@ def key_values(ctx: click.Context, param: click.Parameter, values: Sequence[str]
             raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", ctx, param)
         pairs[key] = val
     return pairs
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def processor_arg_option(fn: F) -> F:
+    """``--processor-arg KEY=VALUE``, as every command that loads a processor takes it."""
+    return click.option(
+        "--processor-arg", "processor_args", multiple=True, callback=key_values,
+        metavar="KEY=VALUE", help="Argument for a built-in processor (repeatable).",
+    )(fn)  # fmt: skip
+
+
+def format_option(fn: F) -> F:
+    """``--format text|jsonl``: how a line becomes an item."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(["text", "jsonl"]),
+        help="Input format [default: from the input's extension].",
+    )(fn)  # fmt: skip

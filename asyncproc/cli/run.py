@@ -17,7 +17,7 @@ from ..engine.httpcall import parse_headers
 from ..engine.loops import LoopChoice, backend_options
 from ..engine.summary import Summary
 from ..runs.failures import first_failure
-from .group import key_values, setup_logging, storage_values
+from .group import format_option, processor_arg_option, setup_logging, storage_values
 from .progress import observer_for
 
 EXIT_ITEMS_FAILED = 4  # the run finished, but some items failed (see the failed-items file)
@@ -127,20 +127,8 @@ def concurrency_value(value: str) -> int | str:
     show_default=True,
     help="Built-in name, module:function or path/to/file.py:function.",
 )
-@click.option(
-    "--processor-arg",
-    "processor_args",
-    multiple=True,
-    callback=key_values,
-    metavar="KEY=VALUE",
-    help="Argument for a built-in processor (repeatable).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "jsonl"]),
-    help="Input format [default: from the input's extension].",
-)
+@processor_arg_option
+@format_option
 @click.option(
     "--retries",
     type=int,

@@ -10,7 +10,7 @@ import orjson
 
 from .._errors import RunError
 from ..engine.verify import Verdict, VerifyRequest, verify
-from .group import key_values, setup_logging
+from .group import format_option, processor_arg_option, setup_logging
 
 
 @click.command(name="verify")
@@ -24,20 +24,8 @@ from .group import key_values, setup_logging
 @click.option(
     "--processor", required=True, help="Built-in name, module:function or path/to/file.py:function."
 )
-@click.option(
-    "--processor-arg",
-    "processor_args",
-    multiple=True,
-    callback=key_values,
-    metavar="KEY=VALUE",
-    help="Argument for a built-in processor (repeatable).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "jsonl"]),
-    help="Input format [default: from the input's extension].",
-)
+@processor_arg_option
+@format_option
 @click.option(
     "--kills",
     type=int,

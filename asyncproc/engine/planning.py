@@ -84,7 +84,11 @@ def identify(path: Path) -> InputIdentity:
 
 def change_in(then: InputIdentity) -> str | None:
     """What changed in the input since ``then`` was taken, or None if nothing did."""
-    now = identify(Path(then.path))
+    return difference(then, identify(Path(then.path)))
+
+
+def difference(then: InputIdentity, now: InputIdentity) -> str | None:
+    """How ``now`` differs from ``then``, in words, or None if it does not."""
     if now.size != then.size:
         return f"size {then.size} -> {now.size} bytes"
     if now.mtime_ns != then.mtime_ns:

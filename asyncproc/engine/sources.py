@@ -74,14 +74,7 @@ def change_in(then: InputIdentity, options: Mapping[str, Any] | None = None) -> 
     """What changed in the input since ``then`` was taken, or None if nothing did."""
     if not is_url(then.path):
         return planning.change_in(then)
-    now = identify(Location(then.path, options))
-    if now.size != then.size:
-        return f"size {then.size} -> {now.size} bytes"
-    if now.mtime_ns != then.mtime_ns:
-        return "modification time"
-    if now.fingerprint != then.fingerprint:
-        return "contents"
-    return None
+    return planning.difference(then, identify(Location(then.path, options)))
 
 
 def plan_input(source: Location, workers_for: Callable[[int], int], fmt: str) -> planning.Planned:
