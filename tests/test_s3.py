@@ -19,6 +19,7 @@ from conftest import numbered_lines, run_cli, run_ok, summary_of, write_lines
 import asyncproc
 from asyncproc._errors import RunLockedError
 from asyncproc.runs.lease import holder, take
+from asyncproc.runs.remote import output_lease
 from asyncproc.storage.location import Location
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -96,3 +97,25 @@ def test_a_lease_refuses_a_second_holder_and_frees_a_dead_one(tmp_path: Path) ->
     taken = take(storage, "run", "run r")
     assert taken.name == "lease/run.000008"
     taken.release()
+
+
+def test_a_url_output_is_held_for_the_whole_run(
+    tmp_path: Path, s3_server: Any, s3_bucket: str
+) -> None:
+    """Two runs never write one object, whatever their checkpoint directories: a run
+    refuses an output whose lease another process holds, and goes on once it is free."""
+    source = write_lines(tmp_path / "in.txt", numbered_lines(50))
+    base = f"s3://{s3_bucket}/{tmp_path.name}"
+    output = Location(f"{base}/out.jsonl", s3_server.options())
+    args = ["run", "--input", source, "--output", output.url, "--quiet",
+            *storage_args(s3_server)]  # fmt: skip
+    with output_lease(output):
+        held = output.fs.find(f"{s3_bucket}/{tmp_path.name}/.asyncproc/lease/")
+        assert len(held) == 1 and "/lease/output-" in held[0], held
+        refused = run_cli(*args, "--checkpoint", tmp_path / "ck-a", cwd=tmp_path)
+    assert refused.returncode == 1, refused.stderr
+    assert f"a run writing {output.url} is in progress in pid {os.getpid()}" in refused.stderr
+    assert not output.fs.exists(output.key), "the refused run wrote the output"
+    done = summary_of(run_cli(*args, "--checkpoint", tmp_path / "ck-b", cwd=tmp_path, check=0))
+    assert done["processed"] == 50
+    assert output.fs.find(f"{s3_bucket}/{tmp_path.name}/.asyncproc/lease/") == []

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,7 @@ from .._errors import (
 )
 from .._options import DEFAULT_CHECKPOINT, Options
 from ..runs import index
-from ..runs.remote import directory_lock, run_url
+from ..runs.remote import directory_lock, output_lease, run_url
 from ..runs.rundir import RunDir, make_checkpoint_dir
 from ..storage.faults import CRASH_EXIT
 from ..storage.location import Location
@@ -89,8 +89,8 @@ class Request:
 
 
 def _held(output: Location) -> AbstractContextManager[object]:
-    """The output held for the whole run; a URL output is guarded by its run's lease only."""
-    return held_output(output.path) if output.is_local else nullcontext()
+    """The output held for the whole run: a lock file beside it, or a lease at a URL."""
+    return held_output(output.path) if output.is_local else output_lease(output)
 
 
 class Coordinator:

@@ -12,6 +12,7 @@ way, so the engine asks one place whatever the checkpoint directory is.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -26,6 +27,7 @@ from .._errors import (
     CorruptCheckpointError,
     RunNotFoundError,
 )
+from .._options import DEFAULT_CHECKPOINT
 from ..storage.location import Location
 from ..storage.records import RunStatus
 from ..storage.unitstore import CHECKPOINTS, SEGMENTS
@@ -103,6 +105,18 @@ def directory_lock(checkpoint: Location) -> AbstractContextManager[Any]:
         return rundir.directory_lock(checkpoint.path)
     label = f"checkpoint directory {checkpoint}"
     return leased(checkpoint.storage(), DIRECTORY_LEASE, label, wait=CHOOSE_WAIT)
+
+
+def output_lease(output: Location) -> AbstractContextManager[Any]:
+    """Hold a URL output for a whole run, as the lock file beside a local one does.
+
+    The lease lives in the default checkpoint folder beside the output, keyed by a digest
+    of the output's name (any name, any characters): two runs never write one object,
+    whatever their checkpoint directories.
+    """
+    where = output.parent.child(DEFAULT_CHECKPOINT).storage()
+    digest = hashlib.blake2b(output.name.encode(), digest_size=8).hexdigest()
+    return leased(where, f"output-{digest}", f"a run writing {output}")
 
 
 def run_at(checkpoint: Location, run_id: str) -> RunDir:
