@@ -62,6 +62,8 @@ def _request(
         )
     if executor is not None:
         extra["executor"] = executor
+    if engine == "dask":
+        _refuse_limits_on_dask(opts, bool(extra.get("headers")))
     source, target = Location(input, storage), Location(output, storage)
     remote = [str(w) for w in (source, target, extra.get("checkpoint_dir")) if _remote(w)]
     if remote and extra.get("retry_failed"):
@@ -96,6 +98,19 @@ def _executor(engine: str | None, scheduler: str | None, processes: int) -> Exec
 
         return DaskExecutor(scheduler)
     return None
+
+
+def _refuse_limits_on_dask(opts: Options, headers: bool) -> None:
+    """Dask tasks do not carry the run's budgets, pauses or headers yet: say so, never
+    run unpaced against an API that was meant to be paced."""
+    asked = [named(n) for n, on in (("rate", opts.rate), ("cost_rate", opts.cost_rate),
+             ("headers", headers)) if on] + ([option("concurrency", "auto")] if opts.adaptive
+             else [])  # fmt: skip
+    if asked:
+        raise ConfigError(
+            f"{', '.join(asked)} cannot be used with {option('engine', 'dask')} yet: its tasks "
+            f"would not share the run's limits; use {option('processes', 2)} (or more) instead"
+        )
 
 
 def _auto_concurrency(options: dict[str, Any]) -> None:

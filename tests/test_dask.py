@@ -270,6 +270,8 @@ def test_engine_options_are_checked(tmp_path: Path) -> None:
         ({"scheduler": "tcp://x:1"}, "needs engine='dask'"),
         ({"engine": "dask", "processes": 2}, "drop it for engine='dask'"),
         ({"engine": "spark"}, "unknown engine"),
+        ({"engine": "dask", "rate": "10/s"}, "rate cannot be used with engine='dask' yet"),
+        ({"engine": "dask", "concurrency": "auto"}, "concurrency='auto' cannot be used"),
     ]
     for options, message in cases:
         with pytest.raises(ConfigError, match=message):

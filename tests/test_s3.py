@@ -107,8 +107,8 @@ def test_a_url_output_is_held_for_the_whole_run(
     source = write_lines(tmp_path / "in.txt", numbered_lines(50))
     base = f"s3://{s3_bucket}/{tmp_path.name}"
     output = Location(f"{base}/out.jsonl", s3_server.options())
-    args = ["run", "--input", source, "--output", output.url, "--quiet",
-            *storage_args(s3_server)]  # fmt: skip
+    args: list[str | Path] = ["run", "--input", source, "--output", output.url, "--quiet",
+                              *storage_args(s3_server)]  # fmt: skip
     with output_lease(output):
         held = output.fs.find(f"{s3_bucket}/{tmp_path.name}/.asyncproc/lease/")
         assert len(held) == 1 and "/lease/output-" in held[0], held
