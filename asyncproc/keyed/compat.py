@@ -27,10 +27,11 @@ from typing import Any, TypeVar
 
 from .._errors import RunError, RunLockedError
 from ..runs.manage import Runs
+from ..runs.rundir import make_checkpoint_dir, require_trusted, run_path
 from ..storage.records import RunStatus
 from .bridge import Bridge, Flusher
 from .loader import LoaderCheckpoint as NativeLoader
-from .records import Key, LoaderStatus, config_differences
+from .records import Key, LoaderStatus, check_name, config_differences
 from .run import CheckpointManager as NativeManager
 from .run import KeyedRun, KeyedRunInfo, normalise
 from .view import KEYED_RUNS, keyed_view, loader_record
@@ -58,7 +59,8 @@ class CheckpointManager:
 
     def __init__(self, checkpoint_dir: str | os.PathLike[str] = "checkpoints") -> None:
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        make_checkpoint_dir(self.checkpoint_dir)
+        require_trusted(self.checkpoint_dir)  # refused now, not at the first run
         self.current_run_id: str | None = None
         self._native = NativeManager(self.checkpoint_dir)
         self._bridge: Bridge | None = None
@@ -93,6 +95,8 @@ class CheckpointManager:
         return info.run_id
 
     def _resumable(self, run_id: str | None) -> KeyedRunInfo | None:
+        if run_id is not None:
+            run_path(self.checkpoint_dir, run_id)  # an id that could lead elsewhere is refused
         runs = self._native.list_runs()
         if run_id is None:
             found = next((r for r in runs if r.status is not RunStatus.COMPLETED), None)
@@ -190,6 +194,7 @@ class CheckpointManager:
         """Whether the current run recorded ``loader_name`` as completed."""
         if self.current_run_id is None:
             return False
+        check_name(loader_name)  # it becomes a path below the run
         with self._lock:
             if self._run is not None and loader_name in self._flushers:
                 status = self.native_loader(loader_name).status

@@ -16,16 +16,18 @@ from worker threads while saves run on the event loop.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 
-from .._errors import ConfigError, RunError
+from .._errors import CheckpointError, ConfigError, RunError
 from ..runs.rundir import RunDir
 from ..storage.localfs import LocalStorage
 from .records import (
@@ -62,6 +64,15 @@ def _error_parts(error: BaseException | str) -> tuple[str, str]:
     return "Error", str(error)
 
 
+def _refused_link(root: Path, exc: OSError) -> BaseException:
+    """A symlink met below ``root`` as one line saying what to do; other errors as they are."""
+    if exc.errno != errno.ELOOP:
+        return exc
+    return CheckpointError(
+        f"{root / str(exc.filename)} {exc.strerror}; remove it if you did not put it there"
+    )
+
+
 class LoaderCheckpoint:
     """Which keys of one loader are done or failed; saved atomically, shard by shard.
 
@@ -76,6 +87,7 @@ class LoaderCheckpoint:
         if interval < 1:
             raise ConfigError(f"the checkpoint interval must be at least 1, got {interval}")
         self.name, self.interval = name, interval
+        self._run_root = run_dir.path
         self.path = run_dir.path / "loaders" / name
         self._shards = [KeyShard(self.path, k, run_id) for k in range(shards)]
         self._done: set[Key] = set()
@@ -95,8 +107,12 @@ class LoaderCheckpoint:
     # -- loading ----------------------------------------------------------------------
 
     def load(self) -> None:
-        """Read every shard's acknowledged keys (blocking; called from a thread)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Read every shard's acknowledged keys (blocking; called from a thread).
+
+        The loader's folder is made from the run's own, owner-only and never through a
+        symlink: the shards write below it as their root, so it must not lead elsewhere.
+        """
+        self._make_folder()
         problems: list[str] = []
         for shard in self._shards:
             loaded = shard.load()
@@ -113,12 +129,18 @@ class LoaderCheckpoint:
         for problem in problems:
             log.warning("loader %s: %s", self.name, problem)
 
+    def _make_folder(self) -> None:
+        try:
+            LocalStorage(self._run_root).make_folder(f"loaders/{self.name}/")
+        except OSError as exc:
+            raise _refused_link(self._run_root, exc) from exc
+
     def _read_record(self) -> LoaderRecord | None:
         try:
-            raw = (self.path / LOADER_RECORD).read_bytes()
-        except FileNotFoundError:
-            return None
-        return LoaderRecord.from_bytes(raw, f"loader {self.name} record")
+            raw = LocalStorage(self.path).get(LOADER_RECORD)
+        except OSError as exc:
+            raise _refused_link(self.path, exc) from exc
+        return None if raw is None else LoaderRecord.from_bytes(raw, f"loader {self.name} record")
 
     # -- the older system's methods ---------------------------------------------------
 

@@ -36,10 +36,14 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
 def check_name(name: str) -> str:
-    """A loader name becomes a directory name: refuse anything else."""
-    if not _NAME.match(name) or name in (".", ".."):
+    """A loader name becomes a directory name: refuse anything else.
+
+    A leading '.' is refused too: such names are kept for temporary files.
+    """
+    if not _NAME.match(name) or name.startswith("."):
         raise ConfigError(
-            f"loader name {name!r} must be 1-100 letters, digits, '_', '-' or '.'; rename it"
+            f"loader name {name!r} must be 1-100 letters, digits, '_', '-' or '.', "
+            "not starting with '.'; rename it"
         )
     return name
 

@@ -4,6 +4,12 @@ A keyed run lives beside file runs under a checkpoint directory (its record is
 ``keyed.json``, so ``asyncproc list`` and file runs ignore it). Choosing or creating a
 run holds the checkpoint directory's lock, and the run's own lock is then held until the
 run is completed, failed or closed, exactly as the file engine does.
+
+The checkpoint directory is untrusted ground, as for file runs: it and the run's
+directory (with every folder below it) must be this user's and writable by nobody else
+(:mod:`..runs.trust`), a run id is confined to the directory and a run directory that is
+a symlink is refused (:func:`..runs.rundir.run_path`), records are read and written
+without following a symlink, owner-only.
 """
 
 from __future__ import annotations
@@ -23,13 +29,21 @@ import orjson
 from .._errors import ConfigError, IncompatibleRunError, RunError, RunNotFoundError
 from .._options import DEFAULT_CHECKPOINT
 from ..runs import index
-from ..runs.locks import hold, is_held
-from ..runs.rundir import RunDir, directory_lock, make_checkpoint_dir, new_run_dir, run_order
+from ..runs.locks import is_held
+from ..runs.rundir import (
+    RunDir,
+    directory_lock,
+    make_checkpoint_dir,
+    new_run_dir,
+    run_order,
+    run_path,
+)
 from ..runs.views import derive_status
 from ..storage.localfs import LocalStorage
 from ..storage.records import RunStatus
 from .loader import LoaderCheckpoint
 from .records import KEYED_MANIFEST, KeyedRunRecord, check_name, config_differences
+from .view import read_record
 
 DEFAULT_SHARDS = 8
 
@@ -58,16 +72,6 @@ def normalise(config: dict[str, Any] | None) -> dict[str, Any]:
     if not isinstance(plain, dict):
         raise ConfigError("the run config must be a dict")
     return plain
-
-
-def _read(path: Path) -> KeyedRunRecord:
-    try:
-        raw = (path / KEYED_MANIFEST).read_bytes()
-    except FileNotFoundError:
-        raise RunNotFoundError(
-            f"no keyed run at {path}; see CheckpointManager.list_runs()"
-        ) from None
-    return KeyedRunRecord.from_bytes(raw, f"keyed run {path.name}")
 
 
 def _write(path: Path, record: KeyedRunRecord) -> None:
@@ -179,11 +183,15 @@ class CheckpointManager:
         """Every keyed run, newest first, its status derived as ``asyncproc list`` does."""
         if not self.checkpoint_dir.is_dir():
             return []
-        paths = [p for p in self.checkpoint_dir.iterdir() if (p / KEYED_MANIFEST).is_file()]
+        paths = [
+            p
+            for p in self.checkpoint_dir.iterdir()
+            if not p.is_symlink() and (p / KEYED_MANIFEST).is_file()
+        ]
         return [self._info(p) for p in sorted(paths, key=lambda p: run_order(p.name), reverse=True)]
 
     def _info(self, path: Path) -> KeyedRunInfo:
-        record = _read(path)
+        record = read_record(path)
         loaders_dir = path / "loaders"
         loaders = sorted(p.name for p in loaders_dir.iterdir()) if loaders_dir.is_dir() else []
         return KeyedRunInfo(
@@ -230,7 +238,7 @@ class CheckpointManager:
             path = self._existing(run_id, new_run)
             if path is None:
                 return self._create(config, stack, description)
-            stack.enter_context(hold(path / "lock", f"run {path.name}"))
+            stack.enter_context(RunDir(path).locked())
             record = self._verified(path, config)
             record = replace(record, status=RunStatus.RUNNING, error=None, updated_at=time.time())
             _write(path, record)
@@ -238,8 +246,8 @@ class CheckpointManager:
 
     def _existing(self, run_id: str | None, new_run: bool) -> Path | None:
         if run_id is not None:
-            path = self.checkpoint_dir / run_id
-            if "/" in run_id or not (path / KEYED_MANIFEST).is_file():
+            path = run_path(self.checkpoint_dir, run_id)
+            if not (path / KEYED_MANIFEST).is_file():
                 raise RunNotFoundError(
                     f"no keyed run {run_id!r} under {self.checkpoint_dir}; "
                     "see CheckpointManager.list_runs() for the run ids"
@@ -248,10 +256,10 @@ class CheckpointManager:
         if new_run:
             return None
         latest = self.latest_incomplete()
-        return None if latest is None else self.checkpoint_dir / latest.run_id
+        return None if latest is None else run_path(self.checkpoint_dir, latest.run_id)
 
     def _verified(self, path: Path, config: dict[str, Any]) -> KeyedRunRecord:
-        record = _read(path)
+        record = read_record(path)
         if record.status is RunStatus.COMPLETED:
             raise RunError(f"run {record.run_id} is already completed; start a new run instead")
         differences = config_differences(record.config, config)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .._errors import AsyncprocError
+from .._errors import AsyncprocError, CheckpointError, CorruptCheckpointError, RunNotFoundError
 from ..runs.failures import failures_from_segments
 from ..runs.locks import holder_text, is_held
 from ..runs.views import FINISHED, RunView, derive_status, iso
@@ -21,18 +21,41 @@ from ..storage.records import RunStatus, UnitCheckpoint
 from ..storage.unitstore import UnitStore
 from .records import KEYED_MANIFEST, LOADER_RECORD, KeyedRunRecord, LoaderRecord, LoaderStatus
 
+DELETE_IT = "delete the run directory if you did not put it there"
+
 
 def is_keyed(path: Path) -> bool:
     return (path / KEYED_MANIFEST).is_file()
 
 
-def _record(path: Path) -> KeyedRunRecord:
-    return KeyedRunRecord.from_bytes((path / KEYED_MANIFEST).read_bytes(), f"keyed run {path.name}")
+def read_record(path: Path) -> KeyedRunRecord:
+    """A keyed run's record, read without following a symlink.
+
+    Run ids are taken from it and joined to the checkpoint directory, so a record that
+    names another directory than its own (``../x``, say) is refused as forged.
+    """
+    try:
+        raw = LocalStorage(path).get(KEYED_MANIFEST)
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot read {path / KEYED_MANIFEST}: {exc.strerror}; {DELETE_IT}"
+        ) from exc
+    if raw is None:
+        raise RunNotFoundError(f"no keyed run at {path}; see CheckpointManager.list_runs()")
+    record = KeyedRunRecord.from_bytes(raw, f"keyed run {path.name}")
+    if record.run_id != path.name:
+        raise CorruptCheckpointError(
+            f"keyed run {path} records the run id {record.run_id!r}, not its own: it was "
+            f"renamed or forged; {DELETE_IT}"
+        )
+    return record
 
 
 def _loaders(path: Path) -> list[Path]:
     root = path / "loaders"
-    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if root.is_symlink() or not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
 
 
 def _checkpoints(loader: Path, shards: int) -> list[UnitCheckpoint]:
@@ -44,11 +67,8 @@ def _checkpoints(loader: Path, shards: int) -> list[UnitCheckpoint]:
 def loader_record(loader: Path) -> LoaderRecord | None:
     """A loader's record (total, status, error), or None if it has none or it is damaged."""
     try:
-        raw = (loader / LOADER_RECORD).read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        return LoaderRecord.from_bytes(raw, f"loader {loader.name}")
+        raw = LocalStorage(loader).get(LOADER_RECORD)
+        return None if raw is None else LoaderRecord.from_bytes(raw, f"loader {loader.name}")
     except AsyncprocError:
         return None
 
@@ -69,7 +89,7 @@ def _loader_counts(loader: Path, shards: int) -> dict[str, Any]:
 
 def keyed_view(path: Path) -> RunView:
     """A keyed run as a :class:`RunView` (``kind == "keyed"``, no byte-range shards)."""
-    record = _record(path)
+    record = read_record(path)
     held = is_held(path / "lock")
     status = derive_status(record.status, held)
     loaders = {p.name: _loader_counts(p, record.shards) for p in _loaders(path)}
@@ -91,7 +111,7 @@ def keyed_view(path: Path) -> RunView:
 
 def keyed_failures(path: Path, limit: int) -> list[dict[str, Any]]:
     """The most recent recorded failures over every loader of a keyed run, newest first."""
-    shards = _record(path).shards
+    shards = read_record(path).shards
     found: list[dict[str, Any]] = []
     for loader in _loaders(path):
         entries = failures_from_segments(LocalStorage(loader), _checkpoints(loader, shards), limit)

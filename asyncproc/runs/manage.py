@@ -17,14 +17,8 @@ from .._errors import AsyncprocError, RunError, RunNotFoundError, speaking_cli
 from ..storage.records import RunStatus
 from .kinds import RunKind
 from .locks import hold, holder_text, is_held
-from .rundir import directory_lock, run_order
+from .rundir import directory_lock, run_order, see_runs
 from .views import FINISHED, RunView, damaged_view
-
-
-def _see_runs(checkpoint_dir: Path) -> str:
-    if speaking_cli():
-        return f"see `asyncproc list --checkpoint {checkpoint_dir}`"
-    return f"see asyncproc.list_runs({str(checkpoint_dir)!r})"
 
 
 def current_of(views: Sequence[RunView]) -> RunView | None:
@@ -67,7 +61,7 @@ class Runs:
         if not self.has(run_id):
             raise RunNotFoundError(
                 f"no run {run_id!r} under {self.checkpoint_dir}; "
-                f"{_see_runs(self.checkpoint_dir)} for the run ids"
+                f"{see_runs(self.checkpoint_dir)} for the run ids"
             )
         return self.checkpoint_dir / run_id
 

@@ -27,7 +27,9 @@ from .._errors import (
     ConfigError,
     CorruptCheckpointError,
     RunNotFoundError,
+    named,
     option,
+    speaking_cli,
 )
 from ..storage.localfs import LocalStorage
 from ..storage.protocol import Storage
@@ -40,7 +42,6 @@ from .trust import require_private, require_private_tree
 MANIFEST = "manifest.json"
 RUN_ID = re.compile(r"run_[0-9]{8}_[0-9]{6}(-[0-9]+)?")
 DIR_MODE = 0o700
-CHOOSE_ANOTHER = "choose another --checkpoint directory"
 INDEX = "index.json"  # LineIndex: written once, before the manifest
 
 
@@ -115,12 +116,29 @@ class RunDir:
             yield
 
 
+def see_runs(checkpoint_dir: Path) -> str:
+    """Where the caller finds the run ids: a command, or a call from Python."""
+    if speaking_cli():
+        return f"see `asyncproc list --checkpoint {checkpoint_dir}`"
+    return f"see asyncproc.list_runs({str(checkpoint_dir)!r})"
+
+
+def require_trusted(checkpoint_dir: Path) -> None:
+    """Refuse a checkpoint directory another user could write (:mod:`.trust`).
+
+    The hint names the option as the caller spells it: ``--checkpoint`` on the command
+    line, ``checkpoint_dir`` from Python.
+    """
+    hint = f"choose another {named('checkpoint_dir')}"
+    require_private(checkpoint_dir, "checkpoint directory", hint=hint)
+
+
 def directory_lock(checkpoint_dir: Path) -> AbstractContextManager[None]:
     """The checkpoint directory's lock: held while a run is chosen, created or removed.
 
     The directory must be this user's and writable by nobody else (:mod:`.trust`).
     """
-    require_private(checkpoint_dir, "checkpoint directory", hint=CHOOSE_ANOTHER)
+    require_trusted(checkpoint_dir)
     return hold(checkpoint_dir / ".lock", f"checkpoint directory {checkpoint_dir}", wait=True)
 
 
@@ -151,7 +169,7 @@ def run_path(checkpoint_dir: Path, run_id: str) -> Path:
     if not RUN_ID.fullmatch(run_id):
         raise ConfigError(
             f"{run_id!r} is not a run id; run ids look like run_20261123_143022 "
-            f"(see `asyncproc list --checkpoint {checkpoint_dir}`)"
+            f"({see_runs(checkpoint_dir)})"
         )
     path = checkpoint_dir / run_id
     if path.is_symlink():

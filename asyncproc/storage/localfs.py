@@ -403,6 +403,15 @@ class LocalStorage:
         finally:
             os.close(dir_fd)
 
+    def make_folder(self, prefix: str) -> None:
+        """Create a folder (and those above it) owner-only, never through a symlink.
+
+        For callers that root another storage there: its root is then known to be a
+        folder of this one, not a link planted to lead elsewhere.
+        """
+        with self._folder(check_folder(prefix).split("/"), create=True):
+            pass
+
     def remove_tree(self, prefix: str) -> None:
         """Remove a folder and all below it, without following any symlink; durable."""
         parts = check_folder(prefix).split("/")

@@ -185,10 +185,10 @@ def split_prefix(prefix: str) -> tuple[str, str]:
 
 
 def check_folder(prefix: str) -> str:
-    """Return the folder name of a ``remove_tree`` prefix: non-empty, ending in ``/``."""
+    """The folder of a ``remove_tree`` or ``make_folder`` prefix: non-empty, ending in ``/``."""
     folder, start = split_prefix(prefix)
     if not folder or start:
-        raise ValueError(f"remove_tree needs a folder prefix ending in '/', got {prefix!r}")
+        raise ValueError(f"a folder prefix must be non-empty and end in '/', got {prefix!r}")
     return folder[:-1]
 
 
