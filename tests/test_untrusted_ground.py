@@ -294,3 +294,23 @@ def test_worker_processes_ignore_modules_in_the_working_directory(tmp_path: Path
     assert orjson.loads(proc.stdout)["processes"] == 2
     assert not marker.exists(), "a child imported the stray module from its working directory"
     assert output.read_bytes() == clean
+
+
+def test_a_manifest_naming_another_run_cannot_aim_cleanup_at_it(tmp_path: Path) -> None:
+    """A forged manifest claiming another run's id makes only its own run damaged:
+    cleanup never deletes the run it names."""
+    args, _, _ = _job(tmp_path)
+    older = summary_of(run_cli(*args, "--new-run", check=0))["run_id"]
+    newer = summary_of(run_cli(*args, "--new-run", check=0))["run_id"]
+    assert older != newer
+    forged_dir = tmp_path / "ck" / older
+    manifest = read_manifest(forged_dir)
+    (forged_dir / "manifest.json").write_bytes(
+        dataclasses.replace(manifest, run_id=newer).to_bytes()
+    )
+    runs = orjson.loads(run_cli("list", "--json", "--checkpoint", tmp_path / "ck").stdout)
+    listed = {r["run_id"]: r["status"] for r in runs}
+    assert listed == {older: "damaged", newer: "completed"}, listed
+    run_cli("cleanup", "--keep", "0", "--checkpoint", tmp_path / "ck", check=0)
+    assert forged_dir.is_dir(), "a damaged run is only ever deleted on purpose"
+    assert not (tmp_path / "ck" / newer).exists(), "the finished run is cleaned up by its own id"

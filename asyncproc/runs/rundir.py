@@ -73,7 +73,14 @@ class RunDir:
             raise CheckpointError(f"cannot read {self.manifest_path}: {exc.strerror}") from exc
         if raw is None:
             raise RunNotFoundError(f"run {self.run_id} has no manifest at {self.path}")
-        return Manifest.from_bytes(raw, f"manifest of run {self.run_id}")
+        manifest = Manifest.from_bytes(raw, f"manifest of run {self.run_id}")
+        if manifest.run_id != self.run_id:  # copied, renamed or forged: it names another run
+            raise CorruptCheckpointError(
+                f"the manifest in {self.path} belongs to run {manifest.run_id}, not "
+                f"{self.run_id}: the directory was renamed, copied or tampered with (a "
+                "renamed run works again under its own name)"
+            )
+        return manifest
 
     def write(self, manifest: Manifest) -> None:
         self.storage.put(MANIFEST, manifest.to_bytes(), point="manifest")
