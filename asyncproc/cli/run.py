@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,6 @@ import orjson
 from .._api import process_file
 from .._errors import ConfigError
 from .._options import DEFAULT_MAX_CONCURRENCY
-from ..engine.httpcall import parse_headers
 from ..engine.loops import LoopChoice, backend_options
 from ..engine.summary import Summary
 from ..runs.failures import first_failure
@@ -21,6 +21,15 @@ from .group import format_option, processor_arg_option, setup_logging, storage_v
 from .progress import observer_for
 
 EXIT_ITEMS_FAILED = 4  # the run finished, but some items failed (see the failed-items file)
+
+
+def _headers(values: Sequence[str]) -> dict[str, str]:
+    """``--header``s, parsed only when given: runs without them never load the http module."""
+    if not values:
+        return {}
+    from ..engine.httpcall import parse_headers
+
+    return parse_headers(values)
 
 
 def concurrency_value(value: str) -> int | str:
@@ -105,7 +114,7 @@ def concurrency_value(value: str) -> int | str:
     "--header",
     "headers",
     multiple=True,
-    callback=lambda ctx, param, values: parse_headers(values),
+    callback=lambda ctx, param, values: _headers(values),
     metavar="'NAME: VALUE'",
     help="HTTP header for the http processor; $VAR is read from the environment (repeatable).",
 )
