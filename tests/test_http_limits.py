@@ -139,7 +139,9 @@ def test_http_is_loaded_only_when_used(tmp_path: Path) -> None:
         "import sys; from asyncproc.cli.main import main; "
         f"rc = main(['run', '--input', {str(source)!r}, '--output', "
         f"{str(tmp_path / 'out.json')!r}, '--processor', 'identity', '--quiet']); "
-        "assert 'aiohttp' not in sys.modules, 'aiohttp was imported'; sys.exit(rc)"
+        "assert 'aiohttp' not in sys.modules, 'aiohttp was imported'; "
+        "assert 'asyncproc.engine.httpcall' not in sys.modules, 'the http module was'; "
+        "sys.exit(rc)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False)  # fmt: skip
