@@ -4,8 +4,9 @@ Scenarios (``--only`` picks some; all by default):
 
 * ``cpu``: 120,000 items each burning ~50 us of CPU (``_cpu_burn.py``), one process
   against ``--processes 2`` against ``--engine dask`` on a 2-worker ``LocalCluster``
-  (one thread each) started once by this script and joined with ``--scheduler``, so
-  the cluster's start-up (measured on its own) is not counted; each contender in a
+  (one thread each) started once by this script as ``--engine dask`` starts its own
+  (``local_cluster_options``) and joined with ``--scheduler``, so the cluster's
+  start-up (measured on its own) is not counted; each contender in a
   fresh process, alternating, medians of the ratios. Targets: dask >= 1.6x one
   process, and within 10% of ``--processes 2``.
 * ``overhead``: the cost of one more unit on Dask: the same small input cut into 8 and
@@ -81,13 +82,14 @@ def write_input(path: Path, count: int) -> Path:
 
 @contextlib.contextmanager
 def local_cluster(workers: int) -> Iterator[tuple[str, float]]:
-    """A LocalCluster of single-threaded worker processes; its address and start-up time."""
+    """The LocalCluster ``--engine dask`` starts by itself; its address and start-up time."""
     import distributed
+
+    from asyncproc.dask.executor import local_cluster_options
 
     started = time.perf_counter()
     cluster_type: Any = distributed.LocalCluster  # distributed has no type hints
-    with cluster_type(n_workers=workers, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=":0") as cluster:  # fmt: skip
+    with cluster_type(**local_cluster_options(workers)) as cluster:
         yield cluster.scheduler_address, time.perf_counter() - started
 
 
