@@ -64,15 +64,7 @@ def _request(
         extra["executor"] = executor
     if engine == "dask":
         _refuse_limits_on_dask(opts, bool(extra.get("headers")))
-    source, target = Location(input, storage), Location(output, storage)
-    remote = [str(w) for w in (source, target, extra.get("checkpoint_dir")) if _remote(w)]
-    if remote and extra.get("retry_failed"):
-        raise ConfigError(f"{named('retry_failed')} works on local files only, not {remote[0]}")
-    return Request(source, target, processor, opts, **extra)
-
-
-def _remote(where: object) -> bool:
-    return isinstance(where, Location) and not where.is_local
+    return Request(Location(input, storage), Location(output, storage), processor, opts, **extra)
 
 
 def _executor(engine: str | None, scheduler: str | None, processes: int) -> Executor | None:

@@ -137,7 +137,9 @@ class Coordinator:
             else:
                 summary = await self._work(chosen, processor, options)
             if req.retry_failed:  # also clears what an interrupted retry left
-                summary = await retry_failed(chosen.run, processor, options, summary, self._gate)
+                summary = await retry_failed(
+                    chosen.run, processor, options, summary, self._gate, req.input.options
+                )
             return summary
 
     def _checkpoint_dir(self) -> Location:

@@ -10,6 +10,11 @@ still failing replace the failed-items file, the summary is recorded and the ret
 state cleared (:mod:`.retry_publish`). Successes are encoded exactly as a clean run
 encodes them, so the result is byte-identical to a run in which they never failed.
 
+The input, the output (with its failed items beside it) and the run directory may
+each be a local path or a URL (``s3://...``): files and objects are reached through
+:class:`~asyncproc.storage.location.Location` with the invocation's storage options,
+and the retry's state lives in the run's own storage, whichever it is.
+
 After a crash, the next ``--retry-failed`` goes on with the retry it finds: from its
 checkpoint if it was still retrying (nothing committed is processed again), or from
 its publication if every item was committed, in which case this invocation then makes
@@ -20,21 +25,25 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Self
 
 import anyio
 
 from .._errors import unwrap_group
 from .._options import Options
-from ..runs.rundir import RunDir, failed_items_path
+from ..runs.rundir import RunDir
+from ..storage.location import Location
 from ..storage.records import Manifest, UnitCheckpoint
 from .choose import require_unchanged
 from .limits import Gate, LimitConfig
 from .pipeline import Pipeline
 from .processors import Processor
-from .retry_publish import publish_retry, summary_after
+from .retry_publish import failed_name, publish_retry, summary_after
 from .retry_run import LetterReader, RetryRun
 from .retry_state import RetryState, leftover, retry_store, start
+from .sources import failed_location
 from .summary import Summary
 from .watchdog import watch_loop
 
@@ -43,44 +52,71 @@ log = logging.getLogger("asyncproc")
 
 async def retry_failed(
     run: RunDir, processor: Processor, options: Options, summary: Summary,
-    gate: Gate | None = None,
+    gate: Gate | None = None, storage_options: Mapping[str, Any] | None = None,
 ) -> Summary:  # fmt: skip
-    """Retry the failed items of a completed run (going on with an interrupted retry)."""
+    """Retry the failed items of a completed run (going on with an interrupted retry).
+
+    The input, the output and the failed items may be files or objects at URLs;
+    ``storage_options`` are the invocation's for those (never stored).
+    """
     started = time.monotonic()
     manifest = await anyio.to_thread.run_sync(run.read)
-    failed = failed_items_path(Path(manifest.output))
-    state = await anyio.to_thread.run_sync(leftover, run, manifest, failed)
+    places = Places.of(manifest, storage_options)
+    state = await anyio.to_thread.run_sync(leftover, run, manifest, places.failed)
     if state is not None and state.done:
         log.info("run %s: publishing the retry a crash interrupted", run.run_id)
-        manifest, summary = await _publish(run, manifest, summary, state.checkpoint, started, 0)
+        manifest, summary = await _publish(run, manifest, places, summary, state.checkpoint,
+                                           started, 0)  # fmt: skip
         state = None
     if state is None:
         if not summary.failed_items_file:
             return summary
-        state = await anyio.to_thread.run_sync(start, run, manifest, failed)
+        state = await anyio.to_thread.run_sync(start, run, manifest, places.failed)
     gate = gate or Gate(LimitConfig.from_options(options))
-    final, here = await _retry(run, manifest, state, processor, options, gate)
-    return (await _publish(run, manifest, summary, final, started, here))[1]
+    final, here = await _retry(run, manifest, places, state, processor, options, gate)
+    return (await _publish(run, manifest, places, summary, final, started, here))[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Places:
+    """Where a retry reads and writes, with the invocation's storage options.
+
+    The failed items are always derived from the output, never read from a record, so
+    nothing planted in a run directory can point a retry at another file.
+    """
+
+    input: Location
+    output: Location
+    failed: Location
+
+    @classmethod
+    def of(cls, manifest: Manifest, storage_options: Mapping[str, Any] | None) -> Self:
+        output = Location(manifest.output, storage_options)
+        source = Location(manifest.input.path, storage_options)
+        return cls(source, output, failed_location(output))
 
 
 async def _publish(
-    run: RunDir, manifest: Manifest, summary: Summary, final: UnitCheckpoint,
+    run: RunDir, manifest: Manifest, places: Places, summary: Summary, final: UnitCheckpoint,
     started: float, here: int,
 ) -> tuple[Manifest, Summary]:  # fmt: skip
-    failed = failed_items_path(Path(manifest.output))
+    failed = failed_name(places.failed)
     updated = summary_after(summary, final, failed, time.monotonic() - started, here)
-    manifest = await anyio.to_thread.run_sync(publish_retry, run, manifest, final, updated)
+    manifest = await anyio.to_thread.run_sync(
+        publish_retry, run, manifest, final, updated, places.output.options
+    )
     return manifest, updated
 
 
 async def _retry(
-    run: RunDir, manifest: Manifest, state: RetryState, processor: Processor, options: Options,
-    gate: Gate,
+    run: RunDir, manifest: Manifest, places: Places, state: RetryState, processor: Processor,
+    options: Options, gate: Gate,
 ) -> tuple[UnitCheckpoint, int]:  # fmt: skip
     """Retry what the state has left; the final checkpoint and the items committed here."""
-    await anyio.to_thread.run_sync(require_unchanged, manifest.input, run.run_id, "since")
+    await anyio.to_thread.run_sync(
+        require_unchanged, manifest.input, run.run_id, "since", places.input.options
+    )
     plan, begin = state.plan, state.checkpoint
-    failed = failed_items_path(Path(manifest.output))  # never a path read from a record
     done = begin.processed + begin.failed
     if done:
         log.info("run %s: resuming its retry, %d of %d failed item(s) left", run.run_id,
@@ -88,8 +124,8 @@ async def _retry(
     else:
         log.info("retrying %d failed item(s) of run %s", plan.items, run.run_id)
     reader = await anyio.to_thread.run_sync(
-        LetterReader, failed, begin.offset, plan.failed.size,
-        Path(manifest.input.path), manifest.input.size, str(manifest.options["format"]),
+        LetterReader, places.failed, begin.offset, plan.failed.size,
+        places.input, manifest.input.size, str(manifest.options["format"]),
     )  # fmt: skip
     pipeline = _pipeline(manifest, processor, options, gate)
     retry = RetryRun(

@@ -3,15 +3,29 @@
 Each step can be redone after a crash, and its crash point is named after it:
 
 1. ``retry_before_publish``; the output is rewritten as a streaming splice of the
-   existing records and the retry's committed successes, by index, and replaced
-   atomically. An index already in the output wins, so a splice redone after the output
-   was replaced changes nothing.
+   existing records and the retry's committed successes, by index, and replaced whole.
+   An index already in the output wins, so a splice redone after the output was
+   replaced changes nothing.
 2. ``retry_after_output``; the failed-items file is replaced by the retry's committed
    dead letters (or removed when none is left): the same bytes every time.
 3. ``retry_after_failed_file``; the summary is recorded in the manifest. Its counts come
    from the summary the retry started from, which the manifest still holds until this
    step (the retry's plan remembers the manifest's ``updated_at`` to tell).
 4. ``retry_before_clear``; the retry's state is removed.
+
+The output and the failed items may be objects at URLs (``s3://...``). Nothing there
+renames, so "replaced whole" is one streamed upload to the object's own key (a
+multipart upload on S3), read from the old object while it is written: the store shows
+the old object until the upload completes, then the whole new one, never a mix, and an
+error on the way abandons the upload (:func:`.sources.publish_object`). The argument
+above then holds as it is: a crash before the upload completes leaves the old output,
+and step 1 redoes the splice from it; a crash after it leaves the spliced output, in
+which every success's index is already present, so the redone splice writes the same
+bytes again; step 2 uploads the same dead letters (or deletes an object already gone);
+the manifest is one whole-object write; and a clear cut short leaves a plan older than
+the manifest, or state without a plan, both of which the next retry clears. The
+output's lease, held for the whole invocation, keeps any other run from writing
+either object meanwhile.
 
 Blocking; the retry runs it in a worker thread.
 """
@@ -22,40 +36,43 @@ import heapq
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from operator import itemgetter
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import orjson
 
 from .._errors import CheckpointError
-from ..runs.rundir import RunDir, failed_items_path
+from ..runs.rundir import RunDir
 from ..storage.faults import crashpoint
+from ..storage.location import Location
 from ..storage.records import Manifest, RunStatus, UnitCheckpoint
 from .merge import committed_chunks, publish, whole_lines
 from .retry_state import clear, retry_storage
+from .sources import failed_location, publish_object, remove_object
 from .summary import Summary
 
 log = logging.getLogger("asyncproc")
 
 
 def publish_retry(
-    run: RunDir, manifest: Manifest, final: UnitCheckpoint, updated: Summary
-) -> Manifest:
-    """Publish a committed retry, record ``updated`` and forget the retry's state."""
-    output = Path(manifest.output)
-    failed = failed_items_path(output)
+    run: RunDir, manifest: Manifest, final: UnitCheckpoint, updated: Summary,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Manifest:  # fmt: skip
+    """Publish a committed retry, record ``updated`` and forget the retry's state.
+
+    ``storage_options`` are the invocation's, for an output at a URL (never stored).
+    """
+    output = Location(manifest.output, storage_options)
     storage = retry_storage(run)
     crashpoint("retry_before_publish")
     new = records(committed_chunks(storage, [final], dead=False))
-    as_array = manifest.options["output_kind"] == "json"
-    publish(output, spliced(existing_records(output), new), as_array)
+    splice_into(output, new, manifest.options["output_kind"] == "json")
     crashpoint("retry_after_output")
-    if final.failed:
-        publish(failed, committed_chunks(storage, [final], dead=True), False, private=True)
-    else:
-        failed.unlink(missing_ok=True)
+    dead = committed_chunks(storage, [final], dead=True) if final.failed else None
+    replace_failed(failed_location(output), dead)
     crashpoint("retry_after_failed_file")
     manifest = run.set_status(manifest, RunStatus.COMPLETED, summary=updated.to_dict())
     crashpoint("retry_before_clear")
@@ -67,15 +84,41 @@ def publish_retry(
     return manifest
 
 
+def splice_into(output: Location, new: Iterable[bytes], as_array: bool) -> None:
+    """Replace the output, file or object, by itself with the ``new`` records spliced in."""
+    if output.is_local:
+        publish(output.path, spliced(existing_records(output.path), new), as_array)
+        return
+    with _open_output(output) as fh:  # open before the upload starts: the old object
+        publish_object(output, spliced(_records_of(fh), new), as_array)
+
+
+def replace_failed(failed: Location, dead: Iterable[bytes] | None) -> None:
+    """Replace the failed items by ``dead``, or remove them when None: the same every time."""
+    if failed.is_local and dead is not None:
+        publish(failed.path, dead, False, private=True)
+    elif failed.is_local:
+        failed.path.unlink(missing_ok=True)
+    elif dead is not None:
+        publish_object(failed, dead, False)
+    else:
+        remove_object(failed)
+
+
+def failed_name(failed: Location) -> str:
+    """How the summary names the failed items: the local path, or the object's URL."""
+    return str(failed.path) if failed.is_local else failed.url
+
+
 def summary_after(
-    summary: Summary, final: UnitCheckpoint, failed: Path, elapsed: float, here: int
+    summary: Summary, final: UnitCheckpoint, failed: str, elapsed: float, here: int
 ) -> Summary:
     """The run's summary once the retry is published; ``here`` items ran in this process."""
     return replace(
         summary,
         processed=summary.processed + final.processed,
         failed=final.failed,
-        failed_items_file=str(failed) if final.failed else None,
+        failed_items_file=failed if final.failed else None,
         resumed=True,
         elapsed_s=round(elapsed, 3),
         items_per_s=round(here / elapsed, 1) if elapsed > 0 else 0.0,
@@ -96,11 +139,29 @@ def existing_records(output: Path) -> Iterator[bytes]:
             "items into it: restore it, or start over with --new-run"
         )
     with os.fdopen(fd, "rb") as fh:
-        for line in fh:
-            body = line.strip()
-            if body in (b"[", b"]", b"[]", b""):
-                continue
-            yield body.rstrip(b",") + b"\n"
+        yield from _records_of(fh)
+
+
+def _open_output(output: Location) -> BinaryIO:
+    """The output object, open for reading forward; a clear error if it is gone."""
+    try:
+        if output.info()["type"] == "file":
+            return output.open_read()
+    except FileNotFoundError:
+        pass
+    raise CheckpointError(
+        f"output {output} is gone; cannot splice the retried items into it: restore it, "
+        "or start over with --new-run"
+    )
+
+
+def _records_of(fh: BinaryIO) -> Iterator[bytes]:
+    """The records of an open output as JSON lines, whichever layout it has."""
+    for line in fh:
+        body = line.strip()
+        if body in (b"[", b"]", b"[]", b""):
+            continue
+        yield body.rstrip(b",") + b"\n"
 
 
 def records(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -25,6 +25,7 @@ import orjson
 
 from .._errors import CheckpointError, option
 from ..storage.faults import crashpoint
+from ..storage.location import Location
 from ..storage.records import SegmentRef, UnitCheckpoint
 from ..storage.unitstore import UnitStore
 from .context import LaneSlot, current_slot
@@ -47,16 +48,21 @@ Pending = tuple[int, int, int, bytes]
 class LetterReader:
     """The failed-items file from a line start on, each dead letter with its input line.
 
+    Either may be a local file or an object at a URL (:class:`Location`, with the
+    invocation's storage options): the failed items are read forward through a buffer,
+    the input with one ranged read per line that the last one did not bring in.
     Blocking; the retry calls :meth:`read` from a worker thread, one block per call.
     """
 
     def __init__(
-        self, failed: Path, start: int, end: int, source: Path, size: int, fmt: str = "text"
-    ) -> None:
-        self._letters: BinaryIO = failed.open("rb")
+        self, failed: Location | Path, start: int, end: int, source: Location | Path, size: int,
+        fmt: str = "text",
+    ) -> None:  # fmt: skip
+        failed, source = _located(failed), _located(source)
+        self._letters: BinaryIO = failed.open_read()
         try:
             self._letters.seek(start)
-            self._input: BinaryIO = source.open("rb")
+            self._input: BinaryIO = source.open_ranged(size)
         except BaseException:
             self._letters.close()
             raise
@@ -116,6 +122,10 @@ class LetterReader:
     def close(self) -> None:
         self._letters.close()
         self._input.close()
+
+
+def _located(where: Location | Path) -> Location:
+    return where if isinstance(where, Location) else Location(where)
 
 
 class RetryRun:

@@ -21,12 +21,12 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from .._errors import CheckpointError, CorruptCheckpointError
 from ..runs.rundir import RunDir
 from ..storage.faults import crashpoint
+from ..storage.location import Location
 from ..storage.protocol import Segment, Storage
 from ..storage.records import (
     SCHEMA_VERSION,
@@ -40,7 +40,8 @@ from ..storage.records import (
     unseal,
 )
 from ..storage.unitstore import UnitStore, VolatileUnitStore
-from .planning import change_in, identify
+from .planning import difference, identify
+from .sources import identify_object
 from .units import first_checkpoint
 
 log = logging.getLogger("asyncproc")
@@ -96,7 +97,7 @@ class RetryPlan:
     """What a retry works through; written once, before its first commit."""
 
     run_id: str
-    failed: InputIdentity  # the failed-items file as the retry found it
+    failed: InputIdentity  # the failed-items file (or object: its URL) as the retry found it
     items: int  # dead letters in it
     manifest_at: float  # the manifest's updated_at then: a later one means "recorded"
     created_at: float
@@ -144,7 +145,7 @@ def clear(run: RunDir) -> None:
     run.storage.remove_tree(FOLDER)
 
 
-def leftover(run: RunDir, manifest: Manifest, failed: Path) -> RetryState | None:
+def leftover(run: RunDir, manifest: Manifest, failed: Location) -> RetryState | None:
     """The retry a crash cut short, if there is one that can go on; stale state is cleared.
 
     A retry whose summary is already in the manifest only missed clearing its state; a
@@ -189,13 +190,28 @@ def _read_plan(run: RunDir) -> RetryPlan | None:
     return plan
 
 
-def _unusable(plan: RetryPlan, failed: Path) -> str | None:
-    """Why the plan's failed-items file is not the one on disk now, or None."""
-    if plan.failed.path != str(failed.resolve()):
+def _unusable(plan: RetryPlan, failed: Location) -> str | None:
+    """Why the plan's failed-items file is not the one there now, or None."""
+    if plan.failed.path != failed.url:
         return f"it was retrying {plan.failed.path}, not {failed}"
-    if not failed.is_file():
+    now = identify_failed(failed)
+    if now is None:
         return f"{failed} is gone"
-    return change_in(plan.failed)
+    return difference(plan.failed, now)
+
+
+def identify_failed(failed: Location) -> InputIdentity | None:
+    """The failed-items file's path or URL, size, version and fingerprint; None if missing.
+
+    Identified as an input is, so that a retry never goes on over a rewritten file.
+    """
+    if failed.is_local:
+        return identify(failed.path) if failed.path.is_file() else None
+    try:
+        info = failed.info()
+    except FileNotFoundError:
+        return None
+    return identify_object(failed, info) if info["type"] == "file" else None
 
 
 def _load_checkpoint(run: RunDir, plan: RetryPlan) -> UnitCheckpoint:
@@ -209,15 +225,16 @@ def _load_checkpoint(run: RunDir, plan: RetryPlan) -> UnitCheckpoint:
     return first_checkpoint(run.run_id, UNIT)
 
 
-def start(run: RunDir, manifest: Manifest, failed: Path) -> RetryState:
+def start(run: RunDir, manifest: Manifest, failed: Location) -> RetryState:
     """Plan a new retry of ``failed`` and make the plan durable before any commit."""
-    if not failed.is_file():
+    identity = identify_failed(failed)
+    if identity is None:
         raise CheckpointError(
             f"cannot read failed items {failed}: it is missing; run {run.run_id} has nothing "
             "to retry without it"
         )
     plan = RetryPlan(
-        run_id=run.run_id, failed=identify(failed), items=_count_letters(failed),
+        run_id=run.run_id, failed=identity, items=_count_letters(failed, identity.size),
         manifest_at=manifest.updated_at, created_at=time.time(),
     )  # fmt: skip
     clear(run)  # an older retry's unusable remains, if any
@@ -227,10 +244,10 @@ def start(run: RunDir, manifest: Manifest, failed: Path) -> RetryState:
     return RetryState(plan, first_checkpoint(run.run_id, UNIT))
 
 
-def _count_letters(failed: Path) -> int:
+def _count_letters(failed: Location, size: int) -> int:
     """Non-blank lines of the failed-items file: one streaming pass, for progress only."""
     count = 0
-    with failed.open("rb") as fh:
+    with failed.open_read(size) as fh:
         for line in fh:
             count += bool(line.strip())
     return count

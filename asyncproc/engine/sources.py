@@ -12,7 +12,7 @@ at all.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -64,10 +64,14 @@ def identify(source: Location) -> InputIdentity:
     if source.is_local:
         return planning.identify(source.path)
     check_input(source)
-    info = source.info()
-    with source.open_samples(info["size"]) as fh:
+    return identify_object(source, source.info())
+
+
+def identify_object(target: Location, info: Mapping[str, Any]) -> InputIdentity:
+    """An object's identity from its ``info()``: size, version, sampled fingerprint."""
+    with target.open_samples(info["size"]) as fh:
         digest = planning.fingerprint(fh, info["size"])
-    return InputIdentity(source.url, info["size"], info["mtime_ns"], digest)
+    return InputIdentity(target.url, info["size"], info["mtime_ns"], digest)
 
 
 def change_in(then: InputIdentity, options: Mapping[str, Any] | None = None) -> str | None:
@@ -115,21 +119,51 @@ async def open_input(spec: UnitSpec) -> AsyncIterator[AsyncBufferedReader]:
         await anyio.to_thread.run_sync(remote.close)
 
 
+def failed_location(output: Location) -> Location:
+    """Where the run's failed items go: ``<output stem>.failed.jsonl`` beside the output,
+    a file or an object (see :func:`~asyncproc.runs.rundir.failed_items_path`)."""
+    return output.parent.child(failed_items_path(Path(output.name)).name)
+
+
 def merge_remote(
     storage: Storage, checkpoints: list[UnitCheckpoint], output: Location, as_array: bool
 ) -> str | None:
     """The merge of :func:`.merge.merge` into objects: the output, then the failed items."""
-    _publish(output, committed_chunks(storage, checkpoints, dead=False), as_array)
-    failed = output.parent.child(failed_items_path(Path(output.name)).name)
+    publish_object(output, committed_chunks(storage, checkpoints, dead=False), as_array)
+    failed = failed_location(output)
     if any(c.failed for c in checkpoints):
-        _publish(failed, committed_chunks(storage, checkpoints, dead=True), False)
+        publish_object(failed, committed_chunks(storage, checkpoints, dead=True), False)
         return failed.url
-    if failed.fs.exists(failed.key):
-        failed.fs.rm_file(failed.key)
+    remove_object(failed)
     return None
 
 
-def _publish(target: Location, chunks: Iterable[bytes], as_array: bool) -> None:
-    """One streamed object: on S3 a multipart upload that completes only at the end."""
-    with target.fs.open(target.key, "wb") as fh:
+def publish_object(target: Location, chunks: Iterable[bytes], as_array: bool) -> None:
+    """One streamed object: on S3 a multipart upload that completes only at the end.
+
+    fsspec completes an upload when its file is closed, even by an error leaving a
+    ``with`` block: an error on the way abandons the upload instead, so the object is
+    the old one or the whole new one, never a prefix of it.
+    """
+    fh = target.fs.open(target.key, "wb")
+    try:
         (write_json_array if as_array else write_json_lines)(chunks, fh)
+    except BaseException:
+        _abandon(fh)
+        raise
+    fh.close()
+
+
+def _abandon(fh: Any) -> None:
+    """Throw an unfinished upload away (S3 aborts its multipart upload); close nothing
+    that would complete it."""
+    with suppress(Exception):
+        fh.discard()
+    with suppress(AttributeError):  # fsspec's buffered files: close() then commits nothing
+        fh.closed = True
+
+
+def remove_object(target: Location) -> None:
+    """Delete the object if it is there: done twice, the same as once."""
+    if target.fs.exists(target.key):
+        target.fs.rm_file(target.key)
