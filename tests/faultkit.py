@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import describe, run_cli, run_dirs, summary_of
+from conftest import describe, error_lines, run_cli, run_dirs, summary_of
 
 from asyncproc.runs.rundir import RunDir
 from asyncproc.storage.records import Manifest, UnitCheckpoint
@@ -42,6 +42,17 @@ def write_module(path: Path, source: str) -> Path:
 
 def assert_no_traceback(proc: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in proc.stderr, describe(proc, "a traceback on stderr")
+
+
+def refused(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    """One error line, no traceback, no summary; the line holds every word given."""
+    assert_no_traceback(proc)
+    assert proc.returncode == code, describe(proc, f"expected exit code {code}")
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and proc.stdout.strip() == "", describe(proc)
+    for word in words:
+        assert word in lines[0], describe(proc, f"the error should mention {word!r}")
+    return lines[0]
 
 
 def rerun_ok(

@@ -18,7 +18,6 @@ from typing import Any
 from conftest import (
     cli_command,
     describe,
-    error_lines,
     expected_array,
     expected_text_stats_array,
     numbered_lines,
@@ -28,7 +27,7 @@ from conftest import (
     wait_until,
     write_lines,
 )
-from faultkit import assert_no_traceback, write_module
+from faultkit import refused, write_module
 
 GATED = """
 import os
@@ -49,30 +48,19 @@ async def work(item):
 """
 
 
-def _refused(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
-    """One error line, no traceback, no summary; the line holds every word given."""
-    assert_no_traceback(proc)
-    assert proc.returncode == code, describe(proc, f"expected exit code {code}")
-    lines = error_lines(proc.stderr)
-    assert len(lines) == 1 and proc.stdout.strip() == "", describe(proc)
-    for word in words:
-        assert word in lines[0], describe(proc, f"the error should mention {word!r}")
-    return lines[0]
-
-
-def test_input_that_is_the_failed_items_file_is_refused(tmp_path: Path) -> None:
+def test_input_that_is_the_failed_items_file_isrefused(tmp_path: Path) -> None:
     source = write_lines(tmp_path / "res.failed.jsonl", ['{"a": 1}', '{"a": 2}'])
     before = source.read_bytes()
     for output in (tmp_path / "res.jsonl", tmp_path / "res.json"):
         proc = run_cli("run", "--input", source, "--output", output, "--checkpoint",
                        tmp_path / "ck", "--processor", "identity")  # fmt: skip
-        _refused(proc, 2, "failed items", "--output")
+        refused(proc, 2, "failed items", "--output")
         assert source.read_bytes() == before and not output.exists()
     # Another name for the same file (a hard link) is the same file.
     os.link(source, tmp_path / "alias.jsonl")
     proc = run_cli("run", "--input", tmp_path / "alias.jsonl", "--output",
                    tmp_path / "res.jsonl", "--checkpoint", tmp_path / "ck")  # fmt: skip
-    _refused(proc, 2, "failed items")
+    refused(proc, 2, "failed items")
     assert source.read_bytes() == before
 
 
@@ -81,13 +69,13 @@ def test_pipes_are_refused_not_waited_on(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     proc = run_cli("run", "--input", fifo, "--output", tmp_path / "o.json", "--checkpoint",
                    tmp_path / "ck")  # fmt: skip
-    _refused(proc, 2, "pipe", "save it to a file")
+    refused(proc, 2, "pipe", "save it to a file")
     piped = subprocess.run(
         cli_command("run", "--input", "/dev/stdin", "--output", tmp_path / "o.json",
                     "--checkpoint", tmp_path / "ck"),
         input="one\ntwo\n", capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    _refused(piped, 2, "pipe", "save it to a file")
+    refused(piped, 2, "pipe", "save it to a file")
     assert not (tmp_path / "o.json").exists() and not (tmp_path / "ck").exists()
 
 
@@ -118,7 +106,7 @@ def test_one_output_is_held_for_the_whole_run(tmp_path: Path) -> None:
     try:
         wait_until(started.exists, "the first run's first item", first)
         second = run_cli(*args(second_input, "ck2"))
-        line = _refused(second, 1, str(output), f"pid {first.pid}")
+        line = refused(second, 1, str(output), f"pid {first.pid}")
         assert "in progress" in line, line
     finally:
         gate.touch()
@@ -177,14 +165,14 @@ def test_a_full_disk_names_the_file_and_leaves_no_temporary_file(tmp_path: Path)
 
     # Too small for a segment: the run stops at a commit, naming the segment.
     early = _run_limited(args, 4096)
-    line = _refused(early, 1, "File too large", str(ck))
+    line = refused(early, 1, "File too large", str(ck))
     assert "/segments/" in line, line
     assert sorted(os.listdir(out_dir)) == []
 
     # Room for every segment, not for the merged output: the merge names the output,
     # and its partly written temporary file is gone.
     late = _run_limited(args, len(clean) * 2 // 3)
-    _refused(late, 1, "File too large", str(output))
+    refused(late, 1, "File too large", str(output))
     assert sorted(os.listdir(out_dir)) == [], "a partial temporary file was left"
 
     summary = run_ok(*args)
@@ -203,7 +191,7 @@ def test_resume_names_a_run_of_this_input_and_output_only(tmp_path: Path) -> Non
     for inp, out in ((other, tmp_path / "a.json"), (source, tmp_path / "b.json")):
         proc = run_cli("run", "--input", inp, "--output", out, "--checkpoint", ck,
                        "--resume", run_id)  # fmt: skip
-        _refused(proc, 1, run_id, "--resume")
+        refused(proc, 1, run_id, "--resume")
         assert not (tmp_path / "b.json").exists()
     summary = run_ok("run", "--input", source, "--output", tmp_path / "a.json", "--checkpoint",
                      ck, "--resume", run_id)  # fmt: skip

@@ -21,7 +21,6 @@ import orjson
 from conftest import (
     cli_command,
     describe,
-    error_lines,
     expected_text_stats_array,
     numbered_lines,
     run_cli,
@@ -34,6 +33,7 @@ from faultkit import (
     only_run_dir,
     read_checkpoint,
     read_manifest,
+    refused,
     slot_files,
     write_module,
 )
@@ -58,16 +58,6 @@ def _job(tmp_path: Path, items: int = 60) -> tuple[list[Any], Path, bytes]:
 def _crashed(args: list[Any], after: int = 20) -> None:
     proc = run_cli(*args, "--simulate-crash", str(after))
     assert proc.returncode == 3, describe(proc, "the simulated crash should exit 3")
-
-
-def _refused(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
-    assert_no_traceback(proc)
-    assert proc.returncode == code, describe(proc, f"expected exit code {code}")
-    lines = error_lines(proc.stderr)
-    assert len(lines) == 1 and proc.stdout.strip() == "", describe(proc)
-    for word in words:
-        assert word in lines[0], describe(proc, f"the error should mention {word!r}")
-    return lines[0]
 
 
 def _victim(tmp_path: Path) -> Path:
@@ -109,7 +99,7 @@ def test_run_ids_and_run_directories_are_confined(tmp_path: Path) -> None:
     _crashed(args)
     ck = tmp_path / "ck"
     for bad in ("../../x", "/etc", "run_20260101_000000/../..", ".."):
-        _refused(run_cli(*args, "--resume", bad), 2, "not a run id")
+        refused(run_cli(*args, "--resume", bad), 2, "not a run id")
     # A run directory that is a symlink is never followed: not to resume it, not to find it.
     run_dir = only_run_dir(ck)
     moved = tmp_path / "elsewhere" / run_dir.name
@@ -117,7 +107,7 @@ def test_run_ids_and_run_directories_are_confined(tmp_path: Path) -> None:
     run_dir.rename(moved)
     run_dir.symlink_to(moved)
     before = sorted(p.name for p in (moved / "segments").iterdir())
-    _refused(run_cli(*args, "--resume", run_dir.name), 1, "symbolic link")
+    refused(run_cli(*args, "--resume", run_dir.name), 1, "symbolic link")
     summary = run_ok(*args)
     assert summary["resumed"] is False and summary["run_id"] != run_dir.name, summary
     assert output.read_bytes() == clean
@@ -159,8 +149,8 @@ def test_a_forged_summary_or_output_cannot_aim_retry_failed_or_show(tmp_path: Pa
     # The same run, its output aimed at the decoy: --resume refuses it.
     aimed = dataclasses.replace(manifest, output=str(decoy))
     (run_dir / "manifest.json").write_bytes(aimed.to_bytes())
-    refused = run_cli(*args, "--retry-failed", "--resume", first["run_id"])
-    _refused(refused, 1, str(decoy), "--resume")
+    resumed = run_cli(*args, "--retry-failed", "--resume", first["run_id"])
+    refused(resumed, 1, str(decoy), "--resume")
     assert decoy.read_bytes() == b"[]\n" and decoy_failed.read_bytes() == SECRET
     assert victim.read_bytes() == SECRET
 
@@ -176,14 +166,14 @@ def test_symlinks_planted_at_lock_files_are_never_written_through(tmp_path: Path
     planted = [ck / ".lock", output.with_name(".result.json.asyncproc.lock")]
     for link in planted:
         link.symlink_to(victim)
-        _refused(run_cli(*args), 1, "lock file", "symbolic link")
+        refused(run_cli(*args), 1, "lock file", "symbolic link")
         assert victim.read_bytes() == SECRET
         link.unlink()
     _crashed(args)
     run_lock = only_run_dir(ck) / "lock"
     run_lock.unlink()
     run_lock.symlink_to(victim)
-    _refused(run_cli(*args), 1, "symbolic link")
+    refused(run_cli(*args), 1, "symbolic link")
     assert victim.read_bytes() == SECRET
     run_lock.unlink()
     run_ok(*args)
@@ -206,30 +196,30 @@ def test_a_symlink_at_a_predictable_temporary_name_is_not_followed(tmp_path: Pat
 # -- directories that others can write ---------------------------------------------------
 
 
-def test_checkpoint_and_run_directories_others_can_write_are_refused(tmp_path: Path) -> None:
+def test_checkpoint_and_run_directories_others_can_write_arerefused(tmp_path: Path) -> None:
     args, output, clean = _job(tmp_path)
     ck = tmp_path / "ck"
     ck.mkdir()
     os.chown(ck, NOBODY, NOBODY)
-    _refused(run_cli(*args), 2, f"belongs to uid {NOBODY}", "--checkpoint")
+    refused(run_cli(*args), 2, f"belongs to uid {NOBODY}", "--checkpoint")
     os.chown(ck, 0, 0)
     ck.chmod(0o777)
-    _refused(run_cli(*args), 2, "writable by others", f"chmod go-w {ck}")
+    refused(run_cli(*args), 2, "writable by others", f"chmod go-w {ck}")
     ck.chmod(0o700)
 
     _crashed(args)
     run_dir = only_run_dir(ck)
     os.chown(run_dir, NOBODY, NOBODY)
-    _refused(run_cli(*args), 2, "run directory", f"belongs to uid {NOBODY}")
+    refused(run_cli(*args), 2, "run directory", f"belongs to uid {NOBODY}")
     os.chown(run_dir, 0, 0)
     (run_dir / "segments").chmod(0o777)
-    _refused(run_cli(*args), 2, "segments", "writable by others")
+    refused(run_cli(*args), 2, "segments", "writable by others")
     (run_dir / "segments").chmod(0o700)
     run_ok(*args)
     assert output.read_bytes() == clean
 
 
-def test_a_checkpoint_directory_planted_in_a_shared_directory_is_refused(tmp_path: Path) -> None:
+def test_a_checkpoint_directory_planted_in_a_shared_directory_isrefused(tmp_path: Path) -> None:
     """Like /tmp: world-writable and sticky. Another user made ``.asyncproc`` there first."""
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -239,7 +229,7 @@ def test_a_checkpoint_directory_planted_in_a_shared_directory_is_refused(tmp_pat
     planted.mkdir()
     os.chown(planted, NOBODY, NOBODY)
     proc = run_cli("run", "--input", source, "--output", shared / "out.json")
-    _refused(proc, 2, str(planted), f"belongs to uid {NOBODY}")
+    refused(proc, 2, str(planted), f"belongs to uid {NOBODY}")
     assert not (shared / "out.json").exists()
 
 
