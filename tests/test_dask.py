@@ -58,7 +58,12 @@ def work(item):
     info = asyncproc.current_item()
     seen[info.unit] += 1
     if seen[info.unit] == 60 and not MARK.exists():  # one item, once: wait to be killed
-        MARK.write_text(f"{{os.getpid()}} {{info.unit}}")
+        mine = MARK.with_name(f"mark.{{os.getpid()}}")
+        mine.write_text(f"{{os.getpid()}} {{info.unit}}")
+        try:  # exclusive: both workers may reach their 60th item at the same moment
+            os.link(mine, MARK)
+        except FileExistsError:
+            return {{"item": item}}
         while True:
             time.sleep(0.05)
     return {{"item": item}}
@@ -185,7 +190,8 @@ def test_two_live_attempts_at_one_unit_cannot_corrupt_it(tmp_path: Path, cluster
         client.wait_for_workers(2)  # a worker killed by an earlier test is back
         first = client.submit(run_unit, args, key="attempt-a", workers=[_workers(client)[0]])
         second = client.submit(run_unit, args, key="attempt-b", workers=[_workers(client)[1]])
-        finals = [UnitCheckpoint.from_bytes(f.result().encode(), "final") for f in (first, second)]
+        texts = [f.result(timeout=90) for f in (first, second)]
+        finals = [UnitCheckpoint.from_bytes(text.encode(), "final") for text in texts]
     assert len(list(gate.iterdir())) == 2, "the attempts did not run at the same time"
     names = [c.segments[-1].name for c in finals]
     assert names[0] != names[1]
