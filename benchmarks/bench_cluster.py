@@ -36,6 +36,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _alternate import alternate, ratio
+
 HERE = Path(__file__).resolve().parent
 MARKER = "CLUSTER "
 BURN = f"{HERE / '_cpu_burn.py'}:burn"
@@ -93,19 +95,6 @@ def local_cluster(workers: int) -> Iterator[tuple[str, float]]:
         yield cluster.scheduler_address, time.perf_counter() - started
 
 
-def alternate(contenders: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for repeat in range(repeats):
-        for name, run in contenders.items():
-            rates[name].append(run())
-            log(f"repeat {repeat + 1}: {name}: {rates[name][-1]:,.0f} items/s")
-    return rates
-
-
-def ratio(rates: dict[str, list[float]], top: str, bottom: str) -> float:
-    return statistics.median(a / b for a, b in zip(rates[top], rates[bottom], strict=True))
-
-
 def cpu_scenario(tmp: Path, repeats: int) -> dict[str, Any]:
     inp = write_input(tmp / "cpu.txt", CPU_ITEMS)
     common = {"concurrency": 64, "batch_size": 1000}
@@ -118,7 +107,7 @@ def cpu_scenario(tmp: Path, repeats: int) -> dict[str, Any]:
                                              **common)["items_per_s"],
             "one process": lambda: run_child(tmp, inp, BURN, workers=4,
                                              **common)["items_per_s"],
-        }, repeats)  # fmt: skip
+        }, repeats, log)  # fmt: skip
     return {
         "items": CPU_ITEMS,
         "cluster_startup_s": round(startup, 2),

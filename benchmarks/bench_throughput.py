@@ -29,9 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _alternate import alternate, ratio
 
 HERE = Path(__file__).resolve().parent
 MARKER = "THROUGHPUT "
@@ -89,23 +90,6 @@ def bare_rate(tmp: Path, inp: Path) -> float:
 
 # -- scenarios ------------------------------------------------------------------------------
 
-Contenders = dict[str, Callable[[], float]]
-
-
-def alternate(contenders: Contenders, repeats: int) -> dict[str, list[float]]:
-    """Run each contender once per repeat, in turn, so drift hits them alike."""
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for repeat in range(repeats):
-        for name, run in contenders.items():
-            rates[name].append(run())
-            log(f"repeat {repeat + 1}: {name}: {rates[name][-1]:,.0f} items/s")
-    return rates
-
-
-def ratio(rates: dict[str, list[float]], top: str, bottom: str) -> float:
-    pairs = zip(rates[top], rates[bottom], strict=True)
-    return statistics.median(a / b for a, b in pairs)
-
 
 def write_input(path: Path, count: int) -> Path:
     path.write_text("".join(f"item-{i}\n" for i in range(count)))
@@ -122,6 +106,7 @@ def sleep_scenario(tmp: Path, repeats: int) -> list[dict[str, Any]]:
             "bare asyncio": lambda: bare_rate(tmp, inp),
         },
         repeats,
+        log,
     )
     uv = statistics.median(rates["asyncproc uvloop"])
     return [
@@ -162,6 +147,7 @@ def cpu_scenario(tmp: Path, repeats: int) -> list[dict[str, Any]]:
             "spin 1": lambda: spin_rate(1),
         },
         repeats,
+        log,
     )
     value = ratio(rates, "processes 2", "processes 1")
     control = ratio(rates, "spin 2", "spin 1")
@@ -180,6 +166,7 @@ def durable_scenario(tmp: Path, repeats: int) -> list[dict[str, Any]]:
             "no checkpoints": lambda: asyncproc_rate(tmp, inp, "sleep", durable=False, **job),
         },
         repeats,
+        log,
     )
     value = ratio(rates, "checkpoints", "no checkpoints")
     names = ("checkpoints", "no checkpoints")
