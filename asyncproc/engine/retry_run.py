@@ -28,6 +28,7 @@ from ..storage.faults import crashpoint
 from ..storage.location import Location
 from ..storage.records import SegmentRef, UnitCheckpoint
 from ..storage.unitstore import UnitStore
+from .committing import commit_batches
 from .context import LaneSlot, current_slot
 from .items import items_for
 from .ordering import Cut, Ordering, Point
@@ -219,29 +220,10 @@ class RetryRun:
         return self.eof and not self.queue and self.order.complete
 
     async def _commit_loop(self) -> None:
-        """Commit each batch as it fills (or what there is, every commit interval).
+        """Commit batch by batch, as a unit does (:func:`.committing.commit_batches`)."""
+        await commit_batches(self.order, self.batch, self._interval, self._over, self._commit)
 
-        A commit that fell behind takes every whole batch ordered meanwhile, as a
-        unit's does: checkpoints stay on batch boundaries.
-        """
-        order, interval = self.order, self._interval
-        due = anyio.current_time() + interval
-        while True:
-            if not (self._over() or order.marks):
-                with anyio.move_on_after(due - anyio.current_time()):
-                    await self.batch.wait()
-            if self._over():
-                await self._commit(order.here(), final=True)
-                return
-            if order.marks:
-                await self._commit(order.marks[-1])
-            elif anyio.current_time() >= due and order.next > order.durable:
-                await self._commit(order.here())  # the interval passed mid-batch
-            else:
-                continue
-            due = anyio.current_time() + interval
-
-    async def _commit(self, point: Point, *, final: bool = False) -> None:
+    async def _commit(self, point: Point, final: bool = False) -> None:
         """Make the ordered prefix up to ``point`` durable, off the loop."""
         previous = self._durable
         offset = self._end if final else point.offset

@@ -27,6 +27,7 @@ from ..storage.faults import crashpoint
 from ..storage.records import SegmentRef, UnitCheckpoint
 from ..storage.unitstore import UnitStore
 from .budget import TakeBudget
+from .committing import commit_batches
 from .ordering import Cut, Ordering, Point
 from .reader import LineReader
 from .signal import Signal
@@ -207,34 +208,13 @@ class UnitRun:
         return self.order.complete and (self.stopping or drained)
 
     async def _commit_loop(self) -> None:
-        """Commit each batch as it fills (or what there is, every commit interval).
+        """Commit batch by batch (:func:`.committing.commit_batches`)."""
+        await commit_batches(
+            self.order, self.batch, self.spec.commit_interval, self._over, self._commit,
+            capped=self.spec.one_batch_per_commit,
+        )  # fmt: skip
 
-        A commit that fell behind takes every whole batch ordered meanwhile: checkpoints
-        stay on batch boundaries, and a slow fsync means bigger commits, not stalled
-        lanes. ``--simulate-crash`` caps commits at one batch so the crash lands where
-        asked.
-        """
-        order, capped = self.order, self.spec.one_batch_per_commit
-        interval = self.spec.commit_interval
-        due = anyio.current_time() + interval
-        while True:
-            if not (self._over() or order.marks):
-                with anyio.move_on_after(due - anyio.current_time()):
-                    await self.batch.wait()
-            if self._over():
-                while capped and order.marks and order.marks[0].next < order.next:
-                    await self._commit(order.marks[0])
-                await self._commit(order.here(), final=True)
-                return
-            if order.marks:
-                await self._commit(order.marks[0] if capped else order.marks[-1])
-            elif anyio.current_time() >= due and order.next > order.durable:
-                await self._commit(order.here())  # the interval passed mid-batch
-            else:
-                continue
-            due = anyio.current_time() + interval
-
-    async def _commit(self, point: Point, *, final: bool = False) -> None:
+    async def _commit(self, point: Point, final: bool = False) -> None:
         """Make the ordered prefix up to ``point`` durable, off the loop."""
         previous = self._durable
         offset = self.end if final and self.complete else point.offset
