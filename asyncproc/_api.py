@@ -14,8 +14,8 @@ from .engine.coordinator import Coordinator, Request
 from .engine.executor import Executor
 from .engine.loops import backend_options, running_loop
 from .engine.observer import LogProgress, Silent
-from .engine.processors import Fn
 from .engine.summary import Summary
+from .processors.loading import Fn
 from .storage.location import Location
 
 ENGINES = ("local", "processes", "dask")

@@ -127,7 +127,7 @@ class Options:
     durable: bool = True  # False: no fsyncs, no checkpoint files; a crash redoes the run
     processes: int = 1  # worker processes on this machine, each with its own loop
     threads: int | None = None  # threads for a sync processor; default: the concurrency
-    # Budgets and adaptive concurrency (engine/limits.py); none of them changes results.
+    # Budgets and adaptive concurrency (limits/gate.py); none of them changes results.
     rate: str | None = None  # requests per second or minute over the whole run: "200/s"
     cost_rate: str | None = None  # cost units (tokens...) per second or minute: "90000/min"
     cost: str | None = None  # how an item's cost is counted: "field:NAME" or "llm"

@@ -140,7 +140,7 @@ def test_http_is_loaded_only_when_used(tmp_path: Path) -> None:
         f"rc = main(['run', '--input', {str(source)!r}, '--output', "
         f"{str(tmp_path / 'out.json')!r}, '--processor', 'identity', '--quiet']); "
         "assert 'aiohttp' not in sys.modules, 'aiohttp was imported'; "
-        "assert 'asyncproc.engine.httpcall' not in sys.modules, 'the http module was'; "
+        "assert 'asyncproc.processors.http' not in sys.modules, 'the http module was'; "
         "sys.exit(rc)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -21,9 +21,8 @@ from conftest import expected_jsonl, write_lines
 import asyncproc
 from asyncproc import ConfigError, ItemError, RetryAfter
 from asyncproc._options import Options, parse_rate
-from asyncproc.engine import limits
-from asyncproc.engine.httpcall import parse_body, parse_headers, request_of, retry_after
-from asyncproc.engine.limits import (
+from asyncproc.limits import gate as limits
+from asyncproc.limits.gate import (
     Adaptive,
     Gate,
     LimitConfig,
@@ -32,6 +31,7 @@ from asyncproc.engine.limits import (
     gated,
     llm_tokens,
 )
+from asyncproc.processors.http import parse_body, parse_headers, request_of, retry_after
 
 # -- parsing -----------------------------------------------------------------------------
 

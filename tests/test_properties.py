@@ -24,10 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asyncproc._errors import CorruptCheckpointError
-from asyncproc.engine import planning, retry_run, units
+from asyncproc.engine import planning, units
 from asyncproc.engine.items import BOM, items_for
 from asyncproc.engine.reader import LineReader
-from asyncproc.engine.retry_run import LetterReader
+from asyncproc.engine.replay import run as retry_run
+from asyncproc.engine.replay.run import LetterReader
 from asyncproc.engine.units import Place, Plan, recut
 from asyncproc.storage.records import LineIndex, SegmentRef, UnitCheckpoint
 

@@ -31,7 +31,7 @@ from conftest import (
 )
 from faultkit import assert_no_traceback, only_run_dir, state_left
 
-from asyncproc.engine.retry_state import Subfolder
+from asyncproc.engine.replay.state import Subfolder
 from asyncproc.runs.rundir import RunDir
 from asyncproc.storage.faults import CRASH_EXIT, RETRY_POINTS
 from asyncproc.storage.records import UnitCheckpoint

@@ -18,7 +18,7 @@ from conftest import describe, logging_processor, run_cli, run_ok
 from faultkit import assert_no_traceback
 
 import asyncproc
-from asyncproc.engine.retry_state import PLAN, RetryPlan, Subfolder
+from asyncproc.engine.replay.state import PLAN, RetryPlan, Subfolder
 from asyncproc.engine.sources import publish_object
 from asyncproc.storage.faults import CRASH_EXIT
 from asyncproc.storage.location import Location

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from asyncproc.engine.executor import InProcess, RunSetup, UnitHandle, local_store
-from asyncproc.engine.processors import Fn, load_processor
 from asyncproc.engine.stopping import Stopper
 from asyncproc.engine.unit import Commit
 from asyncproc.engine.units import UnitSpec, first_checkpoint
+from asyncproc.processors.loading import Fn, load_processor
 from asyncproc.storage.records import Manifest, UnitCheckpoint, UnitPlan
 from asyncproc.storage.unitstore import UnitStore
 

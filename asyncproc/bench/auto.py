@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from .._api import process_file
-from ..engine.processors import Fn
+from ..processors.loading import Fn
 from .durability import _write_input
 from .sample import Sample
 

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from .._api import process_file
-from ..engine.processors import Fn
+from ..processors.loading import Fn
 from .sample import Sample
 
 BATCH_SIZES = (1, 10, 100, 1000)

@@ -23,7 +23,7 @@ from ..bench.measure import Budget, LevelResult, find_knee, p99_limit, parse_lev
 from ..bench.sample import Sample, load_sample, synthetic
 from ..engine.loops import LoopChoice, backend_options, running_loop
 from ..engine.pipeline import Pipeline
-from ..engine.processors import Processor, load_processor
+from ..processors.loading import Processor, load_processor
 from .group import format_option, processor_arg_option
 
 DEFAULT_LEVELS = "1,4,16,64,256,1024"

@@ -27,7 +27,7 @@ def _headers(values: Sequence[str]) -> dict[str, str]:
     """``--header``s, parsed only when given: runs without them never load the http module."""
     if not values:
         return {}
-    from ..engine.httpcall import parse_headers
+    from ..processors.http import parse_headers
 
     return parse_headers(values)
 

@@ -9,7 +9,7 @@ import click
 import orjson
 
 from .._errors import RunError
-from ..engine.verify import Verdict, VerifyRequest, verify
+from ..cli.killtest import Verdict, VerifyRequest, verify
 from .group import format_option, processor_arg_option, setup_logging
 
 

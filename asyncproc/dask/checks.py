@@ -18,7 +18,7 @@ def worker_version() -> str:
 
 def try_processor(spec: str, args: dict[str, str]) -> str | None:
     """None if the processor loads here, else why not (one line)."""
-    from ..engine.processors import load_processor
+    from ..processors.loading import load_processor
 
     try:
         load_processor(spec, args)

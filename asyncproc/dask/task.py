@@ -30,10 +30,10 @@ from anyio.lowlevel import EventLoopToken
 
 from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
 from ..engine.loops import backend_options
-from ..engine.processors import load_processor
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
 from ..engine.units import UnitSpec
+from ..processors.loading import load_processor
 from ..storage.records import UnitCheckpoint
 from ..storage.unitstore import UnitStore
 from .wire import TaskArgs, commit_event, encode_checkpoint, stop_event, topic

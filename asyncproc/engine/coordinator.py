@@ -32,6 +32,8 @@ from .._errors import (
     unwrap_group,
 )
 from .._options import DEFAULT_CHECKPOINT, Options
+from ..limits.gate import Cost, Gate, LimitConfig
+from ..processors.loading import Fn, Processor, load_processor
 from ..runs import index
 from ..runs.remote import directory_lock, output_lease, run_url
 from ..runs.rundir import RunDir, make_checkpoint_dir
@@ -51,11 +53,9 @@ from .choose import (
 )
 from .executor import Executor, InProcess, RunSetup, local_store
 from .finish import finish, merge_output
-from .limits import Cost, Gate, LimitConfig
 from .livelimits import publish_limits, show_limits
 from .observer import LogProgress, RunObserver
-from .processors import Fn, Processor, load_processor
-from .retry_failed import retry_failed
+from .replay.failed import retry_failed
 from .scheduler import Scheduler
 from .sources import check_input, check_remote_output
 from .state import RunState, load_state, recut_state

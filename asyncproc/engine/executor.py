@@ -16,14 +16,14 @@ from typing import Protocol
 
 import anyio
 
+from ..limits.gate import Gate
+from ..processors.loading import Processor
 from ..storage.location import Location
 from ..storage.records import UnitCheckpoint
 from ..storage.unitstore import UnitStore, VolatileUnitStore
 from .budget import TakeBudget
 from .lanes import LanePool
-from .limits import Gate
 from .pipeline import Pipeline
-from .processors import Processor
 from .stall import StallWatch
 from .stopping import Stopper
 from .unit import Commit, UnitRun

@@ -6,9 +6,9 @@ import logging
 
 import anyio
 
+from ..limits.gate import Gate
 from ..runs.live import write_live
 from ..runs.rundir import RunDir
-from .limits import Gate
 from .observer import RunObserver
 
 log = logging.getLogger("asyncproc")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._errors import RetryAfter
+from ..limits.gate import Gate, LimitConfig, gated
+from ..processors.loading import Processor
 from .encode import Encoder, decoder_for
-from .limits import Gate, LimitConfig, gated
-from .processors import Processor
 from .retry import ITEM_ERRORS, Call, caller, cancelled, retry
 from .threads import ThreadPool
 

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from .._errors import ItemTimeoutError
-from .processors import Processor
+from ..processors.loading import Processor
 from .threads import ThreadPool
 
 BACKOFF_BASE = 0.1

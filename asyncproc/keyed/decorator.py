@@ -21,7 +21,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._errors import ConfigError
 from .._options import DEFAULT_CHECKPOINT
 from ..engine.pipeline import Pipeline
-from ..engine.processors import load_processor
+from ..processors.loading import load_processor
 from .loader import LoaderCheckpoint, LoaderStats
 from .records import Key, check_key
 from .run import DEFAULT_SHARDS, CheckpointManager

@@ -27,12 +27,12 @@ import orjson
 from anyio.lowlevel import EventLoopToken
 
 from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
-from ..engine.limits import Gate, LimitConfig
 from ..engine.loops import backend_options
-from ..engine.processors import load_processor
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
 from ..engine.units import Place, UnitSpec
+from ..limits.gate import Gate, LimitConfig
+from ..processors.loading import load_processor
 from ..storage.records import UnitCheckpoint
 from .wire import (
     DONE,

@@ -27,9 +27,9 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._errors import WorkerProcessError, unwrap_group
 from ..engine.executor import RunSetup, WorkSource
-from ..engine.limits import LimitConfig
 from ..engine.loops import running_loop
 from ..engine.units import Place
+from ..limits.gate import LimitConfig
 from .wire import (
     PARENT_ENV,
     decode_checkpoint,

@@ -23,12 +23,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Self
 
-from .._errors import CheckpointError, CorruptCheckpointError
-from ..runs.rundir import RunDir
-from ..storage.faults import crashpoint
-from ..storage.location import Location
-from ..storage.protocol import Segment, Storage
-from ..storage.records import (
+from ..._errors import CheckpointError, CorruptCheckpointError
+from ...runs.rundir import RunDir
+from ...storage.faults import crashpoint
+from ...storage.location import Location
+from ...storage.protocol import Segment, Storage
+from ...storage.records import (
     SCHEMA_VERSION,
     InputIdentity,
     Manifest,
@@ -39,10 +39,10 @@ from ..storage.records import (
     time_of,
     unseal,
 )
-from ..storage.unitstore import UnitStore, VolatileUnitStore
-from .planning import difference, identify
-from .sources import identify_object
-from .units import first_checkpoint
+from ...storage.unitstore import UnitStore, VolatileUnitStore
+from ..planning import difference, identify
+from ..sources import identify_object
+from ..units import first_checkpoint
 
 log = logging.getLogger("asyncproc")
 

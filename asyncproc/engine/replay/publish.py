@@ -44,15 +44,15 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from .._errors import CheckpointError
-from ..runs.rundir import RunDir
-from ..storage.faults import crashpoint
-from ..storage.location import Location
-from ..storage.records import Manifest, RunStatus, UnitCheckpoint
-from .merge import committed_chunks, publish, whole_lines
-from .retry_state import clear, retry_storage
-from .sources import failed_location, publish_object, remove_object
-from .summary import Summary
+from ..._errors import CheckpointError
+from ...runs.rundir import RunDir
+from ...storage.faults import crashpoint
+from ...storage.location import Location
+from ...storage.records import Manifest, RunStatus, UnitCheckpoint
+from ..merge import committed_chunks, publish, whole_lines
+from ..sources import failed_location, publish_object, remove_object
+from ..summary import Summary
+from .state import clear, retry_storage
 
 log = logging.getLogger("asyncproc")
 

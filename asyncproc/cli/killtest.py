@@ -33,8 +33,8 @@ from typing import Any
 
 from .._errors import ConfigError, RunError
 from .._options import format_for
-from .planning import check_input
-from .processors import load_processor
+from ..engine.planning import check_input
+from ..processors.loading import load_processor
 
 POLL = 0.005  # seconds between looks at the checkpoint directory
 MOST_DELAY = 0.02  # a kill lands up to this long after the checkpoint that allowed it
@@ -42,7 +42,7 @@ SHIM = """\
 import os
 
 import asyncproc
-from asyncproc.engine.processors import load_processor
+from asyncproc.processors.loading import load_processor
 
 _PROCESSOR = load_processor({spec!r}, {args!r})
 _LOG = os.open(os.environ["ASYNCPROC_VERIFY_CALLS"], os.O_WRONLY | os.O_CREAT | os.O_APPEND,

@@ -23,18 +23,18 @@ import anyio
 import anyio.lowlevel
 import orjson
 
-from .._errors import CheckpointError, option
-from ..storage.faults import crashpoint
-from ..storage.location import Location
-from ..storage.records import SegmentRef, UnitCheckpoint
-from ..storage.unitstore import UnitStore
-from .committing import commit_batches
-from .context import LaneSlot, current_slot
-from .items import items_for
-from .ordering import Cut, Ordering, Point
-from .pipeline import Pipeline
-from .signal import Signal
-from .unit import FEED_LOW_WATER, window
+from ..._errors import CheckpointError, option
+from ...storage.faults import crashpoint
+from ...storage.location import Location
+from ...storage.records import SegmentRef, UnitCheckpoint
+from ...storage.unitstore import UnitStore
+from ..committing import commit_batches
+from ..context import LaneSlot, current_slot
+from ..items import items_for
+from ..ordering import Cut, Ordering, Point
+from ..pipeline import Pipeline
+from ..signal import Signal
+from ..unit import FEED_LOW_WATER, window
 
 BLOCK_ITEMS = 512  # most dead letters read in one thread round trip
 BLOCK_BYTES = 1 << 20  # and about this many bytes of their input lines

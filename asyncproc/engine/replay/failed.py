@@ -1,13 +1,13 @@
 """``--retry-failed``: process a finished run's failed items again, splice in the successes.
 
 A retry is checkpointed like any run, and streams like one: the failed-items file is
-its input, read a block at a time (:mod:`.retry_run`); each item's line is re-read from
+its input, read a block at a time (:mod:`.run`); each item's line is re-read from
 the input at its recorded offset (the input must be the one the run planned), run
 through the one item pipeline, and committed in failed-items order to the retry's own
-segments and two-slot checkpoint under ``<run>/retry/`` (:mod:`.retry_state`). Once
+segments and two-slot checkpoint under ``<run>/retry/`` (:mod:`.state`). Once
 every item is committed, the successes are spliced into the output by index, the items
 still failing replace the failed-items file, the summary is recorded and the retry's
-state cleared (:mod:`.retry_publish`). Successes are encoded exactly as a clean run
+state cleared (:mod:`.publish`). Successes are encoded exactly as a clean run
 encodes them, so the result is byte-identical to a run in which they never failed.
 
 The input, the output (with its failed items beside it) and the run directory may
@@ -31,21 +31,21 @@ from typing import Any, Self
 
 import anyio
 
-from .._errors import unwrap_group
-from .._options import Options
-from ..runs.rundir import RunDir
-from ..storage.location import Location
-from ..storage.records import Manifest, UnitCheckpoint
-from .choose import require_unchanged
-from .limits import Gate, LimitConfig
-from .pipeline import Pipeline
-from .processors import Processor
-from .retry_publish import failed_name, publish_retry, summary_after
-from .retry_run import LetterReader, RetryRun
-from .retry_state import RetryState, leftover, retry_store, start
-from .sources import failed_location
-from .summary import Summary
-from .watchdog import watch_loop
+from ..._errors import unwrap_group
+from ..._options import Options
+from ...limits.gate import Gate, LimitConfig
+from ...processors.loading import Processor
+from ...runs.rundir import RunDir
+from ...storage.location import Location
+from ...storage.records import Manifest, UnitCheckpoint
+from ..choose import require_unchanged
+from ..pipeline import Pipeline
+from ..sources import failed_location
+from ..summary import Summary
+from ..watchdog import watch_loop
+from .publish import failed_name, publish_retry, summary_after
+from .run import LetterReader, RetryRun
+from .state import RetryState, leftover, retry_store, start
 
 log = logging.getLogger("asyncproc")
 

@@ -62,7 +62,7 @@ def _float_arg(name: str, value: str) -> float:
 
 
 def _make_http(headers: dict[str, str] | None = None) -> Fn:
-    from .httpcall import make_http
+    from .http import make_http
 
     return make_http(headers)
 

@@ -1,0 +1,1 @@
+"""asyncproc.limits: the gates (rate, fixed and adaptive concurrency) calls pass."""
