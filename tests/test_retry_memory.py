@@ -21,10 +21,11 @@ import orjson
 import pytest
 from conftest import CLI_TIMEOUT, EXIT_ITEMS_FAILED, cli_command, run_cli, summary_of
 
+from asyncproc.engine.lanes import FEED_LOW_WATER
 from asyncproc.engine.pipeline import Pipeline
 from asyncproc.engine.replay.run import BLOCK_ITEMS, LetterReader, RetryRun
 from asyncproc.engine.replay.state import UNIT, Subfolder
-from asyncproc.engine.unit import FEED_LOW_WATER, window
+from asyncproc.engine.unit import window
 from asyncproc.engine.units import first_checkpoint
 from asyncproc.processors.loading import load_processor
 from asyncproc.storage.memory import MemoryStorage

@@ -1,12 +1,19 @@
-"""The run's lanes: one pool of tasks that take items from whichever unit has them.
+"""The run's lanes: one pool of tasks that take items from whichever work has them.
 
-Concurrency is global: ``size`` lanes serve every running unit, so a unit that is
-slow or long gets the lanes the others no longer need, while each unit keeps its own
-bounded window (``UnitRun.limit``) and its own in-order commit. Lane ``k`` calls unit
-``k mod n`` home, so the lanes spread over the units; it works on another unit only
-while its home has nothing to take, and looks for its home again every
-``YIELD_EVERY`` items and whenever a unit comes or goes. With nothing to take anywhere
-it sleeps until a unit gets lines or window, a unit is added, or the pool closes.
+Lanes take items from :class:`LaneWork`: lines queued by a feeder, an
+:class:`~.ordering.Ordering` that puts the results back in order for the work's own
+committer, and a window (``limit``) of items lanes may run ahead of its last commit. An
+attempt at a unit of a file run (:class:`~.unit.UnitRun`) and an attempt at a
+``--retry-failed`` (:class:`~.replay.run.RetryRun`) are the two kinds of work; both run
+on this one loop.
+
+Concurrency is global: ``size`` lanes serve all the work added, so a unit that is slow
+or long gets the lanes the others no longer need, while each keeps its own bounded window
+and its own in-order commit. Lane ``k`` calls work ``k mod n`` home, so the lanes spread
+over the work; it takes items elsewhere only while its home has nothing to take, and
+looks for its home again every ``YIELD_EVERY`` items and whenever work comes or goes.
+With nothing to take anywhere it sleeps until work gets lines or window, work is added,
+or the pool closes.
 
 The hot path takes no lock and makes no thread hop: one decode, one call, one encode
 and one :meth:`Ordering.finish` per item, inline.
@@ -14,25 +21,88 @@ and one :meth:`Ordering.finish` per item, inline.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Sequence
+
 import anyio
 import anyio.lowlevel
 
 from .context import LaneSlot, current_slot
+from .ordering import Ordering
 from .pipeline import CALL, DECODE, ENCODE, Pipeline
 from .retry import ITEM_ERRORS, cancelled
 from .signal import Signal
-from .unit import FEED_LOW_WATER, UnitRun
 
 # Lanes of a processor that never awaits yield this often, so commits keep flowing.
 YIELD_EVERY = 256
+# A feeder refills its queue of lines once lanes have taken it down to this many.
+FEED_LOW_WATER = 1024
+
+
+class LaneWork:
+    """What lanes take items from: queued lines, their ordering and a window.
+
+    Sequence number ``seq`` (from :meth:`Ordering.take`) is the item with index
+    ``first_index + seq``, unless the work queues each line's index (``indexes``). A
+    line's ``start`` is where the item is in the input (its identity and its dead
+    letter's offset); its ``end`` is what the ordering records as reached once the item
+    is ordered. The feeder queues lines (:meth:`queue`); the committer waits on
+    ``batch``, and the feeder on ``space``.
+    """
+
+    def __init__(
+        self, unit_id: int, order: Ordering, limit: int, first_index: int,
+        wake: Callable[[], None], *, indexed: bool = False,
+    ) -> None:  # fmt: skip
+        self.unit_id = unit_id  # what current_item().unit says
+        self.order, self.limit, self.first_index = order, limit, first_index
+        self.starts: deque[int] = deque()  # where the lines waiting for a lane start
+        self.lines: deque[bytes] = deque()  # the lines, without their line end
+        self.ends: deque[int] = deque()  # what each line's item reaches when ordered
+        self.indexes: deque[int] | None = deque() if indexed else None
+        self.stopping = False
+        self.lanes_ended = False
+        self.last_error: str | None = None
+        self.batch, self.space = Signal(), Signal()
+        self._wake = wake
+
+    @property
+    def ready(self) -> bool:
+        """A lane may take an item now."""
+        order = self.order
+        return bool(self.lines) and order.taken - order.durable < self.limit and not self.stopping
+
+    def queue(
+        self, starts: Sequence[int], lines: Sequence[bytes], ends: Sequence[int],
+        indexes: Sequence[int] = (),
+    ) -> None:  # fmt: skip
+        """Queue lines (with their ``indexes``, if the work queues them); wake the lanes."""
+        if self.indexes is not None:
+            self.indexes.extend(indexes)
+        self.starts.extend(starts)
+        self.lines.extend(lines)
+        self.ends.extend(ends)
+        if lines:
+            self._wake()
+
+    def stop(self) -> None:
+        """Take no new items; commit what finishes in order, then return."""
+        self.stopping = True
+        self.space.fire()
+        self.batch.fire()
+
+    def lanes_gone(self) -> None:
+        """The lanes have ended: items still in flight will never finish."""
+        self.lanes_ended = True
+        self.batch.fire()
 
 
 class LanePool:
-    """``size`` lanes over the units added to it, until it is closed or stopped."""
+    """``size`` lanes over the work added to it, until it is closed or stopped."""
 
     def __init__(self, size: int, pipeline: Pipeline, fingerprint: str) -> None:
         self.size = size
-        self.units: list[UnitRun] = []
+        self.units: list[LaneWork] = []
         self.slots: list[LaneSlot] = []  # each lane's current item (read by stall warnings)
         self._pipeline, self._fingerprint = pipeline, fingerprint
         self._ready = Signal()
@@ -41,14 +111,14 @@ class LanePool:
         self._epoch = 0  # changes when a unit comes or goes: lanes look for their home again
         pipeline.changed = self._changed  # the pipeline swapped its call: lanes reload it
 
-    def add(self, unit: UnitRun) -> None:
+    def add(self, unit: LaneWork) -> None:
         self.units.append(unit)
         self._epoch += 1
         if self._stopping:
             unit.stop()
         self.wake()
 
-    def remove(self, unit: UnitRun) -> None:
+    def remove(self, unit: LaneWork) -> None:
         self.units.remove(unit)
         self._epoch += 1
 
@@ -98,7 +168,7 @@ class LanePool:
             else:
                 await self._ready.wait()
 
-    def _pick(self, home: int) -> UnitRun | None:
+    def _pick(self, home: int) -> LaneWork | None:
         """The lane's home unit if it has an item to take, else the next one that has."""
         units = self.units
         for k in range(len(units)):
@@ -107,13 +177,13 @@ class LanePool:
                 return unit
         return None
 
-    async def _drain(self, unit: UnitRun, slot: LaneSlot, home: UnitRun) -> None:
+    async def _drain(self, unit: LaneWork, slot: LaneSlot, home: LaneWork) -> None:
         """Process ``unit``'s items while it has lines and window, ``YIELD_EVERY`` at most.
 
         A lane away from ``home`` goes back as soon as its home has an item to take.
         """
         away = None if unit is home else home
-        starts, lines, ends = unit.starts, unit.lines, unit.ends
+        starts, lines, ends, indexes = unit.starts, unit.lines, unit.ends, unit.indexes
         order, limit = unit.order, unit.limit
         pipeline, first = self._pipeline, unit.first_index
         decode, call, encode = pipeline.decode, pipeline.call, pipeline.encode
@@ -128,9 +198,8 @@ class LanePool:
             start, raw, end = starts.popleft(), lines.popleft(), ends.popleft()
             if len(lines) == FEED_LOW_WATER:
                 unit.space.fire()
-            seq = order.taken
-            order.taken = seq + 1
-            slot.index = index = first + seq
+            seq = order.take()
+            slot.index = index = first + seq if indexes is None else indexes.popleft()
             slot.offset = start
             # The hot path is inline: one decode, one call, one encode, no extra frames.
             stage, item = DECODE, raw
