@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -38,16 +39,22 @@ YIELD_EVERY = 256
 # A feeder refills its queue of lines once lanes have taken it down to this many.
 FEED_LOW_WATER = 1024
 
+T = TypeVar("T")
+# Where an item's result goes: (seq, end, record, failed) -> a commit is due.
+Finish = Callable[[int, int, bytes, bool], bool]
 
-class LaneWork:
-    """What lanes take items from: queued lines, their ordering and a window.
+
+class LaneWork(Generic[T]):
+    """What lanes take items from: queued lines, where their results go, and a window.
 
     Sequence number ``seq`` (from :meth:`Ordering.take`) is the item with index
     ``first_index + seq``, unless the work queues each line's index (``indexes``). A
     line's ``start`` is where the item is in the input (its identity and its dead
     letter's offset); its ``end`` is what the ordering records as reached once the item
-    is ordered. The feeder queues lines (:meth:`queue`); the committer waits on
-    ``batch``, and the feeder on ``space``.
+    is ordered. Results go to ``finish``: :meth:`Ordering.finish` unless the work keeps
+    them another way (keyed marks). The feeder queues lines (:meth:`queue`) and is woken
+    on ``space`` once lanes take the queue down to ``low_water``; the committer waits on
+    ``batch``, fired when ``finish`` says a commit is due or the queue runs dry.
     """
 
     def __init__(
@@ -57,13 +64,15 @@ class LaneWork:
         self.unit_id = unit_id  # what current_item().unit says
         self.order, self.limit, self.first_index = order, limit, first_index
         self.starts: deque[int] = deque()  # where the lines waiting for a lane start
-        self.lines: deque[bytes] = deque()  # the lines, without their line end
+        self.lines: deque[T] = deque()  # the lines, without their line end
         self.ends: deque[int] = deque()  # what each line's item reaches when ordered
         self.indexes: deque[int] | None = deque() if indexed else None
         self.stopping = False
         self.lanes_ended = False
         self.last_error: str | None = None
         self.batch, self.space = Signal(), Signal()
+        self.finish: Finish = order.finish
+        self.low_water = FEED_LOW_WATER
         self._wake = wake
 
     @property
@@ -73,7 +82,7 @@ class LaneWork:
         return bool(self.lines) and order.taken - order.durable < self.limit and not self.stopping
 
     def queue(
-        self, starts: Sequence[int], lines: Sequence[bytes], ends: Sequence[int],
+        self, starts: Sequence[int], lines: Sequence[T], ends: Sequence[int],
         indexes: Sequence[int] = (),
     ) -> None:  # fmt: skip
         """Queue lines (with their ``indexes``, if the work queues them); wake the lanes."""
@@ -100,9 +109,9 @@ class LaneWork:
 class LanePool:
     """``size`` lanes over the work added to it, until it is closed or stopped."""
 
-    def __init__(self, size: int, pipeline: Pipeline, fingerprint: str) -> None:
+    def __init__(self, size: int, pipeline: Pipeline, fingerprint: str | None) -> None:
         self.size = size
-        self.units: list[LaneWork] = []
+        self.units: list[LaneWork[Any]] = []
         self.slots: list[LaneSlot] = []  # each lane's current item (read by stall warnings)
         self._pipeline, self._fingerprint = pipeline, fingerprint
         self._ready = Signal()
@@ -111,14 +120,14 @@ class LanePool:
         self._epoch = 0  # changes when a unit comes or goes: lanes look for their home again
         pipeline.changed = self._changed  # the pipeline swapped its call: lanes reload it
 
-    def add(self, unit: LaneWork) -> None:
+    def add(self, unit: LaneWork[Any]) -> None:
         self.units.append(unit)
         self._epoch += 1
         if self._stopping:
             unit.stop()
         self.wake()
 
-    def remove(self, unit: LaneWork) -> None:
+    def remove(self, unit: LaneWork[Any]) -> None:
         self.units.remove(unit)
         self._epoch += 1
 
@@ -155,8 +164,9 @@ class LanePool:
                 unit.lanes_gone()
 
     async def _lane(self, home: int) -> None:
-        slot = LaneSlot(-1, self._fingerprint)
-        current_slot.set(slot)
+        slot = LaneSlot(-1, self._fingerprint or "")
+        if self._fingerprint is not None:  # None: items have no place in an input to tell
+            current_slot.set(slot)
         self.slots.append(slot)
         while not self._stopping:
             unit = self._pick(home)
@@ -168,7 +178,7 @@ class LanePool:
             else:
                 await self._ready.wait()
 
-    def _pick(self, home: int) -> LaneWork | None:
+    def _pick(self, home: int) -> LaneWork[Any] | None:
         """The lane's home unit if it has an item to take, else the next one that has."""
         units = self.units
         for k in range(len(units)):
@@ -177,14 +187,14 @@ class LanePool:
                 return unit
         return None
 
-    async def _drain(self, unit: LaneWork, slot: LaneSlot, home: LaneWork) -> None:
+    async def _drain(self, unit: LaneWork[Any], slot: LaneSlot, home: LaneWork[Any]) -> None:
         """Process ``unit``'s items while it has lines and window, ``YIELD_EVERY`` at most.
 
         A lane away from ``home`` goes back as soon as its home has an item to take.
         """
         away = None if unit is home else home
         starts, lines, ends, indexes = unit.starts, unit.lines, unit.ends, unit.indexes
-        order, limit = unit.order, unit.limit
+        order, limit, finish, low = unit.order, unit.limit, unit.finish, unit.low_water
         pipeline, first = self._pipeline, unit.first_index
         decode, call, encode = pipeline.decode, pipeline.call, pipeline.encode
         slot.unit, budget, epoch = unit.unit_id, YIELD_EVERY, self._epoch
@@ -196,7 +206,7 @@ class LanePool:
             and (away is None or not away.ready)
         ):
             start, raw, end = starts.popleft(), lines.popleft(), ends.popleft()
-            if len(lines) == FEED_LOW_WATER:
+            if len(lines) == low:
                 unit.space.fire()
             seq = order.take()
             slot.index = index = first + seq if indexes is None else indexes.popleft()
@@ -215,7 +225,7 @@ class LanePool:
                 record, failed = await pipeline.recover(stage, index, start, item, exc)
                 if failed:
                     unit.last_error = pipeline.error
-            if order.finish(seq, end, record, failed) or not lines or unit.stopping:
+            if finish(seq, end, record, failed) or not lines or unit.stopping:
                 unit.batch.fire()
             budget -= 1
             if not budget:

@@ -29,6 +29,8 @@ from .threads import ThreadPool
 
 # Where an item failed: its line, the processor, or encoding the result.
 DECODE, CALL, ENCODE = range(3)
+# The format and output of keyed items: Python objects already, whose results are not kept.
+OBJECTS = "objects"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +46,8 @@ class Pipeline:
     """Everything that happens to one item, configured once per run."""
 
     __slots__ = (
-        "_encoder", "_gated", "_plain", "_pool", "call", "changed", "decode", "encode", "error",
-        "gate", "processor", "retries",
+        "_encoder", "_gated", "_keeps", "_plain", "_pool", "call", "changed", "decode", "encode",
+        "error", "failure", "gate", "processor", "retries",
     )  # fmt: skip
 
     def __init__(
@@ -54,7 +56,7 @@ class Pipeline:
     ) -> None:  # fmt: skip
         self.processor = processor
         self.retries = retries
-        self.decode: Callable[[bytes], Any] = decoder_for(format)
+        self.decode: Callable[[Any], Any] = _same if format == OBJECTS else decoder_for(format)
         # A sync processor's calls run in threads of the pipeline's own (close it after).
         self._pool = None if processor.is_async else ThreadPool(threads)
         self._plain: Call = caller(processor, timeout, self._pool)
@@ -64,8 +66,10 @@ class Pipeline:
         self.changed: Callable[[], None] = _nothing  # the lanes' hook: `call` was replaced
         self.gate.activate = self.use_gate  # any rejection routes all calls through the gate
         self._encoder = Encoder(output_kind)
-        self.encode = self._encoder.record
+        self._keeps = output_kind != OBJECTS  # records and dead letters are written
+        self.encode = self._encoder.record if self._keeps else _kept_nowhere
         self.error: str | None = None  # the last item error, for progress and limits
+        self.failure: BaseException | None = None  # and the error itself (keyed marks)
 
     def close(self) -> None:
         """Let the worker threads of a sync processor end."""
@@ -144,9 +148,18 @@ class Pipeline:
     def dead(
         self, index: int, offset: int, item: Any, error: BaseException, attempts: int
     ) -> bytes:
-        self.error = f"{type(error).__name__}: {error}"
-        return self._encoder.dead(index, offset, item, error, attempts)
+        self.error, self.failure = f"{type(error).__name__}: {error}", error
+        return self._encoder.dead(index, offset, item, error, attempts) if self._keeps else b""
 
 
 def _nothing() -> None:
     return None
+
+
+def _same(item: Any) -> Any:
+    return item
+
+
+def _kept_nowhere(index: int, value: Any) -> bytes:
+    del index, value
+    return b""

@@ -55,7 +55,7 @@ class Commit:
     last_error: str | None = None
 
 
-class UnitRun(LaneWork):
+class UnitRun(LaneWork[bytes]):
     """One attempt at one unit, resuming from ``start``."""
 
     def __init__(

@@ -124,7 +124,7 @@ def _located(where: Location | Path) -> Location:
     return where if isinstance(where, Location) else Location(where)
 
 
-class RetryRun(LaneWork):
+class RetryRun(LaneWork[bytes]):
     """One attempt at a retry, resuming from ``start`` (a checkpoint in the failed file).
 
     Its items tell a processor's ``current_item()`` unit -1: they come from every unit.
