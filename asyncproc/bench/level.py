@@ -3,9 +3,11 @@
 A level is a kind of :class:`~..engine.lanes.LaneWork`: its items (the sample, cycled)
 run on ``concurrency`` lanes of a :class:`~..engine.lanes.LanePool`, the loop every run
 uses, through the pipeline's call with no retries, no ordering and no checkpoint. Each
-call is timed with :func:`time.perf_counter` around the call itself; a failed call is a
-data point (an error), not a crash. A level ends after its number of items, or once its
-seconds are up: then lanes take no new item and the calls in flight finish.
+call is timed with :func:`time.perf_counter` around the call itself (a ``timed``
+pipeline's ``timings``); a failed call is a data point (an error), not a crash. A
+``RetryAfter`` pauses the lanes and is tried again, as in a run. A level ends after its
+number of items, or once its seconds are up: then lanes take no new item and the calls
+in flight finish.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import anyio
 from ..engine.lanes import FEED_LOW_WATER, LanePool, LaneWork
 from ..engine.ordering import Ordering
 from ..engine.pipeline import Pipeline
-from ..engine.retry import Call
 
 
 class BenchLevel(LaneWork[Any]):
@@ -43,31 +44,15 @@ class BenchLevel(LaneWork[Any]):
 
     async def measure(self) -> float:
         """Run the level; the seconds it took, from its first item to its last result."""
-        pipeline = self._pipeline
-        plain, pipeline.call = pipeline.call, self._timed(pipeline.call)
+        self._pipeline.timings = self.latencies
         self._pool.add(self)
         started = time.perf_counter()
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pool.run)
-                tg.start_soon(self._feed)
-                await self._until_over()
-                self._pool.close()
-        finally:
-            pipeline.call = plain
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pool.run)
+            tg.start_soon(self._feed)
+            await self._until_over()
+            self._pool.close()
         return time.perf_counter() - started
-
-    def _timed(self, call: Call) -> Call:
-        clock, latencies = time.perf_counter, self.latencies
-
-        async def timed(item: Any) -> Any:
-            started = clock()
-            try:
-                return await call(item)
-            finally:
-                latencies.append(clock() - started)
-
-        return timed
 
     async def _feed(self) -> None:
         """Queue the items a block at a time, cycling through the sample."""

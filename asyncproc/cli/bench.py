@@ -76,7 +76,7 @@ def _pipeline(req: BenchRequest) -> Pipeline:
     the highest level."""
     return Pipeline(
         req.processor, format=OBJECTS, output_kind=OBJECTS, retries=0,
-        timeout=None, threads=max(req.levels),
+        timeout=None, threads=max(req.levels), timed=True,
     )  # fmt: skip
 
 

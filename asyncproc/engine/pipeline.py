@@ -16,6 +16,7 @@ RetryAfter out (the gate retries its own and gives up with an :class:`ItemError`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,12 +48,12 @@ class Pipeline:
 
     __slots__ = (
         "_encoder", "_gated", "_keeps", "_plain", "_pool", "call", "changed", "decode", "encode",
-        "error", "failure", "gate", "processor", "retries",
+        "error", "failure", "gate", "processor", "retries", "timings",
     )  # fmt: skip
 
     def __init__(
         self, processor: Processor, *, format: str, output_kind: str, retries: int,
-        timeout: float | None, threads: int, gate: Gate | None = None,
+        timeout: float | None, threads: int, gate: Gate | None = None, timed: bool = False,
     ) -> None:  # fmt: skip
         self.processor = processor
         self.retries = retries
@@ -60,6 +61,11 @@ class Pipeline:
         # A sync processor's calls run in threads of the pipeline's own (close it after).
         self._pool = None if processor.is_async else ThreadPool(threads)
         self._plain: Call = caller(processor, timeout, self._pool)
+        # ``timed`` (asyncproc bench): every call's seconds, failed ones too, go to `timings`
+        # (not a call a RetryAfter rejected).
+        self.timings: list[float] = []
+        if timed:
+            self._plain = self._timed(self._plain)
         self.gate = gate or Gate(LimitConfig())
         self._gated: Call = gated(self._plain, self.gate)  # retries always take this one
         self.call: Call = self._gated if self.gate.config.configured else self._plain
@@ -87,6 +93,22 @@ class Pipeline:
         if self.call is not self._gated:
             self.call = self._gated
             self.changed()
+
+    def _timed(self, call: Call) -> Call:
+        clock = time.perf_counter
+
+        async def timed(item: Any) -> Any:
+            started, rejected = clock(), False
+            try:
+                return await call(item)
+            except RetryAfter:
+                rejected = True  # not a data point: the call is made again after the pause
+                raise
+            finally:
+                if not rejected:
+                    self.timings.append(clock() - started)
+
+        return timed
 
     def __enter__(self) -> Pipeline:
         return self
