@@ -1,11 +1,13 @@
 """The run's lanes: one pool of tasks that take items from whichever work has them.
 
 Lanes take items from :class:`LaneWork`: lines queued by a feeder, an
-:class:`~.ordering.Ordering` that puts the results back in order for the work's own
-committer, and a window (``limit``) of items lanes may run ahead of its last commit. An
-attempt at a unit of a file run (:class:`~.unit.UnitRun`) and an attempt at a
-``--retry-failed`` (:class:`~.replay.run.RetryRun`) are the two kinds of work; both run
-on this one loop.
+:class:`~.ordering.Ordering` that hands out sequence numbers and (for the ordered kinds)
+puts the results back in order for the work's own committer, and a window (``limit``) of
+items lanes may run ahead of its last commit. The kinds of work: an attempt at a unit of
+a file run (:class:`~.unit.UnitRun`), an attempt at a ``--retry-failed``
+(:class:`~.replay.run.RetryRun`), the items of a keyed ``process_items`` call (marks
+instead of ordered records, ``asyncproc.keyed.work``) and one level of
+``asyncproc bench`` (``asyncproc.bench.level``). All run on this one loop.
 
 Concurrency is global: ``size`` lanes serve all the work added, so a unit that is slow
 or long gets the lanes the others no longer need, while each keeps its own bounded window
