@@ -23,6 +23,7 @@ and one :meth:`Ordering.finish` per item, inline.
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -40,6 +41,8 @@ from .signal import Signal
 YIELD_EVERY = 256
 # A feeder refills its queue of lines once lanes have taken it down to this many.
 FEED_LOW_WATER = 1024
+# Wake every waiting lane (the default of :meth:`LanePool.wake`).
+EVERY_LANE = sys.maxsize
 
 T = TypeVar("T")
 # Where an item's result goes: (seq, end, record, failed) -> a commit is due.
@@ -61,7 +64,7 @@ class LaneWork(Generic[T]):
 
     def __init__(
         self, unit_id: int, order: Ordering, limit: int, first_index: int,
-        wake: Callable[[], None], *, indexed: bool = False,
+        wake: Callable[[int], None], *, indexed: bool = False,
     ) -> None:  # fmt: skip
         self.unit_id = unit_id  # what current_item().unit says
         self.order, self.limit, self.first_index = order, limit, first_index
@@ -94,7 +97,7 @@ class LaneWork(Generic[T]):
         self.lines.extend(lines)
         self.ends.extend(ends)
         if lines:
-            self._wake()
+            self._wake(len(lines))  # a lane for each line, as far as lanes wait
 
     def stop(self) -> None:
         """Take no new items; commit what finishes in order, then return."""
@@ -116,7 +119,7 @@ class LanePool:
         self.units: list[LaneWork[Any]] = []
         self.slots: list[LaneSlot] = []  # each lane's current item (read by stall warnings)
         self._pipeline, self._fingerprint = pipeline, fingerprint
-        self._ready = Signal()
+        self._waiting: deque[anyio.Event] = deque()  # one per lane waiting for work
         self._closed = self._stopping = False
         self._scope: anyio.CancelScope | None = None
         self._epoch = 0  # changes when a unit comes or goes: lanes look for their home again
@@ -136,9 +139,22 @@ class LanePool:
     def _changed(self) -> None:
         self._epoch += 1
 
-    def wake(self) -> None:
-        """Something changed: a unit got lines or window, or the pool is ending."""
-        self._ready.fire()
+    def wake(self, lanes: int = EVERY_LANE) -> None:
+        """Something changed: work got lines or window, or the pool is ending. Wakes up
+        to ``lanes`` of the lanes waiting (``lanes`` new lines need no more: a keyed
+        item queued alone wakes one lane, not all of them)."""
+        waiting = self._waiting
+        for _ in range(min(lanes, len(waiting))):
+            waiting.popleft().set()
+
+    async def _wait(self) -> None:
+        event = anyio.Event()
+        self._waiting.append(event)
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():  # cancelled: a wake must not go to a lane that is gone
+                self._waiting.remove(event)
 
     def close(self) -> None:
         """No more units will come: lanes end once nothing is left to take."""
@@ -178,7 +194,7 @@ class LanePool:
             elif self._closed:
                 return
             else:
-                await self._ready.wait()
+                await self._wait()
 
     def _pick(self, home: int) -> LaneWork[Any] | None:
         """The lane's home unit if it has an item to take, else the next one that has."""

@@ -26,7 +26,7 @@ from ..storage.unitstore import UnitStore
 from .attempt import Attempt
 from .budget import TakeBudget
 from .committing import commit_batches
-from .lanes import FEED_LOW_WATER, LaneWork
+from .lanes import EVERY_LANE, FEED_LOW_WATER, LaneWork
 from .ordering import Ordering, Point
 from .reader import LineReader
 from .sources import open_input
@@ -60,7 +60,7 @@ class UnitRun(LaneWork[bytes]):
 
     def __init__(
         self, spec: UnitSpec, start: UnitCheckpoint, store: UnitStore, lanes: int,
-        on_commit: Callable[[Commit], None], wake_lanes: Callable[[], None],
+        on_commit: Callable[[Commit], None], wake_lanes: Callable[[int], None],
         budget: TakeBudget | None = None,
     ) -> None:  # fmt: skip
         order = Ordering(spec.batch_size, start.offset)
@@ -182,7 +182,7 @@ class UnitRun(LaneWork[bytes]):
         cut = await self._attempt.commit(self.order, point, offset)
         if cut is None:
             return  # nothing new to say
-        self._wake()  # the window moved: lanes may take more of this unit's items
+        self._wake(EVERY_LANE)  # the window moved: lanes may take more of this unit's items
         self._on_commit(Commit(
             self.unit_id, cut.ok, cut.failed, self._attempt.durable, self.claimed,
             self.last_error,

@@ -20,6 +20,7 @@ import anyio
 from ..engine.lanes import LanePool, LaneWork
 from ..engine.ordering import Ordering
 from ..engine.pipeline import Pipeline
+from ..engine.signal import Signal
 from .loader import LoaderCheckpoint
 from .records import Key, check_key
 
@@ -41,6 +42,8 @@ class KeyedWork(LaneWork[Any]):
         self._queued = self._finished = 0
         self._failed_now: set[Key] = set()
         self._due = self._eof = False
+        self._saves = Signal()  # a save is due, or every item is marked (not `batch`: the
+        # lanes fire that whenever the queue runs dry, which for keyed items is every item)
 
     async def run(self, items: Iterable[Any] | AsyncIterable[Any]) -> Exception | None:
         """Process every item; the error that ended the items early, if one did.
@@ -58,7 +61,7 @@ class KeyedWork(LaneWork[Any]):
             except Exception as exc:  # the iterator or the key function
                 error = exc
             self._eof = True
-            self.batch.fire()
+            self._saves.fire()
         return error
 
     async def _feed(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
@@ -93,8 +96,10 @@ class KeyedWork(LaneWork[Any]):
         else:
             self.succeeded += 1
             due = self._loader.note_processed(key)
-        self._due = self._due or due
-        return due or self._over()
+        if due or self._over():
+            self._due = self._due or due
+            self._saves.fire()
+        return False
 
     def _over(self) -> bool:
         return self._eof and not self.lines and self._finished == self._queued
@@ -110,7 +115,7 @@ class KeyedWork(LaneWork[Any]):
                 self._pool.close()
                 return
             else:
-                await self.batch.wait()
+                await self._saves.wait()
 
 
 async def _each(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
