@@ -6,6 +6,8 @@ bucket    a 200 requests/s token bucket with a burst of 20, ``--rate 200/s``:
           >= 85% of the allowed rate, <= 5% rejected, every item succeeds
 auto      at most 32 requests at once, 20 ms each (ideal 1,600/s), ``--concurrency auto``:
           >= 75% of ideal, <= 5% rejected
+overrun   the auto case, but the server answers an overrun with 429 + Retry-After: 1
+          (a common policy), 4,000 items: >= 75% of ideal
 outage    a 2 s outage answered with 429 + Retry-After, concurrency 64:
           rejected <= 2 x concurrency, every item succeeds
 overhead  the http processor through the whole engine vs a hand-written aiohttp pool,
@@ -18,7 +20,7 @@ over the time from the first success to the last.
 
 Usage::
 
-    python benchmarks/bench_limits.py [bucket,auto,outage,overhead,clients] [--repeats 3]
+    python benchmarks/bench_limits.py [bucket,auto,overrun,outage,overhead,clients] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -157,6 +159,27 @@ def auto(folder: Path, repeats: int) -> None:
     ])  # fmt: skip
 
 
+def overrun(folder: Path, repeats: int) -> None:
+    """An isolated rejection must shrink the limit, not pause the pool for the second."""
+    items, ideal = 4000, 32 / 0.02
+    with server("--max-in-flight", "32", "--latency", "0.02",
+                "--overrun-retry-after", "1") as base:  # fmt: skip
+        source = urls(folder, base, items)
+
+        def once() -> dict[str, float]:
+            reset(base)
+            return served(base, run(folder, source, "--concurrency", "auto"), items)
+
+        m = repeat(repeats, once)
+    report("overrun: <= 32 in flight, 20 ms, overrun -> 429 + Retry-After: 1, auto, 4,000 items", [
+        ("items/s", m["rate"], "", True),
+        ("share of ideal 1,600/s", m["rate"] / ideal, ">= 0.75", m["rate"] / ideal >= 0.75),
+        ("rejected share", m["rejected_share"], "<= 0.05", m["rejected_share"] <= 0.05),
+        ("items succeeded", m["succeeded"], "1.0", m["succeeded"] == 1.0),
+        ("concurrency limit at the end", m["limit"], "about 32", True),
+    ])  # fmt: skip
+
+
 def outage(folder: Path, repeats: int) -> None:
     items, concurrency = 3000, 64
     with server("--latency", "0.01", "--outage-after", "1000", "--outage-seconds", "2") as base:
@@ -226,13 +249,13 @@ def clients(folder: Path, repeats: int) -> None:
     ])  # fmt: skip
 
 
-SCENARIOS = {"bucket": bucket, "auto": auto, "outage": outage, "overhead": overhead,
-             "clients": clients}  # fmt: skip
+SCENARIOS = {"bucket": bucket, "auto": auto, "overrun": overrun, "outage": outage,
+             "overhead": overhead, "clients": clients}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("only", nargs="?", default="bucket,auto,outage,overhead")
+    parser.add_argument("only", nargs="?", default="bucket,auto,overrun,outage,overhead")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

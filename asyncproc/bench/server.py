@@ -7,7 +7,8 @@ JSON body of a POST), unless a limit says no, with **429 and** ``Retry-After``:
 
 - a token bucket (``--rate`` per second, ``--burst`` deep): ``Retry-After`` is the
   time until the next token, in decimal seconds;
-- a cap on requests in flight (``--max-in-flight``): ``Retry-After: 0``;
+- a cap on requests in flight (``--max-in-flight``): ``Retry-After: 0``, or
+  ``--overrun-retry-after`` (many APIs answer an overrun with ``Retry-After: 1``);
 - an outage (``--outage-seconds`` long, starting at request ``--outage-after``):
   ``Retry-After`` the whole seconds left, at least 1.
 
@@ -34,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 DEFAULTS: dict[str, Any] = {
-    "latency": 0.0, "rate": None, "burst": 1.0, "max_in_flight": None,
+    "latency": 0.0, "rate": None, "burst": 1.0, "max_in_flight": None, "overrun_retry_after": "0",
     "outage_after": None, "outage_seconds": 0.0, "hold_from": None,
 }  # fmt: skip
 
@@ -71,7 +72,7 @@ class Limits:
             return outage
         cap = self.config["max_in_flight"]
         if cap is not None and self.in_flight >= cap:
-            return "0"
+            return str(self.config["overrun_retry_after"])
         return self._bucket(now)
 
     def _outage(self, now: float) -> str | None:
@@ -217,6 +218,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, help="token bucket: requests per second")
     parser.add_argument("--burst", type=float, default=1.0, help="token bucket depth")
     parser.add_argument("--max-in-flight", type=int, help="requests answered at once")
+    parser.add_argument(
+        "--overrun-retry-after",
+        default="0",
+        help="the Retry-After of a request over --max-in-flight",
+    )
     parser.add_argument("--outage-after", type=int, help="an outage starts at this request")
     parser.add_argument("--outage-seconds", type=float, default=0.0)
     parser.add_argument("--exit-on-eof", action="store_true", help="stop when stdin closes")
