@@ -166,7 +166,7 @@ def test_ported_project_survives_sigkill(tmp_path: Path) -> None:
     assert not durable & set(second), "an acknowledged item was processed again"
     assert set(first) | set(second) == set(range(N)) - FAILING, "an item was lost"
     assert len(second) == N - len(FAILING) - len(durable), "redone beyond what was in flight"
-    summary = json.loads(rerun.stdout)
+    summary = json.loads(rerun.stdout.splitlines()[-1])  # after the loaders' own lines
     assert summary["description"] == "Nightly full load"
     records, pages = summary["loaders"]["load_records"], summary["loaders"]["load_pages"]
     assert records["status"] == pages["status"] == "completed"
