@@ -395,7 +395,7 @@ def test_the_same_key_from_two_clients_is_one_task(tmp_path: Path, cluster: Any)
         def both_want_it() -> bool:
             seen = first.run_on_scheduler(_task_on_scheduler, key=REATTACH)
             assert seen is None or seen[0] in {"processing", "waiting", "released"}, seen
-            return seen == ("processing", 2)
+            return bool(seen == ("processing", 2))
 
         wait_until(both_want_it, "one running task wanted by both clients")
         assert not mine.done() and not theirs.done()

@@ -1,10 +1,10 @@
 """A retry's memory is bounded by its window, not by the number of failed items.
 
 In process, a spy holds the retry's first commit and counts processor calls: lanes must
-stop exactly one window past the last durable commit (none yet: the start), and the feeder's queue must stay
-under its low-water mark plus one block. In a subprocess, the peak RSS of a retry of
-50,000 failed items must be close to that of a retry of 5,000 (the retry that kept
-every item and outcome in memory took 530 MB against 83 MB).
+stop exactly one window past the last durable commit (none yet: the start), and the
+feeder's queue must stay under its low-water mark plus one block. In a subprocess, the
+peak RSS of a retry of 50,000 failed items must be close to that of a retry of 5,000
+(the retry that kept every item and outcome in memory took 530 MB against 83 MB).
 """
 
 from __future__ import annotations
