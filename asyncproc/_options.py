@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import PurePath
 from typing import Any
 
-from ._errors import ConfigError, named, option
+from ._errors import ConfigError, named, option, speaking_cli
 
 DEFAULT_CHECKPOINT = ".asyncproc"  # under the current directory, or beside the output for `run`
 DEFAULT_CONCURRENCY = 64
@@ -203,6 +203,23 @@ class Options:
             for key in RESULT_OPTIONS
             if _plain(stored.get(key)) != _plain(mine[key])
         ]
+
+    def to_add(self, stored: dict[str, Any]) -> list[str]:
+        """The options that would give a stored run's result-changing ones, as the caller
+        spells them (``--processor p.py:work``); the output kind follows the output."""
+        mine = self.to_dict()
+        wanted = [key for key in RESULT_OPTIONS if _plain(stored.get(key)) != _plain(mine[key])]
+        added: list[str] = []
+        for key in wanted:
+            value = stored.get(key)
+            if key == "processor_args" and isinstance(value, dict) and speaking_cli():
+                pairs = [option(key, f"{k}={v}") for k, v in value.items()]
+                added += pairs or ["no --processor-arg"]
+            elif key == "output_kind":
+                added.append(f"an output named *.{value}")
+            else:
+                added.append(option(key, _plain(value)))
+        return added
 
 
 def _plain(value: Any) -> Any:

@@ -136,7 +136,9 @@ def run_ok(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) 
 
 
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("asyncproc: error:")]
+    """The closing lines of a failed or stopped command (a stop is no error, so it says so)."""
+    closing = ("asyncproc: error:", "asyncproc: interrupted")
+    return [line for line in stderr.splitlines() if line.startswith(closing)]
 
 
 # -- building inputs and expected outputs ----------------------------------------------

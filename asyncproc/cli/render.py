@@ -88,9 +88,9 @@ def _options(view: RunView) -> Table:
     return table
 
 
-def _shards(view: RunView) -> Table:
-    table = Table(title="shards")
-    for column in ("shard", "range", "items", "done", "failed", "attempts", "checkpoint"):
+def _units(view: RunView) -> Table:
+    table = Table(title="units")
+    for column in ("unit", "range", "items", "done", "failed", "attempts", "checkpoint"):
         table.add_column(column)
     for s in view.units:
         table.add_row(
@@ -132,7 +132,7 @@ def run_detail(view: RunView, failures: list[dict[str, Any]], options: bool) -> 
     if options:
         parts.append(_options(view))
     if view.units:
-        parts.append(_shards(view))
+        parts.append(_units(view))
     if view.kind == "keyed":
         parts.append(_loaders(view))
     if failures:

@@ -121,7 +121,7 @@ def show_command(
     run_id: str | None, run_id_option: str | None, checkpoint_dir: Location | None, as_json: bool,
     limit: int,
 ) -> None:  # fmt: skip
-    """Show RUN_ID in detail: options, shards or loaders, throughput, ETA, recent failures."""
+    """Show RUN_ID in detail: options, work units or loaders, throughput, ETA, recent failures."""
     wanted = str(_one_run_id(run_id, run_id_option))
     runs = places(checkpoint_dir).runs_of(wanted)
     view = runs.view(wanted)

@@ -154,6 +154,11 @@ def existing(checkpoint_dir: Location, wanted: Wanted) -> Chosen | None:
         return _finished(run, manifest, wanted)
     require_unchanged(manifest.input, run.run_id, "since", wanted.input.options)
     differences = wanted.options.result_differences(manifest.options)
+    if differences and wanted.include_completed:
+        raise ConfigError(
+            f"run {run.run_id} was started with other options ({'; '.join(differences)}); "
+            f"a retry uses the run's: add {' '.join(wanted.options.to_add(manifest.options))}"
+        )
     if differences:
         raise IncompatibleRunError(
             f"run {run.run_id} was started with other options ({'; '.join(differences)}); "

@@ -298,7 +298,8 @@ class Coordinator:
             )))  # fmt: skip
         elif self._all_failed_so_far():
             self._stopper.request(StopReason(None, (
-                f"the first {self._committed_here} items all failed (last error: "
+                f"the first {self.request.options.early_stop} items all failed "
+                f"({self._committed_here} tried so far, none succeeded; last error: "
                 f"{self._last_error}); to go on regardless, give {option('early_stop', 0)}"
             )))  # fmt: skip
 
