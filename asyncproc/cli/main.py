@@ -17,6 +17,7 @@ import click
 
 from .._errors import AsyncprocError, Interrupted, speak_cli
 from .group import cli
+from .printable import printable
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -27,7 +28,7 @@ CTRL_C = "interrupted by you (Ctrl-C); run the same command again to go on"
 
 
 def _fail(message: str, code: int, *, kind: str = "error: ") -> int:
-    sys.stderr.write(f"asyncproc: {kind}{message}\n")
+    sys.stderr.write(f"asyncproc: {kind}{printable(message)}\n")
     return code
 
 

@@ -23,6 +23,7 @@ from ..runs.views import RunView
 from ..storage.location import Location
 from ..storage.records import RunStatus
 from .group import storage_values
+from .printable import printable
 from .render import run_detail, runs_table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,7 +90,7 @@ def _console() -> Console:
 
 def _warn(lines: list[str]) -> None:
     for line in lines:
-        sys.stderr.write(f"asyncproc: {line}\n")
+        sys.stderr.write(f"asyncproc: {printable(line)}\n")
 
 
 @click.command(name="list")
@@ -103,7 +104,7 @@ def list_command(checkpoint_dir: Location | None, as_json: bool) -> None:
     if as_json:
         _emit_json([v.to_json() for v in views])
     elif not views:
-        click.echo(f"no runs {where.where()}")
+        click.echo(printable(f"no runs {where.where()}"))
     else:
         _console().print(runs_table(views, several=len({v.checkpoint_dir for v in views}) > 1))
 
@@ -208,7 +209,7 @@ def delete_command(
     runs = places(checkpoint_dir).runs_of(run_id)
     view = runs.view(run_id)
     if not yes and not click.confirm(
-        f"Delete run {run_id} under {view.checkpoint_dir} ({_what(view)})?", err=True
+        printable(f"Delete run {run_id} under {view.checkpoint_dir} ({_what(view)})?"), err=True
     ):
         sys.stderr.write(f"asyncproc: kept run {run_id}\n")
         return 1
