@@ -93,12 +93,21 @@ def _warn(lines: list[str]) -> None:
         sys.stderr.write(f"asyncproc: {printable(line)}\n")
 
 
+def _all_option(fn: F) -> F:
+    return click.option(
+        "--all", "everywhere", is_flag=True,
+        help="Without --checkpoint: every run of the run index, not only those started here.",
+    )(fn)  # fmt: skip
+
+
 @click.command(name="list")
 @_checkpoint_option
+@_all_option
 @_json_option
-def list_command(checkpoint_dir: Location | None, as_json: bool) -> None:
-    """List the runs, newest first: under --checkpoint DIR, else here and in the run index."""
-    where = places(checkpoint_dir)
+def list_command(checkpoint_dir: Location | None, everywhere: bool, as_json: bool) -> None:
+    """List the runs, newest first: under --checkpoint DIR, else those started here
+    (./.asyncproc, and beside their outputs), or every run in the run index (--all)."""
+    where = places(checkpoint_dir, everywhere=everywhere)
     views, problems = where.views()
     _warn([*problems, f"runs {where.where()}"])
     if as_json:
@@ -142,26 +151,28 @@ def _print_detail(
 @click.argument("run_id", required=False)
 @_run_id_option
 @_checkpoint_option
+@_all_option
 @_json_option
 @click.option(
     "--watch", type=float, is_flag=False, flag_value=2.0, default=None, metavar="[SECONDS]",
     help="Refresh every SECONDS (default 2) until the run stops; Ctrl-C to quit.",
 )  # fmt: skip
 def status_command(
-    run_id: str | None, run_id_option: str | None, checkpoint_dir: Location | None, as_json: bool,
-    watch: float | None,
+    run_id: str | None, run_id_option: str | None, checkpoint_dir: Location | None,
+    everywhere: bool, as_json: bool, watch: float | None,
 ) -> None:  # fmt: skip
     """The merged status of a run going on now (default: the newest unfinished run).
 
-    Read-only and safe while the run works: it reads the shard checkpoints and never
-    takes the run's lock. Without --checkpoint it looks here and in the run index, and
-    says where it found the run. --watch refreshes until no process holds the run any
-    more; with --json, one JSON document per refresh.
+    Read-only and safe while the run works: it reads the unit checkpoints and never
+    takes the run's lock. Without --checkpoint it looks at the runs started here (every
+    run in the run index with --all, or when given RUN_ID), and says where it found the
+    run. --watch refreshes until no process holds the run any more; with --json, one
+    JSON document per refresh.
     """
     if watch is not None and not watch > 0:
         raise ConfigError(f"--watch must be a positive number of seconds, got {watch}")
     wanted = _one_run_id(run_id, run_id_option, required=False)
-    where = places(checkpoint_dir)
+    where = places(checkpoint_dir, everywhere=everywhere or wanted is not None)
     view = where.current() if wanted is None else where.view(wanted)
     if not where.explicit:
         _warn([f"run {view.run_id} is under {view.checkpoint_dir} (looked {where.where()})"])
