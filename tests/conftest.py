@@ -23,6 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_INPUT = REPO / "data" / "sample_input.txt"
 CLI_TIMEOUT = 60.0
 
+ANOTHER_USER = 65534  # nobody: owns the files "another user" planted
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: files of another user are made with os.chown"
+)
+
 SUMMARY_KEYS = (
     "run_id",
     "status",

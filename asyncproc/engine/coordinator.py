@@ -117,7 +117,7 @@ class Coordinator:
             check_output(req.output.path, req.input.local or req.output.path.parent)
         else:
             check_remote_output(req.output, req.input)
-        resolved = req.options.resolved(req.input.pure, req.output.pure)
+        resolved = req.options.resolved(req.input.given, req.output.given)
         options = replace(resolved, processor=processor.spec)
         wanted = Wanted(req.input, req.output, options, req.new_run, req.resume, req.retry_failed)
         with _held(req.output):  # for the whole run: one writer per output
