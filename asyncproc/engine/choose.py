@@ -68,8 +68,6 @@ def check_output(output: Path, input_path: Path) -> None:
     the end may not belong to another user (:func:`require_mine`).
     """
     target = resolve_safely(output)
-    require_mine(target)
-    require_mine(failed_items_path(target))
     if _same_file(output, input_path):
         raise ConfigError(f"output {output} is the input; choose another {named('output')}")
     failed = failed_items_path(output)
@@ -84,6 +82,8 @@ def check_output(output: Path, input_path: Path) -> None:
     parent = output.parent
     if not parent.is_dir():
         raise OutputError(f"output directory {parent} does not exist; create it first")
+    require_mine(target)
+    require_mine(failed_items_path(target))
 
 
 def require_mine(path: Path) -> None:
@@ -91,7 +91,7 @@ def require_mine(path: Path) -> None:
     (root would otherwise hand the new file to them, keeping the old owner)."""
     try:
         owner = os.stat(path, follow_symlinks=False).st_uid
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return
     if owner != os.geteuid():
         raise OutputError(
