@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
+import pytest
 from conftest import error_lines, logging_processor, numbered_lines, run_args, run_cli, write_lines
 from faultkit import assert_no_traceback, refused, write_module
+
+from asyncproc.cli.main import _guarded
 
 ALL_FAIL = logging_processor(
     """
@@ -56,3 +60,22 @@ def test_show_names_work_units_as_the_readme_does(tmp_path: Path) -> None:
     shown = run_cli("show", run_id, "--checkpoint", ck, check=0).stdout
     assert "units" in shown and "unit" in shown.split("units", 1)[1], shown
     assert "shard" not in shown, shown
+
+
+def test_a_ctrl_c_outside_the_run_loop_is_no_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C while a command plans or waits for an answer: click turns it into Abort."""
+
+    def pressed() -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise click.exceptions.Abort() from None
+
+    def pressed_late() -> None:
+        raise KeyboardInterrupt
+
+    for call in (pressed, pressed_late):
+        assert _guarded(call) == 130
+        line = capsys.readouterr().err
+        assert line.startswith("asyncproc: interrupted by you (Ctrl-C); run the same command"), line
+        assert "error" not in line, line

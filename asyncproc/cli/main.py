@@ -62,7 +62,8 @@ def _not_held_by_threads(code: int) -> int:
     if not held:
         return code
     sys.stderr.write(
-        f"asyncproc: not waiting for thread(s) {', '.join(held)} started by the processor\n"
+        f"asyncproc: not waiting for thread(s) {printable(', '.join(held))} started by the "
+        "processor\n"
     )
     sys.stdout.flush()
     sys.stderr.flush()
