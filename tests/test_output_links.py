@@ -25,7 +25,7 @@ from conftest import (
 from faultkit import refused
 
 from asyncproc._errors import UnsafeLinkError
-from asyncproc.storage.links import resolve_safely
+from asyncproc.storage.links import may_follow, resolve_safely
 
 PRECIOUS = b"my own private data\n"
 
@@ -124,3 +124,17 @@ def test_resolving_safely_is_resolve_on_ordinary_paths(tmp_path: Path) -> None:
         assert resolve_safely(path) == path.resolve(), path
     with pytest.raises(OSError, match="Too many levels"):
         resolve_safely(tmp_path / "loop" / "x")
+
+
+def _stat(mode: int, uid: int) -> os.stat_result:
+    return os.stat_result((mode, 0, 0, 1, uid, uid, 0, 0, 0, 0))
+
+
+def test_the_kernels_rule_for_following_a_link() -> None:
+    me, dir_owner, stranger = os.geteuid(), 4242, 4343
+    shared = _stat(stat.S_IFDIR | 0o1777, dir_owner)
+    assert may_follow(_stat(stat.S_IFLNK | 0o777, me), shared)
+    assert may_follow(_stat(stat.S_IFLNK | 0o777, dir_owner), shared)
+    assert not may_follow(_stat(stat.S_IFLNK | 0o777, stranger), shared)
+    for mode in (0o0777, 0o1775, 0o0755):  # not sticky, or not world-writable
+        assert may_follow(_stat(stat.S_IFLNK | 0o777, stranger), _stat(stat.S_IFDIR | mode, 1))
