@@ -46,8 +46,8 @@ class Places:
             return (
                 f"under {first} (the default) {f'and {more} from' if others else 'and in'} {index}"
             )
-        return (f"under {first} (the default) and {more if others else 'no other'} of runs "
-                f"started here, from {index} (--all: every run)")  # fmt: skip
+        where = f"{more} of runs started here" if others else "in the runs started here"
+        return f"under {first} (the default) and {where} (from {index_path()}; --all: every run)"
 
     def views(self) -> tuple[list[RunView], list[str]]:
         """Every run of every place, newest first, and the problems met."""
