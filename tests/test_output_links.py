@@ -68,6 +68,11 @@ def test_a_link_planted_by_another_user_in_a_sticky_directory_is_not_followed(
     assert link.is_symlink()
     with pytest.raises(UnsafeLinkError):
         resolve_safely(link.parent / ".." / "shared" / "out.json")
+    folder = link.parent / "results"  # a planted link to a folder, on the way
+    folder.symlink_to(secret.parent)
+    os.chown(folder, ANOTHER_USER, ANOTHER_USER, follow_symlinks=False)
+    refused(run_cli(*run_args(source, folder / "secret.json", tmp_path / "ck")), 2, str(folder))
+    assert secret.read_bytes() == PRECIOUS
 
 
 @root_only
