@@ -78,6 +78,7 @@ def _compact(path: Path) -> None:
 
 
 def _cwd() -> str | None:
+    """The current directory, as runs started from it are noted; None if it is gone."""
     try:
         return str(Path.cwd().resolve())
     except OSError:  # the current directory was removed
@@ -88,6 +89,8 @@ def checkpoint_dirs(started_here: bool = False) -> list[Path]:
     """Checkpoint directories of recent runs that still exist, most recent first; only
     those of runs started from the current directory when ``started_here``."""
     here = _cwd() if started_here else None
+    if started_here and here is None:
+        return []
     try:
         raw = index_path().read_bytes()
     except OSError:
