@@ -45,6 +45,8 @@ class Origin:
             raise web.HTTPFound(f"{self.other}/{name.removeprefix('to-other/')}")
         if name.startswith("to-self/"):
             raise web.HTTPTemporaryRedirect(f"/{name.removeprefix('to-self/')}")
+        if name == "loop":
+            raise web.HTTPFound("/loop")
         if name.startswith("echo"):  # an error that repeats what it was sent
             echoed = {
                 k: v for k, v in request.headers.items() if k.lower().startswith(("x-", "auth"))
@@ -135,3 +137,10 @@ def test_redirect_rules() -> None:
     assert redact("key Bearer abcdefghij and abcdefghij", secrets_of(["Bearer abcdefghij"])) == (
         "key [redacted] and [redacted]"
     )
+
+
+def test_a_redirect_loop_fails_the_item(origins: tuple[Origin, Origin], tmp_path: Path) -> None:
+    first, _ = origins
+    _run(tmp_path, [f"{first.base}/loop"], 4)
+    (failed,) = (tmp_path / "out.failed.jsonl").read_text().splitlines()
+    assert "more than 10 redirects" in json.loads(failed)["error"], failed
