@@ -204,22 +204,22 @@ class Options:
             if _plain(stored.get(key)) != _plain(mine[key])
         ]
 
-    def to_add(self, stored: dict[str, Any]) -> list[str]:
-        """The options that would give a stored run's result-changing ones, as the caller
-        spells them (``--processor p.py:work``); the output kind follows the output."""
+    def to_add(self, stored: dict[str, Any]) -> str:
+        """What to change to get a stored run's result-changing options, as the caller
+        spells them: ``add --processor p.py:work``; the output kind follows the output."""
         mine = self.to_dict()
         wanted = [key for key in RESULT_OPTIONS if _plain(stored.get(key)) != _plain(mine[key])]
-        added: list[str] = []
+        steps: list[str] = []
         for key in wanted:
             value = stored.get(key)
             if key == "processor_args" and isinstance(value, dict) and speaking_cli():
                 pairs = [option(key, f"{k}={v}") for k, v in value.items()]
-                added += pairs or ["no --processor-arg"]
+                steps.append(f"add {' '.join(pairs)}" if pairs else f"leave out {named(key)}")
             elif key == "output_kind":
-                added.append(f"an output named *.{value}")
+                steps.append(f"name the output *.{value}")
             else:
-                added.append(option(key, _plain(value)))
-        return added
+                steps.append(f"add {option(key, _plain(value))}")
+        return ", ".join(steps)
 
 
 def _plain(value: Any) -> Any:

@@ -178,7 +178,7 @@ def existing(checkpoint_dir: Location, wanted: Wanted) -> Chosen | None:
     if differences and wanted.include_completed:
         raise ConfigError(
             f"run {run.run_id} was started with other options ({'; '.join(differences)}); "
-            f"a retry uses the run's: add {' '.join(wanted.options.to_add(manifest.options))}"
+            f"a retry uses the run's: {wanted.options.to_add(manifest.options)}"
         )
     if differences:
         raise IncompatibleRunError(
