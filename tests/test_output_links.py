@@ -143,3 +143,10 @@ def test_the_kernels_rule_for_following_a_link() -> None:
     assert not may_follow(_stat(stat.S_IFLNK | 0o777, stranger), shared)
     for mode in (0o0777, 0o1775, 0o0755):  # not sticky, or not world-writable
         assert may_follow(_stat(stat.S_IFLNK | 0o777, stranger), _stat(stat.S_IFDIR | mode, 1))
+
+
+def test_an_output_that_is_a_link_loop_is_one_line(tmp_path: Path) -> None:
+    source = write_lines(tmp_path / "input.txt", numbered_lines(3))
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop.name)
+    refused(run_cli(*run_args(source, loop, tmp_path / "ck")), 2, str(loop), "symbolic links")

@@ -67,7 +67,12 @@ def check_output(output: Path, input_path: Path) -> None:
     way is followed only by the kernel's rule (:func:`resolve_safely`), and the file at
     the end may not belong to another user (:func:`require_mine`).
     """
-    target = resolve_safely(output)
+    try:
+        target = resolve_safely(output)
+    except OSError as exc:  # a link loop, a folder we may not search
+        raise OutputError(
+            f"output {output} cannot be reached ({exc.strerror}); choose another " + named("output")
+        ) from None
     if _same_file(output, input_path):
         raise ConfigError(f"output {output} is the input; choose another {named('output')}")
     failed = failed_items_path(output)

@@ -59,7 +59,7 @@ class Location:
             self.local: Path | None = None
         else:
             self.local = Path(text)  # as given: messages and local code see what was asked
-            self.url = str(self.local.resolve())
+            self.url = os.path.realpath(self.local)  # a link loop is reported where used
 
     def __repr__(self) -> str:
         return f"Location({self.url!r})"
