@@ -384,13 +384,13 @@ def s3_bucket(s3_server: Any) -> str:
 
 # -- files of another user: only root can make them ----------------------------------------
 
-ANOTHER_USER = 65534  # "nobody": stands for another user of the machine
 NEEDS_ROOT = "needs root: only root can give a file to another user (os.chown)"
 
 
 def give_to_another_user(path: Path) -> int:
-    """Make ``path`` belong to another user (uid and gid 65534); its uid. Only root can:
-    for a developer who is not root, the test is skipped here, saying why."""
+    """Make ``path`` belong to another user (:data:`ANOTHER_USER`); its uid. Only root can:
+    for a developer who is not root, the test is skipped here, saying why (a test that
+    needs another user's files throughout is marked :data:`root_only` instead)."""
     if os.geteuid() != 0:
         pytest.skip(NEEDS_ROOT)
     os.chown(path, ANOTHER_USER, ANOTHER_USER)
