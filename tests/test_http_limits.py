@@ -177,6 +177,24 @@ def test_concurrency_auto_finds_the_cap(server: Server, tmp_path: Path) -> None:
     assert "(auto)" in proc.stderr and "concurrency" in proc.stderr
 
 
+def test_an_overrun_answered_with_retry_after_shrinks_the_limit_not_the_pool(
+    server: Server, tmp_path: Path
+) -> None:
+    """Many APIs answer a concurrency overrun with 429 + ``Retry-After: 1``. While the
+    other calls succeed, that is a signal to shrink: the rejected item waits its second,
+    the pool goes on, so requests keep arriving while the server's Retry-After runs."""
+    server.limits(max_in_flight=16, latency=0.02, overrun_retry_after="1")
+    source = server.urls(tmp_path / "in.txt", "overrun", 600)
+    summary = http_run(tmp_path, source, "--concurrency", "auto", "--max-concurrency", "64")
+    stats = server.stats()
+    assert summary["processed"] == 600 and stats["ok"] == 600
+    assert stats["rejected"] >= 1, "the run never went over the cap: nothing was shown"
+    assert summary["rejected"] == stats["rejected"]
+    assert stats["arrived_while_waited"] >= 100, stats  # the pool did not pause
+    assert summary["concurrency_limit"] <= 24, summary
+    assert (tmp_path / "out.jsonl").read_bytes() == ids_record(600)
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_outage_pool_waits_together(server: Server, tmp_path: Path, processes: int) -> None:
     server.limits(latency=0.005, outage_after=60, outage_seconds=1.0)

@@ -14,7 +14,8 @@ JSON body of a POST), unless a limit says no, with **429 and** ``Retry-After``:
 
 A last path segment ``status-404`` (or any status) is answered with that status;
 ``/headers/<id>`` echoes the ``Authorization`` header. ``GET /_stats`` returns the
-counters (requests and successes per path, rejections, the most in flight), ``POST
+counters (requests and successes per path, rejections, the most in flight, the requests
+that arrived while a ``Retry-After`` it gave was still running), ``POST
 /_config`` changes the limits (JSON, the option names with ``_``), ``POST /_reset``
 clears the counters. ``"hold_from": N`` holds requests for ids >= N until it is
 unset; ``GET /_held?count=K`` answers once K requests are held (for tests that must
@@ -53,6 +54,8 @@ class Limits:
     def reset(self) -> None:
         self.requests, self.ok, self.rejected = Counter[str](), Counter[str](), 0
         self.in_flight = self.most_in_flight = self.seen = self.held = 0
+        self.waited_until = -math.inf  # the latest end of a Retry-After this server gave
+        self.arrived_while_waited = 0  # requests that came in before it ended
         self.first_ok: float | None = None
         self.last_ok: float | None = None
         self.outage_until: float | None = None
@@ -67,6 +70,13 @@ class Limits:
     def refusal(self, now: float) -> str | None:
         """The Retry-After of a rejection, or None: the request may go on."""
         self.seen += 1
+        self.arrived_while_waited += now < self.waited_until
+        refused = self._refused(now)
+        if refused is not None:
+            self.waited_until = max(self.waited_until, now + float(refused))
+        return refused
+
+    def _refused(self, now: float) -> str | None:
         outage = self._outage(now)
         if outage is not None:
             return outage
@@ -114,6 +124,7 @@ class Limits:
             "requests": sum(self.requests.values()), "ok": sum(self.ok.values()),
             "rejected": self.rejected, "most_in_flight": self.most_in_flight,
             "held": self.held, "ok_span_s": self._span(), "by_path": dict(self.requests),
+            "arrived_while_waited": self.arrived_while_waited,
             "ok_by_path": dict(self.ok),
         }  # fmt: skip
 
