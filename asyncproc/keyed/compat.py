@@ -165,7 +165,7 @@ class CheckpointManager:
     @staticmethod
     def _format_config_summary(config: dict[str, Any]) -> str:
         """A config on one line, for a message: ``key=value`` for each key that is set
-        (not None, False, 0 or empty), in the config's order; ``default settings`` if none
+        (not None, False, 0 or ""), in the config's order; ``default settings`` if none
         is. The older tool's main module prints it."""
         shown = [f"{key}={value}" for key, value in config.items()
                  if value is not None and value not in (False, "")]  # fmt: skip
