@@ -287,6 +287,33 @@ def test_a_closed_segment_refuses_more_writes(storage: Storage) -> None:
     assert storage.segment_size("segments/s") == 3
 
 
+def test_every_backend_hands_out_the_one_segment_writer(storage: Storage) -> None:
+    from asyncproc.storage.segment import SegmentWriter
+
+    segment = storage.open_segment("segments/s")
+    assert type(segment) is SegmentWriter
+    segment.close()
+
+
+def test_a_failed_append_breaks_the_segment_in_every_backend(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncproc.storage import faults
+
+    segment = storage.open_segment("segments/s")
+    segment.append(b"abc")
+    segment.sync()
+    monkeypatch.setitem(faults._armed, "segment_write", (1, "ENOSPC"))
+    with pytest.raises(OSError, match="injected at segment_write"):
+        segment.append(b"lost")
+    with pytest.raises(OSError, match="failed earlier"):
+        segment.append(b"more")
+    with pytest.raises(OSError, match="failed earlier"):
+        segment.sync()
+    segment.close()
+    assert storage.segment_size("segments/s") == 3
+
+
 def test_appends_after_a_sync_go_on_at_the_end(storage: Storage) -> None:
     segment = storage.open_segment("s")
     expected = b""
