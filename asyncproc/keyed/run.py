@@ -31,8 +31,8 @@ from .._options import DEFAULT_CHECKPOINT
 from ..runs import index
 from ..runs.locks import is_held
 from ..runs.rundir import (
-    RunDir,
     directory_lock,
+    local_run,
     make_checkpoint_dir,
     new_run_dir,
     run_order,
@@ -117,7 +117,7 @@ class KeyedRun:
             raise RunError(f"run {self.run_id} has ended; start or resume a run to go on")
         if name not in self._loaders:
             loader = LoaderCheckpoint(
-                RunDir(self.path), check_name(name), self._record.shards, interval,
+                local_run(self.path), check_name(name), self._record.shards, interval,
                 run_id=self.run_id,
             )  # fmt: skip
             await anyio.to_thread.run_sync(loader.load)
@@ -238,7 +238,7 @@ class CheckpointManager:
             path = self._existing(run_id, new_run)
             if path is None:
                 return self._create(config, stack, description)
-            stack.enter_context(RunDir(path).locked())
+            stack.enter_context(local_run(path).locked())
             record = self._verified(path, config)
             record = replace(record, status=RunStatus.RUNNING, error=None, updated_at=time.time())
             _write(path, record)

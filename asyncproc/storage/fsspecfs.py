@@ -150,7 +150,11 @@ class FsspecStorage:
         mine = [e for e in entries if self._relative(str(e["name"])) == name]
         if any(e.get("type") != "directory" for e in mine):
             return True
-        return bool(mine) and bool(list_prefix(self.fs, self._key(f"{name}/{part_name(0)}")))
+        if not mine:
+            return False
+        marker = self._key(f"{name}/{part_name(0)}")
+        found = list_prefix(self.fs, marker)  # may hold siblings (fsspec-memory ignores prefix)
+        return any(self._relative(str(k)) == f"{name}/{part_name(0)}" for k in found)
 
     def _write(self, name: str, data: bytes, *, exclusive: bool) -> bool:
         """One whole-object PUT; with ``exclusive``, False if the object exists."""

@@ -413,3 +413,23 @@ def test_any_range_reads_back_exactly(make: Factory, writes: list[tuple[bytes, b
     else:
         assert read_all(storage, "segments/s", start, length) == whole[start : start + length]
     segment.close()
+
+
+@pytest.mark.parametrize("kind", ["fsspec-memory", "s3"])
+def test_a_second_storage_on_a_root_sees_a_folder_of_records_as_a_folder(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A fresh storage (as each new run claim makes) must not mistake a folder holding
+    records for a segment: two runs claimed in one second on memory:// once failed so."""
+    if kind == "s3":
+        server, bucket = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
+        root = Location(f"s3://{bucket}/{tmp_path.name}", server.options())
+    else:
+        root = Location(f"memory://{tmp_path.name}-again")
+    first = root.storage()
+    assert first.create("run_1/claim", b"{}")
+    first.put("run_1/manifest.json", b"{}")
+    again = root.storage()
+    assert not again.create("run_1/claim", b"{}")
+    assert again.create("run_1-2/claim", b"{}")
+    assert again.list("run_1/") == ["run_1/claim", "run_1/manifest.json"]
