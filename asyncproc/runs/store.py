@@ -81,7 +81,7 @@ def run_store(where: str | os.PathLike[str] | Location | Storage) -> RunStore:
     if isinstance(where, (str, os.PathLike)):
         where = Location(where)
     if not isinstance(where, Location):
-        return LeasedRunStore(where, repr(where))
+        return LeasedRunStore(where, f"<{type(where).__name__} {id(where):x}>")
     if where.local is not None:
         return LocalRunStore(where.local)
     return UrlRunStore(where)
