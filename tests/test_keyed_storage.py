@@ -11,6 +11,7 @@ import pytest
 
 import asyncproc
 from asyncproc._errors import RunLockedError
+from asyncproc._runs_api import runs_in
 from asyncproc.storage.memory import MemoryStorage
 from asyncproc.storage.protocol import Storage
 
@@ -85,3 +86,25 @@ async def test_the_decorator_resumes_on_memory(tmp_path: Path) -> None:
         await load(4)
     await load(None)
     assert calls == list(range(10)), "each key once over both calls"
+
+
+async def test_run_management_lists_file_and_keyed_runs_at_a_url(tmp_path: Path) -> None:
+    ck = f"memory://{tmp_path.name}/mixed"
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"line {i}\n" for i in range(50)))
+    done = await asyncproc.process_file(source, tmp_path / "out.jsonl", checkpoint_dir=ck,
+                                        quiet=True)  # fmt: skip
+    manager = asyncproc.CheckpointManager(ck, shards=2)
+    async with await manager.start_run(CONFIG, description="keyed beside a file run") as run:
+        loader = await run.loader("items")
+        await loader.mark_failed("k1", ValueError("bad key"))
+    views = {v.run_id: v for v in asyncproc.list_runs(ck)}
+    assert {(v.run_id, v.kind, v.status) for v in views.values()} == {
+        (done.run_id, "file", asyncproc.RunStatus.COMPLETED),
+        (run.run_id, "keyed", asyncproc.RunStatus.COMPLETED),
+    }, views
+    keyed = asyncproc.get_run(run.run_id, ck)
+    assert keyed.description == "keyed beside a file run"
+    (failure,) = runs_in(ck).failures(keyed, 5)
+    assert (failure["loader"], failure["key"]) == ("items", "k1"), failure
+    assert asyncproc.get_run(done.run_id, ck).processed == 50

@@ -135,8 +135,14 @@ class KeyedRuns:
     def view(self, path: Path) -> RunView:
         return keyed_view(local_run(path))
 
+    def view_run(self, run: RunDir) -> RunView:
+        return keyed_view(run)
+
     def failures(self, view: RunView, limit: int) -> list[dict[str, Any]]:
         return keyed_failures(local_run(view.path), limit)
+
+    def run_failures(self, run: RunDir, view: RunView, limit: int) -> list[dict[str, Any]]:
+        return keyed_failures(run, limit)
 
 
 KEYED_RUNS = KeyedRuns()

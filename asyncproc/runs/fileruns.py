@@ -23,8 +23,10 @@ class FileRuns:
     marker = MANIFEST
 
     def view(self, path: Path) -> RunView:
+        return self.view_run(local_run(path))
+
+    def view_run(self, run: RunDir) -> RunView:
         """Read one run; if it moved on meanwhile (merged, say), read it again."""
-        run = local_run(path)
         for _ in range(3):
             manifest = run.read()
             view = file_view(run, manifest)
@@ -39,7 +41,13 @@ class FileRuns:
             failed_file = (view.summary or {}).get("failed_items_file")
             own = failed_items_path(Path(view.output))
             return failures_from_file(own, limit) if failed_file == str(own) else []
-        run = local_run(view.path)
+        return self.run_failures(local_run(view.path), view, limit)
+
+    def run_failures(self, run: RunDir, view: RunView, limit: int) -> list[dict[str, Any]]:
+        """Failures still in the run's segments; none once it finished (its failed-items
+        file is then beside the output, an object when the output is at a URL)."""
+        if view.status in FINISHED:
+            return []
         return failures_from_segments(run.storage, unit_checkpoints(run, run.read()), limit)
 
 

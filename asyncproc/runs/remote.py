@@ -8,6 +8,7 @@ disk, locked by leases (:mod:`.lease`). Here are ``list``, ``show``, ``status``,
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -15,10 +16,9 @@ from .._errors import AsyncprocError, RunNotFoundError
 from .._options import DEFAULT_CHECKPOINT
 from ..storage.location import Location
 from ..storage.records import RunStatus
-from .failures import failures_from_segments
-from .fileruns import file_view, unit_checkpoints
+from .kinds import RunKind
 from .lease import leased
-from .rundir import MANIFEST, RUN_ID, RunDir
+from .rundir import RUN_ID, RunDir
 from .store import UrlRunStore
 from .views import FINISHED, RunView
 
@@ -41,19 +41,24 @@ def output_lease(output: Location) -> AbstractContextManager[Any]:
 class RemoteRuns:
     """``list``, ``show``, ``status``, ``delete`` and ``cleanup`` on a URL checkpoint dir."""
 
-    def __init__(self, checkpoint: Location) -> None:
+    def __init__(self, checkpoint: Location, kinds: Sequence[RunKind]) -> None:
         self.checkpoint_dir = checkpoint
         self.store = UrlRunStore(checkpoint)
+        self.kinds = tuple(kinds)
 
-    def _runs(self) -> list[RunDir]:
-        runs = (self.store.run(i) for i in self.store.run_ids())
-        return [r for r in runs if r.storage.get(MANIFEST) is not None]
+    def _kind_of(self, run: RunDir) -> RunKind | None:
+        return next((k for k in self.kinds if run.storage.get(k.marker) is not None), None)
 
-    def find(self, run_id: str) -> RunDir:
+    def _runs(self) -> list[tuple[RunDir, RunKind]]:
+        found = ((r, self._kind_of(r)) for r in map(self.store.run, self.store.run_ids()))
+        return [(run, kind) for run, kind in found if kind is not None]
+
+    def find(self, run_id: str) -> tuple[RunDir, RunKind]:
         if RUN_ID.fullmatch(run_id):
             run = self.store.run(run_id)
-            if run.storage.get(MANIFEST) is not None:
-                return run
+            kind = self._kind_of(run)
+            if kind is not None:
+                return run, kind
         raise RunNotFoundError(
             f"no run {run_id!r} under {self.checkpoint_dir}; see `asyncproc list --checkpoint "
             f"{self.checkpoint_dir}` for the run ids"
@@ -67,13 +72,14 @@ class RemoteRuns:
         return True
 
     def view(self, run_id: str) -> RunView:
-        return _view(self.find(run_id))
+        run, kind = self.find(run_id)
+        return kind.view_run(run)
 
     def views(self) -> tuple[list[RunView], list[str]]:
         views, problems = [], []
-        for run in self._runs():
+        for run, kind in self._runs():
             try:
-                views.append(_view(run))
+                views.append(kind.view_run(run))
             except (AsyncprocError, OSError) as exc:
                 problems.append(f"run {run.run_id} skipped: {exc}")
         return views, problems
@@ -87,13 +93,11 @@ class RemoteRuns:
         return chosen[0]
 
     def failures(self, view: RunView, limit: int) -> list[dict[str, Any]]:
-        if view.status in FINISHED:
-            return []  # the failed-items file is an object beside the output
-        run = self.find(view.run_id)
-        return failures_from_segments(run.storage, unit_checkpoints(run, run.read()), limit)
+        run, kind = self.find(view.run_id)
+        return kind.run_failures(run, view, limit)
 
     def delete(self, run_id: str) -> None:
-        run = self.find(run_id)
+        run, _ = self.find(run_id)
         with self.store.directory_lock(), run.locked():
             for name in run.storage.list(""):
                 if not name.startswith("lease/"):
@@ -109,7 +113,3 @@ class RemoteRuns:
             self.delete(view.run_id)
             removed.append(view.run_id)
         return removed
-
-
-def _view(run: RunDir) -> RunView:
-    return file_view(run, run.read())
