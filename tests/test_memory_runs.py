@@ -7,9 +7,11 @@ from __future__ import annotations
 import errno
 import logging
 import random
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from conftest import numbered_lines, write_lines
 
@@ -94,6 +96,30 @@ async def test_a_power_cut_anywhere_resumes_to_the_same_bytes(
     assert summary.resumed and summary.processed == 600
     assert out.read_bytes() == clean
     assert REDONE not in caplog.text, caplog.text
+
+
+async def test_a_power_cut_between_the_data_sync_and_its_checkpoint(
+    tmp_path: Path, source: Path, clean: bytes
+) -> None:
+    """Hold the first segment sync just after it made the bytes durable, take the power
+    cut there (the checkpoint naming them is not put yet), then let the run go on."""
+    storage, out = MemoryStorage(), tmp_path / "out.jsonl"
+    options = {**OPTIONS, "workers": 1}  # one unit: nothing else commits meanwhile
+    gate = storage.hold(Op.SYNC, after=True)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(asyncproc.process_file, source, out, checkpoint_dir=storage,
+                              **options))  # fmt: skip
+        await anyio.to_thread.run_sync(gate.wait)
+        survivor = storage.crashed()
+        gate.release()
+    synced = [n for n in survivor.list("run_") if "/segments/" in n]
+    assert synced, "the cut came before any segment was durable"
+    assert not [n for n in survivor.list("run_") if "/units/" in n], "a checkpoint was put"
+    for lease in [n for n in survivor.list("") if "lease/" in n]:
+        survivor.delete(lease)  # held by this process, which a real power cut ends
+    summary = await asyncproc.process_file(source, out, checkpoint_dir=survivor, **options)
+    assert summary.resumed and summary.processed == 600
+    assert out.read_bytes() == clean
 
 
 async def test_a_full_disk_fails_the_run_and_a_resume_finishes_it(
