@@ -201,15 +201,9 @@ def _stale(manifest: Manifest, wanted: Wanted) -> str | None:
     differences = wanted.options.result_differences(manifest.options)
     if differences:
         return f"with other options ({'; '.join(differences)})"
-    if not _output_exists(wanted.output) or not manifest.summary:
+    if not wanted.output.exists() or not manifest.summary:
         return "its output is gone"
     return None
-
-
-def _output_exists(output: Location) -> bool:
-    if output.is_local:
-        return output.path.is_file()
-    return bool(output.fs.exists(output.key))
 
 
 def planned_workers(options: Options, size: int) -> int:
