@@ -10,6 +10,10 @@
             lock                   held by the process working on the run
             units/0000.a.ckpt      UnitCheckpoint, two generations per unit
             segments/0000.<attempt>.out|.dead
+
+A :class:`RunDir` is that layout on any storage; the ground it stands on (a lock file
+here, a lease elsewhere: :mod:`.store`) holds it. The functions below are the local
+folder's: ids claimed by ``mkdir``, ``flock``ed locks, trust in directories.
 """
 
 from __future__ import annotations
