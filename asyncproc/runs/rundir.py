@@ -18,6 +18,7 @@ folder's: ids claimed by ``mkdir``, ``flock``ed locks, trust in directories.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -172,7 +173,7 @@ FILE_GROUND = FileGround()
 
 def local_run(path: Path) -> RunDir:
     """The run in the local directory ``path`` (its id is the directory's name)."""
-    return RunDir(LocalStorage(path), path.name, FILE_GROUND, path=path, url=str(path.resolve()))
+    return RunDir(LocalStorage(path), path.name, FILE_GROUND, path=path, url=os.path.realpath(path))
 
 
 def see_runs(checkpoint_dir: Path) -> str:

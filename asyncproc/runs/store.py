@@ -92,7 +92,7 @@ class LocalRunStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.where = str(path.resolve())
+        self.where = os.path.realpath(path)  # as Location.url: a link loop is reported where used
 
     def __repr__(self) -> str:
         return f"LocalRunStore({self.where!r})"
