@@ -34,7 +34,6 @@ from .._errors import (
 from .._options import Options
 from ..limits.gate import Cost, Gate, LimitConfig
 from ..processors.loading import Fn, Processor, load_processor
-from ..runs.remote import output_lease
 from ..runs.rundir import RunDir
 from ..runs.store import RunStore
 from ..storage.faults import CRASH_EXIT
@@ -54,7 +53,6 @@ from .executor import Executor, InProcess, RunSetup
 from .finish import finish, merge_output
 from .livelimits import publish_limits, show_limits
 from .observer import LogProgress, RunObserver
-from .replay.failed import retry_failed
 from .scheduler import Scheduler
 from .sources import check_input, check_remote_output
 from .state import RunState, load_state, recut_state
@@ -88,7 +86,11 @@ class Request:
 
 def _held(output: Location) -> AbstractContextManager[object]:
     """The output held for the whole run: a lock file beside it, or a lease at a URL."""
-    return held_output(output.path) if output.is_local else output_lease(output)
+    if output.is_local:
+        return held_output(output.path)
+    from ..runs.remote import output_lease  # a local run never loads remote storage
+
+    return output_lease(output)
 
 
 class Coordinator:
@@ -132,6 +134,8 @@ class Coordinator:
             else:
                 summary = await self._work(chosen, processor, options)
             if req.retry_failed:  # also clears what an interrupted retry left
+                from .replay.failed import retry_failed  # loaded only for --retry-failed
+
                 summary = await retry_failed(
                     chosen.run, processor, options, summary, self._gate, req.input.options
                 )

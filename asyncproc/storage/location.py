@@ -19,7 +19,6 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, BinaryIO
 
 from .._errors import ConfigError
-from .fsspecfs import FsspecStorage, list_prefix
 from .localfs import LocalStorage
 from .protocol import Storage
 
@@ -152,6 +151,8 @@ class Location:
         """Everything below this folder, behind the storage protocol."""
         if self.local is not None:
             return LocalStorage(self.local)
+        from .fsspecfs import FsspecStorage  # loaded for URLs only
+
         return FsspecStorage(self.fs, self.key)
 
     def open_read(self, size: int | None = None) -> BinaryIO:
@@ -198,6 +199,8 @@ class Location:
         if self.local is not None:
             st = self.local.stat()
             return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "type": "file"}
+        from .fsspecfs import list_prefix  # loaded for URLs only
+
         key = self.key
         found = list_prefix(self.fs, key)
         info = found.get(key)
