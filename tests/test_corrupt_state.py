@@ -188,6 +188,27 @@ def _segment_missing(half: HalfDone) -> str:
     return "start"
 
 
+def flip_digit(segment: Path, low: int, high: int) -> None:
+    """Change one digit in ``segment[low:high]`` to another: the line stays valid JSON."""
+    raw = bytearray(segment.read_bytes())
+    at = next(k for k in range((low + high) // 2, high) if chr(raw[k]).isdigit())
+    raw[at] = ord("1") if raw[at] != ord("1") else ord("2")
+    segment.write_bytes(bytes(raw))
+    orjson.loads(raw[raw.rfind(b"\n", 0, at) + 1 : raw.find(b"\n", at)])  # still JSON
+
+
+def _digit_flipped_newest_batch(half: HalfDone) -> str:
+    (new_ref,), (old_ref,) = half.new_state.segments, half.old_state.segments
+    flip_digit(half.out_segment(half.new_state), old_ref.length, new_ref.length)
+    return "older"
+
+
+def _digit_flipped_older_batch(half: HalfDone) -> str:
+    (old_ref,) = half.old_state.segments
+    flip_digit(half.out_segment(half.old_state), 0, old_ref.length)
+    return "start"
+
+
 DAMAGE: dict[str, Callable[[HalfDone], str]] = {
     "zero-length-newest": _zero_length,
     "truncated-newest": _truncated,
@@ -198,6 +219,8 @@ DAMAGE: dict[str, Callable[[HalfDone], str]] = {
     "both-checkpoints-missing-segments-present": _both_checkpoints_missing,
     "segment-shorter-than-checkpoint": _segment_shorter,
     "segment-missing": _segment_missing,
+    "digit-flipped-in-newest-batch": _digit_flipped_newest_batch,
+    "digit-flipped-in-older-batch": _digit_flipped_older_batch,
 }
 
 
