@@ -39,7 +39,7 @@ from ..runs.remote import directory_lock, output_lease, run_url
 from ..runs.rundir import RunDir, make_checkpoint_dir
 from ..storage.faults import CRASH_EXIT
 from ..storage.location import Location
-from ..storage.records import Manifest, RunStatus, UnitPlan
+from ..storage.records import LineIndex, Manifest, RunStatus, UnitPlan
 from ..storage.unitstore import UnitStore
 from .budget import TakeBudget
 from .choose import (
@@ -57,7 +57,7 @@ from .livelimits import publish_limits, show_limits
 from .observer import LogProgress, RunObserver
 from .replay.failed import retry_failed
 from .scheduler import Scheduler
-from .sources import check_input, check_remote_output
+from .sources import check_input, check_remote_output, plan_input
 from .state import RunState, load_state, recut_state
 from .stopping import Stopper, StopReason
 from .summary import Summary
@@ -168,7 +168,7 @@ class Coordinator:
         if manifest.status is RunStatus.MERGED:
             return await anyio.to_thread.run_sync(finish, run, manifest, chosen.resumed)
         workers = self._workers(manifest, options)
-        state = await anyio.to_thread.run_sync(load_state, run, manifest)
+        state = await anyio.to_thread.run_sync(load_state, run, manifest, self._indexer(manifest))
         state = await anyio.to_thread.run_sync(recut_state, state, workers)
         self._manifest = await anyio.to_thread.run_sync(
             self._record_start, run, manifest, options, state, workers
@@ -194,6 +194,11 @@ class Coordinator:
         return await anyio.to_thread.run_sync(
             self._merge_and_finish, run, state, workers, chosen.resumed
         )
+
+    def _indexer(self, manifest: Manifest) -> Callable[[], LineIndex]:
+        """Index the input again (one read of it), for a run whose index is not its own."""
+        fmt = str(manifest.options.get("format") or "text")
+        return lambda: plan_input(self.request.input, lambda _: 1, fmt).index
 
     def _workers(self, manifest: Manifest, options: Options) -> int:
         """Units worked on at once: as asked now, else as the run was planned."""
