@@ -1,0 +1,111 @@
+"""Issue 16: what the per-segment CRC-32 costs a no-op run (target: well under 1%).
+
+Two contenders, each a fresh process running ``asyncproc.run_file`` with the
+``identity`` processor over the same input, checkpoints on: ``crc`` as shipped, and
+``off`` with ``zlib.crc32`` replaced by a function returning 0 in the two modules that
+call it (the segment writer's store and the merge), so that every other step is the
+same. They alternate within each repeat; the figure is the median of the per-repeat
+time ratios ``crc / off``, minus one.
+
+A second figure does not depend on the machine's noise: the time ``zlib.crc32`` takes
+over the run's committed bytes, twice (once as they are written, once at the merge),
+as a share of the median ``crc`` run. A resume also reads the committed bytes once to
+check them; that is a cost of the resume only, not measured here.
+
+Usage: ``python benchmarks/bench_checksum.py [--items 200000] [--repeats 7]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import zlib
+from pathlib import Path
+from typing import Any
+
+from _alternate import alternate
+
+MARKER = "CHECKSUM "
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"[checksum] {message}\n")
+    sys.stderr.flush()
+
+
+def child(spec: dict[str, Any]) -> None:
+    """Run the job once in this process, the CRC on or off; print its wall time."""
+    import asyncproc
+    from asyncproc.engine import merge
+    from asyncproc.storage import unitstore
+
+    if not spec["crc"]:
+        off = types.SimpleNamespace(crc32=lambda data, crc=0: 0)
+        unitstore.zlib = merge.zlib = off  # type: ignore[assignment]
+    started = time.perf_counter()
+    asyncproc.run_file(spec["input"], spec["output"], "identity", quiet=True, new_run=True,
+                       checkpoint_dir=spec["ck"])  # fmt: skip
+    print(MARKER + json.dumps({"seconds": time.perf_counter() - started}), flush=True)
+
+
+def timed(tmp: Path, source: Path, items: int, crc: bool) -> float:
+    """Items/s of one run (as :func:`alternate` wants a rate)."""
+    spec = {"input": str(source), "output": str(tmp / "out.jsonl"), "ck": str(tmp / "ck"),
+            "crc": crc}  # fmt: skip
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                          capture_output=True, text=True, check=True, timeout=900)  # fmt: skip
+    line = [x for x in proc.stdout.splitlines() if x.startswith(MARKER)][-1]
+    return items / float(json.loads(line[len(MARKER) :])["seconds"])
+
+
+def crc_seconds(output: Path) -> float:
+    """``zlib.crc32`` over the output's bytes in 100-item-sized pieces, twice, best of 5."""
+    raw = output.read_bytes()
+    step = max(1, len(raw) // max(1, raw.count(b"\n") // 100))
+    pieces = [raw[k : k + step] for k in range(0, len(raw), step)]
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(2):
+            crc = 0
+            for piece in pieces:
+                crc = zlib.crc32(piece, crc)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench_checksum_") as tmp_name:
+        tmp = Path(tmp_name)
+        source = tmp / "in.txt"
+        source.write_text("".join(f"item-{i}\n" for i in range(args.items)))
+        contenders = {"crc": lambda: timed(tmp, source, args.items, True),
+                      "off": lambda: timed(tmp, source, args.items, False)}  # fmt: skip
+        rates = alternate(contenders, args.repeats, log)
+        seconds = {name: [args.items / r for r in rs] for name, rs in rates.items()}
+        pairs = zip(seconds["crc"], seconds["off"], strict=True)
+        overhead = statistics.median(a / b for a, b in pairs) - 1
+        run = statistics.median(seconds["crc"])
+        direct = crc_seconds(tmp / "out.jsonl") / run
+    print(f"no-op run of {args.items:,} items, {args.repeats} alternated repeats")
+    print(f"  median run: crc {run:.3f} s, off {statistics.median(seconds['off']):.3f} s")
+    print(f"  median of per-repeat ratios crc/off - 1: {overhead:+.2%}")
+    print(f"  zlib.crc32 over the committed bytes, twice: {direct:.3%} of the median run")
+
+
+if __name__ == "__main__":
+    main()
