@@ -44,11 +44,15 @@ def test_a_line_index_from_another_input_is_rebuilt(tmp_path: Path) -> None:
     assert "another input" in resumed.stderr, describe(resumed, "the warning should say why")
 
 
-def test_a_rebuilt_index_is_bound_to_the_input(tmp_path: Path) -> None:
+def plain_run(source: Path, tmp_path: Path) -> list[str | Path]:
+    return ["run", "--input", source, "--output", tmp_path / "out.jsonl", "--checkpoint",
+            tmp_path / "ck", "--quiet"]  # fmt: skip
+
+
+def test_the_planned_index_is_bound_to_the_input(tmp_path: Path) -> None:
     """The index written at planning names the input's fingerprint (read back from disk)."""
     source = write_lines(tmp_path / "in.txt", numbered_lines(500))
-    args = ["run", "--input", source, "--output", tmp_path / "out.jsonl", "--checkpoint",
-            tmp_path / "ck", "--quiet"]  # fmt: skip
+    args = plain_run(source, tmp_path)
     crashed = run_cli(*args, "--simulate-crash", "100")
     assert crashed.returncode == 3, describe(crashed)
     run = only_run_dir(tmp_path / "ck")
@@ -59,8 +63,7 @@ def test_a_rebuilt_index_is_bound_to_the_input(tmp_path: Path) -> None:
 
 def test_planning_cut_short_leaves_no_temporary_file(tmp_path: Path) -> None:
     source = write_lines(tmp_path / "in.txt", numbered_lines(500))
-    args = ["run", "--input", source, "--output", tmp_path / "out.jsonl", "--checkpoint",
-            tmp_path / "ck", "--quiet"]  # fmt: skip
+    args = plain_run(source, tmp_path)
     for point in ("before_rename_index", "before_rename_manifest"):
         crashed = run_cli(*args, env={"ASYNCPROC_CRASH_AT": f"{point}:1"})
         assert crashed.returncode == 3, describe(crashed)

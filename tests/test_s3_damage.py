@@ -26,7 +26,7 @@ def test_a_missing_part_is_damage_not_a_shorter_segment(
     source = write_lines(tmp_path / "in.txt", numbered_lines(400))
     base = f"s3://{s3_bucket}/{tmp_path.name}"
     fs = Location(base, s3_server.options()).fs
-    args = [
+    args: list[str | Path] = [
         "run", "--input", source, "--output", tmp_path / "out.json", "--checkpoint",
         f"{base}/ck", "--batch-size", "50", "--concurrency", "4", "--workers", "1",
         *(f"--storage-option={k}={v}" for k, v in s3_server.options().items()),
