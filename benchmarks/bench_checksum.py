@@ -4,8 +4,9 @@ Two contenders, each a fresh process running ``asyncproc.run_file`` with the
 ``identity`` processor over the same input, checkpoints on: ``crc`` as shipped, and
 ``off`` with ``zlib.crc32`` replaced by a function returning 0 in the two modules that
 call it (the segment writer's store and the merge), so that every other step is the
-same. They alternate within each repeat; the figure is the median of the per-repeat
-time ratios ``crc / off``, minus one.
+same. They alternate within each repeat; the figures are the medians of the
+per-repeat ratios ``crc / off``, minus one, of the child's CPU time (user + system,
+threads included: steadier than wall time on a shared machine) and of its wall time.
 
 A second figure does not depend on the machine's noise: the time ``zlib.crc32`` takes
 over the run's committed bytes, twice (once as they are written, once at the merge),
@@ -26,10 +27,11 @@ import tempfile
 import time
 import types
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _alternate import alternate
+from _alternate import Contenders, alternate
 
 MARKER = "CHECKSUM "
 
@@ -49,20 +51,24 @@ def child(spec: dict[str, Any]) -> None:
         off = types.SimpleNamespace(crc32=lambda data, crc=0: 0)
         for module in (unitstore, merge):
             setattr(module, "zlib", off)  # noqa: B010 (a patch, on purpose)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     asyncproc.run_file(spec["input"], spec["output"], "identity", quiet=True, new_run=True,
                        checkpoint_dir=spec["ck"])  # fmt: skip
-    print(MARKER + json.dumps({"seconds": time.perf_counter() - started}), flush=True)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    print(MARKER + json.dumps({"seconds": wall, "cpu": cpu}), flush=True)
 
 
-def timed(tmp: Path, source: Path, items: int, crc: bool) -> float:
-    """Items/s of one run (as :func:`alternate` wants a rate)."""
+def timed(tmp: Path, source: Path, items: int, crc: bool, walls: list[float]) -> float:
+    """Items per CPU second of one run (as :func:`alternate` wants a rate); its wall time
+    goes to ``walls``."""
     spec = {"input": str(source), "output": str(tmp / "out.jsonl"), "ck": str(tmp / "ck"),
             "crc": crc}  # fmt: skip
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
                           capture_output=True, text=True, check=True, timeout=900)  # fmt: skip
     line = [x for x in proc.stdout.splitlines() if x.startswith(MARKER)][-1]
-    return items / float(json.loads(line[len(MARKER) :])["seconds"])
+    result = json.loads(line[len(MARKER) :])
+    walls.append(float(result["seconds"]))
+    return items / float(result["cpu"])
 
 
 def crc_seconds(output: Path) -> float:
@@ -94,18 +100,23 @@ def main() -> None:
         tmp = Path(tmp_name)
         source = tmp / "in.txt"
         source.write_text("".join(f"item-{i}\n" for i in range(args.items)))
-        contenders = {"crc": lambda: timed(tmp, source, args.items, True),
-                      "off": lambda: timed(tmp, source, args.items, False)}  # fmt: skip
+        walls: dict[str, list[float]] = {"crc": [], "off": []}
+        contenders: Contenders = {name: partial(timed, tmp, source, args.items, name == "crc", walls[name])
+                      for name in walls}  # fmt: skip
         rates = alternate(contenders, args.repeats, log)
-        seconds = {name: [args.items / r for r in rs] for name, rs in rates.items()}
-        pairs = zip(seconds["crc"], seconds["off"], strict=True)
-        overhead = statistics.median(a / b for a, b in pairs) - 1
-        run = statistics.median(seconds["crc"])
+        cpu = {name: [args.items / r for r in rs] for name, rs in rates.items()}
+        run = statistics.median(walls["crc"])
         direct = crc_seconds(tmp / "out.jsonl") / run
     print(f"no-op run of {args.items:,} items, {args.repeats} alternated repeats")
-    print(f"  median run: crc {run:.3f} s, off {statistics.median(seconds['off']):.3f} s")
-    print(f"  median of per-repeat ratios crc/off - 1: {overhead:+.2%}")
+    print(f"  median wall time: crc {run:.3f} s, off {statistics.median(walls['off']):.3f} s")
+    print(f"  CPU time, median of per-repeat ratios crc/off - 1: {_overhead(cpu):+.2%}")
+    print(f"  wall time, median of per-repeat ratios crc/off - 1: {_overhead(walls):+.2%}")
     print(f"  zlib.crc32 over the committed bytes, twice: {direct:.3%} of the median run")
+
+
+def _overhead(seconds: dict[str, list[float]]) -> float:
+    pairs = zip(seconds["crc"], seconds["off"], strict=True)
+    return statistics.median(a / b for a, b in pairs) - 1
 
 
 if __name__ == "__main__":
