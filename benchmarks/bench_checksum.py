@@ -101,8 +101,10 @@ def main() -> None:
         source = tmp / "in.txt"
         source.write_text("".join(f"item-{i}\n" for i in range(args.items)))
         walls: dict[str, list[float]] = {"crc": [], "off": []}
-        contenders: Contenders = {name: partial(timed, tmp, source, args.items, name == "crc", walls[name])
-                      for name in walls}  # fmt: skip
+        contenders: Contenders = {
+            name: partial(timed, tmp, source, args.items, name == "crc", walls[name])
+            for name in walls
+        }
         rates = alternate(contenders, args.repeats, log)
         cpu = {name: [args.items / r for r in rs] for name, rs in rates.items()}
         run = statistics.median(walls["crc"])
