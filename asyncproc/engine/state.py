@@ -1,7 +1,8 @@
 """A run's state on disk, read back: the plan, the line index, each unit's checkpoint.
 
-Blocking; the coordinator runs it in a worker thread. Cost is O(units), never O(items
-done): each unit's newest good checkpoint is read and its segments' sizes checked.
+Blocking; the coordinator runs it in a worker thread. Cost is O(units) records and one
+read of the committed bytes, never a replay of items: each unit's newest good checkpoint
+is read, its segments' sizes checked and their bytes checked against their CRCs.
 """
 
 from __future__ import annotations
