@@ -39,11 +39,11 @@ class Gate:
         gate = self
 
         class StalledStore(UnitStore):
-            def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
+            def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
                 if not gate.stalled:
                     gate.stalled = True
                     assert gate.reached.wait(timeout=30), "the lanes never got ahead"
-                super().commit(data, checkpoint)
+                return super().commit(data, checkpoint)
 
         return StalledStore(LocalStorage(Path(spec.run_dir)), spec.unit_id)
 

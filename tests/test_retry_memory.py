@@ -60,7 +60,7 @@ class HeldStore(UnitStore):
         self.calls_while_held = -1
         self.reached = threading.Event()
 
-    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
+    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
         if self.first_cut is None:
             self.first_cut = checkpoint.next_index
             deadline = time.monotonic() + 30
@@ -68,7 +68,7 @@ class HeldStore(UnitStore):
                 time.sleep(0.005)
             time.sleep(0.1)  # room for lanes that would run past the window to do so
             self.calls_while_held = self.calls[0]
-        super().commit(data, checkpoint)
+        return super().commit(data, checkpoint)
 
 
 def test_lanes_stop_one_window_past_a_held_commit(tmp_path: Path) -> None:
