@@ -180,13 +180,14 @@ def sweep_unplanned(checkpoint_dir: Path) -> None:
 
     Only a planning killed before its manifest leaves one (an index, temporary files):
     planning holds the directory lock, as the caller does, so none is in progress.
-    A directory holding anything else is left alone; nothing is followed.
+    An empty directory (an id claimed, perhaps by another tool) or one holding anything
+    else is left alone; nothing is followed.
     """
     for path in checkpoint_dir.iterdir():
         if not RUN_ID.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
             continue
         entries = [e.name for e in path.iterdir()]
-        if all(_PLANNING_LEFTOVER.fullmatch(e) for e in entries):
+        if entries and all(_PLANNING_LEFTOVER.fullmatch(e) for e in entries):
             for entry in entries:
                 (path / entry).unlink(missing_ok=True)
             with suppress(OSError):  # something appeared meanwhile: leave it
