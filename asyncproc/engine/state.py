@@ -87,8 +87,8 @@ def _load_index(
         return NO_INDEX
     if _fits(index, manifest):
         return index
-    log.warning("the line index of run %s was made for another input; indexing the input "
-                "again", run.run_id)  # fmt: skip
+    why = "was made for another input" if index.fingerprint else "names no input (older asyncproc)"
+    log.warning("the line index of run %s %s; indexing the input again", run.run_id, why)
     return _rebuilt(run, manifest, rebuild)
 
 
