@@ -118,6 +118,11 @@ class Location:
         head = rest.rpartition("/")[0] or rest
         return Location(f"{scheme}://{head}", self.options)
 
+    @property
+    def shown(self) -> str:
+        """How a summary names it: the local path as given, or the URL."""
+        return str(self.local) if self.local is not None else self.url
+
     # -- the file system -------------------------------------------------------------
 
     @cached_property
@@ -181,6 +186,12 @@ class Location:
             self.key, "rb", block_size=READ_AHEAD, cache_type="readahead", size=size
         )
         return opened
+
+    def exists(self) -> bool:
+        """Whether a file (or an object) is there now."""
+        if self.local is not None:
+            return self.local.is_file()
+        return bool(self.fs.exists(self.key))
 
     def info(self) -> dict[str, Any]:
         """The object's size and version (``mtime_ns``); FileNotFoundError if missing."""
