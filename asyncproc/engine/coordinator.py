@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from functools import partial
@@ -38,7 +39,7 @@ from ..runs.rundir import RunDir
 from ..runs.store import RunStore
 from ..storage.faults import CRASH_EXIT
 from ..storage.location import Location
-from ..storage.records import Manifest, RunStatus, UnitPlan
+from ..storage.records import LineIndex, Manifest, RunStatus, UnitPlan
 from .budget import TakeBudget
 from .choose import (
     Chosen,
@@ -54,7 +55,7 @@ from .finish import finish, merge_output
 from .livelimits import publish_limits, show_limits
 from .observer import LogProgress, RunObserver
 from .scheduler import Scheduler
-from .sources import check_input, check_remote_output
+from .sources import check_input, check_remote_output, plan_input
 from .state import RunState, load_state, recut_state
 from .stopping import Stopper, StopReason
 from .summary import Summary
@@ -156,7 +157,7 @@ class Coordinator:
             return await anyio.to_thread.run_sync(finish, run, manifest, chosen.resumed)
         self._require_reachable(run)
         workers = self._workers(manifest, options)
-        state = await anyio.to_thread.run_sync(load_state, run, manifest)
+        state = await anyio.to_thread.run_sync(load_state, run, manifest, self._indexer(manifest))
         state = await anyio.to_thread.run_sync(recut_state, state, workers)
         self._manifest = await anyio.to_thread.run_sync(
             self._record_start, run, manifest, options, state, workers
@@ -182,6 +183,11 @@ class Coordinator:
         return await anyio.to_thread.run_sync(
             self._merge_and_finish, run, state, workers, chosen.resumed
         )
+
+    def _indexer(self, manifest: Manifest) -> Callable[[], LineIndex]:
+        """Index the input again (one read of it), for a run whose index is not its own."""
+        fmt = str(manifest.options.get("format") or "text")
+        return lambda: plan_input(self.request.input, lambda _: 1, fmt).index
 
     def _require_reachable(self, run: RunDir) -> None:
         """Units in other processes find the run by its path or URL: it must have one."""
