@@ -16,24 +16,30 @@ from .runs.remote import RemoteRuns
 from .runs.views import RunView
 from .storage.location import Location
 
+KINDS = (FILE_RUNS, KEYED_RUNS)
+
 
 def runs_in(
     checkpoint_dir: str | os.PathLike[str] | Location = DEFAULT_CHECKPOINT,
 ) -> Runs | RemoteRuns:
-    """The file and keyed runs under ``checkpoint_dir``; file runs only under a URL."""
-    if isinstance(checkpoint_dir, Location):
-        if not checkpoint_dir.is_local:
-            return RemoteRuns(checkpoint_dir)
-        checkpoint_dir = checkpoint_dir.path
-    return Runs(Path(checkpoint_dir), (FILE_RUNS, KEYED_RUNS))
+    """The file and keyed runs under ``checkpoint_dir``, a folder or a URL."""
+    if not isinstance(checkpoint_dir, Location):
+        checkpoint_dir = Location(checkpoint_dir)
+    if checkpoint_dir.local is None:
+        return RemoteRuns(checkpoint_dir, KINDS)
+    return Runs(checkpoint_dir.local, KINDS)
 
 
-def places(checkpoint_dir: str | os.PathLike[str] | Location | None) -> Places:
-    """The directory given; or the default one and those of the run index (for the CLI)."""
+def places(
+    checkpoint_dir: str | os.PathLike[str] | Location | None, *, everywhere: bool = True
+) -> Places:
+    """The directory given; or the default one and those of the run index (for the CLI):
+    every run the index knows (``everywhere``), or those started from here."""
     if checkpoint_dir is not None:
         return Places([runs_in(checkpoint_dir)], explicit=True)
-    found = distinct([Path(DEFAULT_CHECKPOINT), *index.checkpoint_dirs()])
-    return Places([runs_in(path) for path in found], explicit=False)
+    noted = index.checkpoint_dirs(started_here=not everywhere)
+    found = distinct([Path(DEFAULT_CHECKPOINT), *noted])
+    return Places([runs_in(path) for path in found], explicit=False, everywhere=everywhere)
 
 
 def list_runs(checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> list[RunView]:

@@ -23,6 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_INPUT = REPO / "data" / "sample_input.txt"
 CLI_TIMEOUT = 60.0
 
+ANOTHER_USER = 65534  # nobody: owns the files "another user" planted
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: files of another user are made with os.chown"
+)
+
 SUMMARY_KEYS = (
     "run_id",
     "status",
@@ -136,7 +141,9 @@ def run_ok(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) 
 
 
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("asyncproc: error:")]
+    """The closing lines of a failed or stopped command (a stop is no error, so it says so)."""
+    closing = ("asyncproc: error:", "asyncproc: interrupted")
+    return [line for line in stderr.splitlines() if line.startswith(closing)]
 
 
 # -- building inputs and expected outputs ----------------------------------------------
@@ -373,3 +380,34 @@ def s3_bucket(s3_server: Any) -> str:
     """One bucket for the session; tests keep apart by their own prefixes."""
     name: str = s3_server.bucket()
     return name
+
+
+# -- files of another user: only root can make them ----------------------------------------
+
+NEEDS_ROOT = "needs root: only root can give a file to another user (os.chown)"
+
+
+def give_to_another_user(path: Path) -> int:
+    """Make ``path`` belong to another user (:data:`ANOTHER_USER`); its uid. Only root can:
+    for a developer who is not root, the test is skipped here, saying why (a test that
+    needs another user's files throughout is marked :data:`root_only` instead)."""
+    if os.geteuid() != 0:
+        pytest.skip(NEEDS_ROOT)
+    os.chown(path, ANOTHER_USER, ANOTHER_USER)
+    return ANOTHER_USER
+
+
+def take_back(path: Path) -> None:
+    """Give ``path`` back to whoever runs the tests (after :func:`give_to_another_user`)."""
+    os.chown(path, os.geteuid(), os.getegid())
+
+
+def another_group() -> int:
+    """A group other than our own primary one that we may give our files to: any group for
+    root, else one of our supplementary groups; skips the test when there is none."""
+    if os.geteuid() == 0:
+        return 4242
+    groups = [g for g in os.getgroups() if g != os.getegid()]
+    if not groups:
+        pytest.skip("needs a second group to give a file to (or root)")
+    return groups[0]

@@ -56,7 +56,8 @@ class Attempt:
     async def commit(self, order: Ordering, point: Point, offset: int) -> Cut | None:
         """Make ``order``'s prefix up to ``point`` durable, with ``offset`` reached.
 
-        Returns what was cut, or None when there was nothing new to say.
+        Returns what was cut, or None when there was nothing new to say. The caller then
+        moves the window (:meth:`Ordering.made_durable`): its items are durable now.
         """
         previous = self.durable
         if point.next == order.durable and offset == previous.offset:
@@ -67,11 +68,11 @@ class Attempt:
             cut.ok, cut.failed, offset=offset, next_index=self.first_index + point.next,
         )  # fmt: skip
         data = {self.out_name: cut.out, self.dead_name: cut.dead}
-        await anyio.to_thread.run_sync(self._write, data, checkpoint)
-        self.durable = checkpoint
+        self.durable = await anyio.to_thread.run_sync(self._write, data, checkpoint)
         return cut
 
-    def _write(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
-        self._store.commit(data, checkpoint)
+    def _write(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
+        written = self._store.commit(data, checkpoint)  # as written: with its segments' CRCs
         if self._committed is not None:
             crashpoint(self._committed)
+        return written

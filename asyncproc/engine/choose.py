@@ -27,8 +27,9 @@ from .._errors import (
 )
 from .._options import Options, auto_workers
 from ..runs.locks import output_lock
-from ..runs.remote import find_resumable, new_run_dir, run_at
 from ..runs.rundir import RunDir, failed_items_path
+from ..runs.store import RunStore, find_resumable
+from ..storage.links import resolve_safely
 from ..storage.location import Location
 from ..storage.records import InputIdentity, Manifest, RunStatus
 from .sources import change_in, plan_input
@@ -58,11 +59,20 @@ class Wanted:
 
 
 def check_output(output: Path, input_path: Path) -> None:
-    """Refuse an output that cannot be written, or whose writing would destroy the input.
+    """Refuse an output that cannot be written, or whose writing would destroy the input
+    or could be read or rewritten by someone else.
 
     The run writes the output and ``<stem>.failed.jsonl`` beside it (and removes the
-    latter when nothing failed): neither may be the input, by any name.
+    latter when nothing failed): neither may be the input, by any name. A symlink on the
+    way is followed only by the kernel's rule (:func:`resolve_safely`), and the file at
+    the end may not belong to another user (:func:`require_mine`).
     """
+    try:
+        target = resolve_safely(output)
+    except OSError as exc:  # a link loop, a folder we may not search
+        raise OutputError(
+            f"output {output} cannot be reached ({exc.strerror}); choose another " + named("output")
+        ) from None
     if _same_file(output, input_path):
         raise ConfigError(f"output {output} is the input; choose another {named('output')}")
     failed = failed_items_path(output)
@@ -77,6 +87,22 @@ def check_output(output: Path, input_path: Path) -> None:
     parent = output.parent
     if not parent.is_dir():
         raise OutputError(f"output directory {parent} does not exist; create it first")
+    require_mine(target)
+    require_mine(failed_items_path(target))
+
+
+def require_mine(path: Path) -> None:
+    """Refuse to replace a file another user owns: they could rewrite what is published
+    (root would otherwise hand the new file to them, keeping the old owner)."""
+    try:
+        owner = os.stat(path, follow_symlinks=False).st_uid
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if owner != os.geteuid():
+        raise OutputError(
+            f"{path} belongs to uid {owner}, who could rewrite what this run "
+            f"publishes; remove it or choose another {named('output')}"
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -127,7 +153,7 @@ def require_unchanged(
     )
 
 
-def existing(checkpoint_dir: Location, wanted: Wanted) -> Chosen | None:
+def existing(store: RunStore, wanted: Wanted) -> Chosen | None:
     """The run to go on with, checked against the input and the options; None for a new run.
 
     Without ``--resume`` it is the newest run of this input into this output: an
@@ -136,11 +162,11 @@ def existing(checkpoint_dir: Location, wanted: Wanted) -> Chosen | None:
     after it completed is then never redone.
     """
     if wanted.resume:
-        run: RunDir | None = run_at(checkpoint_dir, wanted.resume)
+        run: RunDir | None = store.run(wanted.resume)
     elif wanted.new_run:
         return None
     else:
-        run = find_resumable(checkpoint_dir, *_pair(wanted), completed=True)
+        run = find_resumable(store, *_pair(wanted), completed=True)
     if run is None:
         return None
     manifest = run.read()
@@ -154,6 +180,11 @@ def existing(checkpoint_dir: Location, wanted: Wanted) -> Chosen | None:
         return _finished(run, manifest, wanted)
     require_unchanged(manifest.input, run.run_id, "since", wanted.input.options)
     differences = wanted.options.result_differences(manifest.options)
+    if differences and wanted.include_completed:
+        raise ConfigError(
+            f"run {run.run_id} was started with other options ({'; '.join(differences)}); "
+            f"a retry uses the run's: {wanted.options.to_add(manifest.options)}"
+        )
     if differences:
         raise IncompatibleRunError(
             f"run {run.run_id} was started with other options ({'; '.join(differences)}); "
@@ -201,15 +232,9 @@ def _stale(manifest: Manifest, wanted: Wanted) -> str | None:
     differences = wanted.options.result_differences(manifest.options)
     if differences:
         return f"with other options ({'; '.join(differences)})"
-    if not _output_exists(wanted.output) or not manifest.summary:
+    if not wanted.output.exists() or not manifest.summary:
         return "its output is gone"
     return None
-
-
-def _output_exists(output: Location) -> bool:
-    if output.is_local:
-        return output.path.is_file()
-    return bool(output.fs.exists(output.key))
 
 
 def planned_workers(options: Options, size: int) -> int:
@@ -217,12 +242,12 @@ def planned_workers(options: Options, size: int) -> int:
     return options.workers or max(options.processes, auto_workers(size))
 
 
-def new_run(checkpoint_dir: Location, wanted: Wanted) -> Chosen:
+def new_run(store: RunStore, wanted: Wanted) -> Chosen:
     """Plan the input into a new run directory: the index first, then the manifest."""
     fmt = str(wanted.options.format or "text")
     planned = plan_input(wanted.input, partial(planned_workers, wanted.options), fmt)
     workers = planned_workers(wanted.options, planned.identity.size)
-    run = new_run_dir(checkpoint_dir)
+    run = store.new_run()
     run.write_index(planned.index)
     now = time.time()
     manifest = Manifest(

@@ -10,16 +10,18 @@ import os
 import re
 import secrets
 import stat
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
+from .._errors import CorruptCheckpointError, OutputError, again
 from ..runs.rundir import failed_items_path
 from ..storage.faults import crashpoint
 from ..storage.protocol import TEMP_SUFFIX, Storage
 from ..storage.records import SegmentRef, UnitCheckpoint
-from ..storage.unitstore import UnitStore
+from ..storage.unitstore import SEGMENTS, UnitStore
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -27,12 +29,31 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 def committed_chunks(
     storage: Storage, checkpoints: Iterable[UnitCheckpoint], dead: bool
 ) -> Iterator[bytes]:
-    """Every committed byte of the output (or dead-letter) segments, in the order given."""
+    """Every committed byte of the output (or dead-letter) segments, in the order given.
+
+    Each segment's CRC is checked as its bytes stream past: a mismatch raises before
+    the stream ends, so the output being written is abandoned, never published.
+    """
     for checkpoint in checkpoints:
         store = UnitStore(storage, checkpoint.unit_id)
         refs: tuple[SegmentRef, ...] = checkpoint.dead_segments if dead else checkpoint.segments
         for ref in refs:
-            yield from store.read_committed(ref)
+            crc = 0
+            for chunk in store.read_committed(ref):
+                crc = zlib.crc32(chunk, crc)
+                yield chunk
+            if ref.crc is not None and crc != ref.crc:
+                raise _damaged(storage, checkpoint.unit_id, ref)
+
+
+def _damaged(storage: Storage, unit_id: int, ref: SegmentRef) -> CorruptCheckpointError:
+    root = getattr(storage, "root", None)
+    where = f"{str(root).rstrip('/')}/{SEGMENTS}{ref.name}" if root else SEGMENTS + ref.name
+    return CorruptCheckpointError(
+        f"segment {where} of unit {unit_id} fails its CRC at the merge: its committed bytes "
+        f"changed after they were written, so nothing was published; {again()} to redo "
+        "the unit from its last checkpoint that checks out"
+    )
 
 
 def fsync_dir(path: Path) -> None:
@@ -77,10 +98,11 @@ def publish(path: Path, chunks: Iterable[bytes], as_array: bool, *, private: boo
     The temporary file has a name of its own (``.<name>.<random>.tmp``), created
     exclusively and never through a symlink, so no other writer and nothing planted
     there can share or redirect it. An existing file's permission bits (and, where
-    allowed, its owner) are kept; a new one gets the umask's, or owner-only for
-    ``private`` data. On any error the temporary file is removed, and the error names
-    ``path``. Leftovers of a crashed publish are removed first: the caller holds the
-    output's lock, so no live writer owns them.
+    allowed, its group) are kept; a new one gets the umask's, or owner-only for
+    ``private`` data. A file another user owns is never replaced (:class:`OutputError`):
+    they could rewrite what is published. On any error the temporary file is removed,
+    and the error names ``path``. Leftovers of a crashed publish are removed first: the
+    caller holds the output's lock, so no live writer owns them.
     """
     directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -107,6 +129,11 @@ def _kept(path: Path) -> os.stat_result | None:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
+    if st.st_uid != os.geteuid():
+        raise OutputError(
+            f"{path} belongs to uid {st.st_uid}, who could rewrite what this run publishes; "
+            f"remove it and {again()}"
+        )
     return st if stat.S_ISREG(st.st_mode) else None
 
 
@@ -125,10 +152,9 @@ def _write_temp(
 
 def _keep_permissions(fd: int, old: os.stat_result) -> None:
     os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
-    mine = os.fstat(fd)
-    if (mine.st_uid, mine.st_gid) != (old.st_uid, old.st_gid):
-        with suppress(PermissionError):  # only root may give a file away
-            os.fchown(fd, old.st_uid, old.st_gid)
+    if os.fstat(fd).st_gid != old.st_gid:
+        with suppress(PermissionError):  # a group we are not in: only root may
+            os.fchown(fd, -1, old.st_gid)
 
 
 def _sweep(directory: int, name: str) -> None:

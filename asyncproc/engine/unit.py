@@ -182,6 +182,7 @@ class UnitRun(LaneWork[bytes]):
         cut = await self._attempt.commit(self.order, point, offset)
         if cut is None:
             return  # nothing new to say
+        self.order.made_durable(point)
         self._wake(EVERY_LANE)  # the window moved: lanes may take more of this unit's items
         self._on_commit(Commit(
             self.unit_id, cut.ok, cut.failed, self._attempt.durable, self.claimed,

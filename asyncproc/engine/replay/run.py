@@ -183,14 +183,14 @@ class RetryRun(LaneWork[bytes]):
 
     async def _commit(self, point: Point, final: bool = False) -> None:
         """Make the ordered prefix up to ``point`` durable (:meth:`.Attempt.commit`)."""
-        self._note_peak()
         cut = await self._attempt.commit(self.order, point, self._end if final else point.offset)
         if cut is None:
             return  # nothing new to say
         self._note_peak()
+        self.order.made_durable(point)
         self.committed += cut.ok + cut.failed
         self._pool.wake()  # the window moved: lanes may take more items
 
     def _note_peak(self) -> None:
-        """Lanes never run further ahead of the last commit than when one is made."""
+        """Lanes run furthest ahead of the last durable commit while the next is made."""
         self.peak = max(self.peak, self.order.taken - self.order.durable)
