@@ -152,21 +152,6 @@ def test_errors_count_into_the_error_rate(tmp_path: Path) -> None:
     assert doc["levels"][0]["error_rate"] == 0.5
 
 
-def test_a_retry_after_pauses_and_is_not_an_error(tmp_path: Path) -> None:
-    """As in a run, a RetryAfter is no failed call: the lanes pause and call again."""
-    path = tmp_path / "busy.py"
-    path.write_text(
-        "import asyncproc\ncalls = []\n\nasync def busy(item):\n    calls.append(item)\n"
-        "    if len(calls) == 1:\n        raise asyncproc.RetryAfter(0.05)\n    return item\n"
-    )
-    doc = _bench_json(
-        "--processor", f"{path}:busy", "--synthetic", "10", "--concurrency", "2",
-        "--items", "40", "--no-durability",
-    )  # fmt: skip
-    (level,) = doc["levels"]
-    assert (level["items"], level["errors"], level["error_rate"]) == (40, 0, 0.0), level
-
-
 def test_table_output_names_the_knee() -> None:
     proc = run_cli(
         "bench", "--processor", "identity", "--synthetic", "10", "--concurrency", "1,2",

@@ -4,10 +4,10 @@ A level is a kind of :class:`~..engine.lanes.LaneWork`: its items (the sample, c
 run on ``concurrency`` lanes of a :class:`~..engine.lanes.LanePool`, the loop every run
 uses, through the pipeline's call with no retries, no ordering and no checkpoint. Each
 call is timed with :func:`time.perf_counter` around the call itself (a ``timed``
-pipeline's ``timings``); a failed call is a data point (an error), not a crash. A
-``RetryAfter`` pauses the lanes and is tried again, as in a run. A level ends after its
-number of items, or once its seconds are up: then lanes take no new item and the calls
-in flight finish.
+pipeline's ``timings``); a failed call is a data point (an error), not a crash, and so
+is a call the service rejected (``RetryAfter``): no pause, no retry. A level ends after
+its number of items, or once its seconds are up: then lanes take no new item and the
+calls in flight finish.
 """
 
 from __future__ import annotations

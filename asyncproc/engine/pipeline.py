@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import RetryAfter
+from .._errors import ItemError, RetryAfter
 from ..limits.gate import Gate, LimitConfig, gated
 from ..processors.loading import Processor
 from .encode import Encoder, decoder_for
@@ -61,8 +61,7 @@ class Pipeline:
         # A sync processor's calls run in threads of the pipeline's own (close it after).
         self._pool = None if processor.is_async else ThreadPool(threads)
         self._plain: Call = caller(processor, timeout, self._pool)
-        # ``timed`` (asyncproc bench): every call's seconds, failed ones too, go to `timings`
-        # (not a call a RetryAfter rejected).
+        # ``timed`` (asyncproc bench): every call's seconds, failed ones too, go to `timings`.
         self.timings: list[float] = []
         if timed:
             self._plain = self._timed(self._plain)
@@ -95,18 +94,18 @@ class Pipeline:
             self.changed()
 
     def _timed(self, call: Call) -> Call:
+        """``call``, timed; a rejection is a failed call here, never a pause and a retry:
+        the bench reports what a level's calls met, rejections included."""
         clock = time.perf_counter
 
         async def timed(item: Any) -> Any:
-            started, rejected = clock(), False
+            started = clock()
             try:
                 return await call(item)
-            except RetryAfter:
-                rejected = True  # not a data point: the call is made again after the pause
-                raise
+            except RetryAfter as exc:
+                raise ItemError(f"rejected: {exc}") from None
             finally:
-                if not rejected:
-                    self.timings.append(clock() - started)
+                self.timings.append(clock() - started)
 
         return timed
 
