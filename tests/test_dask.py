@@ -364,3 +364,29 @@ def test_the_same_key_from_two_clients_is_one_task(tmp_path: Path, cluster: Any)
     assert len(results) == 1
     (final,) = results
     assert len(UnitCheckpoint.from_bytes(final.encode(), "final").segments) == 1
+
+
+def test_relative_paths_reach_workers_started_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers whose cwd is another directory: the default ``.asyncproc`` and a relative
+    --input/--output are resolved by the coordinator, so every worker writes where the
+    merge reads (before: the merge found empty segments, on every rerun)."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    source = write_lines(project / "in.txt", numbered_lines(2000))
+    monkeypatch.chdir(elsewhere)  # the workers start here
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None,
+    ) as local:  # fmt: skip
+        monkeypatch.chdir(project)
+        proc = run_cli("run", "--input", "in.txt", "--output", "out.jsonl", "--engine", "dask",
+                       "--scheduler", local.scheduler_address, "--batch-size", "100",
+                       cwd=project)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    local = tmp_path / "local.jsonl"
+    asyncproc.run_file(source, local, "text_stats", checkpoint_dir=tmp_path / "ck", quiet=True)
+    assert (project / "out.jsonl").read_bytes() == local.read_bytes()
+    assert list(elsewhere.iterdir()) == [], "a worker wrote relative to its own directory"

@@ -13,6 +13,7 @@ way, so the engine asks one place whatever the checkpoint directory is.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -138,8 +139,12 @@ def new_run_dir(checkpoint: Location) -> RunDir:
 
 
 def run_url(run: RunDir) -> str:
-    """Where a unit's task finds the run: a local path or the run's URL."""
-    return run.location.url if isinstance(run, RemoteRunDir) else str(run.path)
+    """Where a unit's task finds the run: an absolute local path or the run's URL.
+
+    Absolute, because a task may run in a process started in another directory (a Dask
+    worker): a relative ``.asyncproc`` there is another directory.
+    """
+    return run.location.url if isinstance(run, RemoteRunDir) else os.path.abspath(run.path)
 
 
 def find_resumable(
