@@ -200,3 +200,16 @@ def test_sigint_stops_children_gracefully_then_resume_is_exact(
     summary = run_ok(*_args(source, out, ck, 2))
     assert summary["resumed"] is True
     assert out.read_bytes() == expected
+
+
+def test_children_with_no_work_leave_quietly(tmp_path: Path) -> None:
+    """A rerun of a finished run starts children that get no setup: they leave without a
+    word (before: each printed an orjson traceback in a run that exited 0)."""
+    source = write_lines(tmp_path / "in.txt", numbered_lines(200))
+    args = ["run", "--input", source, "--output", tmp_path / "out.jsonl", "--checkpoint",
+            tmp_path / "ck", "--processes", "2"]  # fmt: skip
+    run_ok(*args)
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "already completed" in again.stderr, again.stderr  # the children got no run
+    assert "Traceback" not in again.stderr and "orjson" not in again.stderr, again.stderr

@@ -176,7 +176,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = _Channel()
-    job = orjson.loads(sys.stdin.buffer.readline())
+    first = sys.stdin.buffer.readline()
+    if not first:  # the parent had no run for this process (done already, or failed first)
+        os._exit(0)
+    job = orjson.loads(first)
     try:
         anyio.run(_serve, job, channel, backend_options=backend_options(job["loop"]))
     except Exception as exc:  # reported in one line; the parent names the process
