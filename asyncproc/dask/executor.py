@@ -25,19 +25,20 @@ thread and a unit's end never moves while a task runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from .._errors import ConfigError, WorkerProcessError, unwrap_group
+from .._errors import ConfigError, unwrap_group
 from ..engine.executor import RunSetup, WorkSource
 from ..engine.loops import running_loop
 from ..engine.units import UnitSpec
 from ..storage.records import UnitCheckpoint
 from .checks import shippable_file, try_processor, worker_version
+from .errors import task_error
 from .task import run_unit
 from .wire import TaskArgs, decode_checkpoint, decode_commit, stop_event, task_key, topic
 
@@ -91,6 +92,7 @@ class DaskExecutor:
         """Start (or reach) the cluster while nothing else runs yet; close it at the end."""
         distributed = import_distributed()
         async with AsyncExitStack() as stack:
+            stack.enter_context(_quiet_client())
             address: Any = self.scheduler
             if address is None:
                 address = await self._local_cluster(distributed, stack)
@@ -165,6 +167,19 @@ class DaskExecutor:
     async def _processor_problems(self, spec: str, args: dict[str, str]) -> dict[str, str]:
         found: dict[str, str | None] = await self._client.run(try_processor, spec, args)
         return {address: why for address, why in sorted(found.items()) if why is not None}
+
+
+@contextmanager
+def _quiet_client() -> Iterator[None]:
+    """Keep the client's own error logs (a traceback per lost connection) off stderr: a
+    lost scheduler ends the run with one line of ours (:func:`.errors.task_error`)."""
+    client_log = logging.getLogger("distributed.client")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_log.setLevel(level)
 
 
 async def _connect(distributed: Any, address: Any, stack: AsyncExitStack) -> Any:
@@ -255,23 +270,14 @@ class _Runner:
         future = self._client.submit(run_unit, args.to_dict(), key=task_key(spec, start))
         try:
             text: str = await future
-        except Exception as exc:
-            if type(exc).__name__ == "KilledWorker":
-                raise _killed(spec, exc) from None
-            raise
+        except Exception as exc:  # the task's own failure: one line, never a traceback
+            raise task_error(spec, exc) from None
         return decode_checkpoint(text, f"unit {spec.unit_id} result")
 
     async def stop_tasks(self) -> None:
         self._stopped = True
         if self._run_id is not None:
             await self._event().set()
-
-
-def _killed(spec: UnitSpec, exc: Exception) -> WorkerProcessError:
-    return WorkerProcessError(
-        f"the Dask workers running unit {spec.unit_id} kept dying ({exc}); committed work "
-        "is safe: run the same command again to resume"
-    )
 
 
 class _DaskStop:
