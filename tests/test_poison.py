@@ -1,0 +1,70 @@
+"""Poison items: an item whose processing kills its worker process is dead-lettered after
+two deaths, with the reason, and the run goes on (before: every rerun died the same way
+while saying "run the same command again").
+
+Real worker processes throughout: the processor ends its own process with ``os._exit``
+or a signal on one chosen item, as a crash in a C extension would.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import describe, numbered_lines, run_cli, summary_of, write_lines
+from faultkit import assert_no_traceback, json_lines, write_module
+
+ITEMS = 3000
+POISON = 1234
+
+KILLER = """
+import os, pathlib, signal
+
+DEATHS = pathlib.Path({deaths!r})
+
+
+def work(item):
+    if item.startswith("line {poison:06d} "):
+        with DEATHS.open("a") as fh:  # each death, seen from outside
+            fh.write(f"{{os.getpid()}}\\n")
+        {kill}
+    return {{"item": item}}
+"""
+
+KILLS = {
+    "exit 3": "os._exit(3)",
+    "signal 11": "os.kill(os.getpid(), signal.SIGSEGV)",
+}
+
+
+def _expected(lines: list[str]) -> bytes:
+    rows = (orjson.dumps({"index": i, "item": s}) for i, s in enumerate(lines) if i != POISON)
+    return b"".join(row + b"\n" for row in rows)
+
+
+@pytest.mark.parametrize("how", sorted(KILLS))
+def test_an_item_that_kills_its_worker_is_dead_lettered_after_two_deaths(
+    tmp_path: Path, how: str
+) -> None:
+    lines = numbered_lines(ITEMS)
+    source = write_lines(tmp_path / "in.txt", lines)
+    deaths = tmp_path / "deaths"
+    processor = write_module(
+        tmp_path / "killer.py", KILLER.format(deaths=str(deaths), poison=POISON, kill=KILLS[how])
+    )
+    out = tmp_path / "out.jsonl"
+    proc = run_cli("run", "--input", source, "--output", out, "--checkpoint", tmp_path / "ck",
+                   "--processor", f"{processor}:work", "--processes", "2", "--workers", "4",
+                   "--batch-size", "50")  # fmt: skip
+    assert_no_traceback(proc)
+    assert proc.returncode == 4, describe(proc, "one item failed: exit 4")
+    summary: dict[str, Any] = summary_of(proc)
+    assert (summary["processed"], summary["failed"]) == (ITEMS - 1, 1), describe(proc)
+    assert len(deaths.read_text().split()) == 2, "the item killed exactly two processes"
+    assert out.read_bytes() == _expected(lines)
+    (dead,) = json_lines(Path(summary["failed_items_file"]))
+    assert dead["index"] == POISON, dead
+    assert f"killed its worker ({how})" in dead["error"], dead
