@@ -21,6 +21,7 @@
     │   └── SimulatedCrash          ``--simulate-crash`` fired
     └── ItemError                   one item failed (kept in the dead-letter part)
         ├── ItemTimeoutError        one attempt ran past ``--timeout``
+        ├── PoisonItemError         the item killed its worker process twice
         └── RetryAfter              a processor says "slow down": the run pauses, then retries
 
 Every message says what to do next; the CLI prints it as one line.
@@ -125,6 +126,12 @@ class ItemError(AsyncprocError):
 
 class ItemTimeoutError(ItemError):
     """One attempt at an item ran past the per-attempt timeout."""
+
+
+class PoisonItemError(ItemError):
+    """The item killed the worker process working on it, twice: it is not called again."""
+
+    retryable = False
 
 
 class RetryAfter(ItemError):

@@ -57,6 +57,10 @@ class WorkSource(Protocol):
 
     def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None: ...
 
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        """A unit given back unfinished (its worker died): hand it out again from there."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RunSetup:

@@ -72,6 +72,12 @@ class Scheduler:
         self._running.pop(unit_id, None)
         self.states[unit_id] = checkpoint
 
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        self._running.pop(unit_id, None)
+        self.states[unit_id] = checkpoint
+        if not self.plan.is_done(checkpoint):
+            self._pending.insert(0, unit_id)
+
     def _assign(self, unit_id: int) -> tuple[UnitSpec, UnitCheckpoint]:
         return self._spec_for(self.plan[unit_id], self.plan.extent(unit_id)), self.states[unit_id]
 

@@ -1,0 +1,158 @@
+"""Poison items under ``--processes``: find the item that killed a worker, quarantine it.
+
+When a child dies mid-run (``os._exit``, a signal, a crash in a C extension) the parent
+cannot tell which of its in-flight items did it. Every item a lost unit may have had in
+flight lies within :func:`suspects` items of its last checkpoint the parent heard of, so
+the parent reruns that stretch of each lost unit in a *careful* child: one lane, one
+item in the processor at a time, each announced to the parent (``trying``) before it is
+called, and at most that many items taken (a take budget). If the careful child dies
+too, the item it announced last killed it: that item was in flight in both deaths, so
+it is condemned and the next careful child dead-letters it without calling the
+processor (:class:`~asyncproc._errors.PoisonItemError`, "killed its worker (exit 3)").
+A careful child that gets through the stretch proves the death was not an item's; either
+way the unit goes back to the run from its new checkpoint and the run goes on.
+
+Both sides live here: :func:`careful` wraps the processor in the careful child, and
+:func:`quarantine` drives the careful children from the parent.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+
+from .._errors import PoisonItemError, WorkerProcessError, again
+from ..engine.context import current_slot
+from ..engine.executor import UnitHandle, WorkSource
+from ..engine.unit import Commit, window
+from ..engine.units import Place, UnitSpec
+from ..processors.loading import Processor
+from ..storage.records import UnitCheckpoint
+from .wire import line
+
+log = logging.getLogger("asyncproc")
+
+MAX_DEATHS = 20  # worker deaths one slot may recover from in one invocation
+Job = tuple[UnitSpec, UnitCheckpoint]
+
+
+def how_it_died(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"exit {code}"
+
+
+def suspects(lanes: int, batch_size: int) -> int:
+    """Items past its last reported checkpoint a unit may have had in flight at a death:
+    its window, and once more for a commit made durable but not yet reported."""
+    return 2 * window(lanes, batch_size)
+
+
+# -- the careful child's side ----------------------------------------------------------
+
+
+def careful(
+    processor: Processor, condemned: dict[int, str], send: Callable[[bytes], None]
+) -> Processor:
+    """The processor as a careful child calls it: each item announced to the parent
+    first, a condemned one (by its offset) failed at once without a call."""
+    fn = processor.fn
+
+    async def call(item: Any) -> Any:
+        slot = current_slot.get()
+        if slot is not None:
+            reason = condemned.get(slot.offset)
+            if reason is not None:
+                raise PoisonItemError(reason, shard=slot.unit, index=slot.index)
+            send(line({"trying": [slot.unit, slot.offset, slot.index]}))
+        if processor.is_async:
+            return await fn(item)
+        context = contextvars.copy_context()  # current_item() works in the thread too
+        return await anyio.to_thread.run_sync(context.run, fn, item, abandon_on_cancel=True)
+
+    close = getattr(fn, "aclose", None)
+    if close is not None:
+        call.aclose = close  # type: ignore[attr-defined]
+    return Processor(processor.spec, call, True)
+
+
+# -- the parent's side -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one careful child ended: cleanly, or dead with its last announced item."""
+
+    died: bool
+    code: int
+    trying: Place | None
+
+
+# Runs one careful child (its setup's extra keys, its work source) to its end.
+Careful = Callable[[dict[str, Any], WorkSource], Awaitable[Attempt]]
+
+
+class _CarefulSource:
+    """A careful child's work source: its one unit, then nothing; commits go on to the run."""
+
+    def __init__(self, job: Job, work: WorkSource) -> None:
+        self._job: Job | None = job
+        self._work = work
+        self.checkpoint = job[1]
+
+    async def next_unit(self) -> Job | None:
+        job, self._job = self._job, None
+        return job
+
+    def running(self, unit_id: int, handle: UnitHandle) -> None:
+        del unit_id, handle  # never split: it runs a short stretch
+
+    def committed(self, commit: Commit) -> None:
+        self.checkpoint = commit.checkpoint
+        self._work.committed(commit)
+
+    def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        del unit_id
+        self.checkpoint = checkpoint
+
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        self.finished(unit_id, checkpoint)
+
+
+async def quarantine(
+    spec: UnitSpec, start: UnitCheckpoint, stretch: int, run_careful: Careful, work: WorkSource
+) -> UnitCheckpoint:
+    """Rerun the ``stretch`` items after ``start`` carefully, condemning each item that
+    kills a careful child; the unit's checkpoint after them (or at its end)."""
+    end_index = start.next_index + stretch
+    condemned: dict[int, str] = {}
+    checkpoint = start
+    while checkpoint.offset < spec.end and checkpoint.next_index < end_index:
+        source = _CarefulSource((spec, checkpoint), work)
+        extra = {"careful": True, "budget": end_index - checkpoint.next_index,
+                 "condemned": sorted(condemned.items())}  # fmt: skip
+        attempt = await run_careful(extra, source)
+        checkpoint = source.checkpoint
+        if not attempt.died:
+            break
+        culprit = attempt.trying
+        if culprit is None or culprit.offset in condemned:
+            raise WorkerProcessError(
+                f"a worker process rerunning unit {spec.unit_id} carefully "
+                f"{_ended(attempt.code)} before calling the processor; committed work is "
+                f"safe: {again()} to resume"
+            )
+        reason = f"killed its worker ({how_it_died(attempt.code)}) twice"
+        condemned[culprit.offset] = reason
+        log.warning(
+            "item %d (line at byte %d) %s: dead-lettered, not called again; the run goes on",
+            culprit.index, culprit.offset, reason,
+        )  # fmt: skip
+    return checkpoint
+
+
+def _ended(code: int) -> str:
+    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
