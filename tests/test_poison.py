@@ -8,7 +8,6 @@ or a signal on one chosen item, as a crash in a C extension would.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
