@@ -29,13 +29,14 @@ from anyio.lowlevel import EventLoopToken
 from ..engine.budget import TakeBudget
 from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
 from ..engine.loops import backend_options
+from ..engine.poison import careful
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
 from ..engine.units import Place, UnitSpec
 from ..limits.gate import Gate, LimitConfig
 from ..processors.loading import load_processor
 from ..storage.records import UnitCheckpoint
-from .poison import careful
+from .poison import announcer
 from .wire import (
     DONE,
     PARENT_ENV,
@@ -152,7 +153,7 @@ def _setup(job: dict[str, Any], stopper: Stopper, gate: Gate, channel: _Channel)
     budget = None
     if job.get("careful"):  # rerunning what a dead worker had in flight (see .poison)
         condemned = {int(offset): str(reason) for offset, reason in job["condemned"]}
-        processor = careful(processor, condemned, channel.send)
+        processor = careful(processor, condemned, announcer(channel.send))
         budget = TakeBudget(int(job["budget"]))
     return RunSetup(
         processor=processor, budget=budget,

@@ -32,10 +32,11 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from .._errors import WorkerProcessError, unwrap_group
 from ..engine.executor import RunSetup, WorkSource
 from ..engine.loops import running_loop
+from ..engine.poison import suspects
 from ..engine.units import Place, UnitSpec
 from ..limits.gate import LimitConfig
 from ..storage.records import UnitCheckpoint
-from .poison import MAX_DEATHS, Attempt, how_it_died, quarantine, suspects
+from .poison import MAX_DEATHS, Attempt, how_it_died, quarantine
 from .wire import (
     PARENT_ENV,
     decode_checkpoint,
@@ -248,9 +249,8 @@ class _Child:
             if unit is not None:
                 unit.claimed, unit.checkpoint = commit.claimed, commit.checkpoint
             self._work.committed(commit)
-        elif "trying" in message:
-            _, offset, index = message["trying"]
-            self.trying = Place(int(offset), int(index))
+        elif "trying" in message or "tried" in message:
+            self._announced(message)
         elif "capped" in message:
             event, box = self._caps.pop(int(message["capped"]))
             box[0] = decode_place(message["place"])
@@ -266,6 +266,15 @@ class _Child:
             self._pause_others(float(message["pause"]), tg)
         elif message.get("done"):
             self._done = True
+
+    def _announced(self, message: dict[str, Any]) -> None:
+        """A careful child's item: in the processor now, or back from it (then whatever
+        kills the child, it was not this item)."""
+        if "trying" in message:
+            _, offset, index = message["trying"]
+            self.trying = Place(int(offset), int(index))
+        else:
+            self.trying = None
 
     def _pause_others(self, seconds: float, tg: TaskGroup) -> None:
         """One child was told to slow down: the whole run pauses, every child with it."""

@@ -1,4 +1,4 @@
-"""Poison items under ``--processes``: find the item that killed a worker, quarantine it.
+"""Poison items under ``--processes`` (see :mod:`asyncproc.engine.poison`): the parent's side.
 
 When a child dies mid-run (``os._exit``, a signal, a crash in a C extension) the parent
 cannot tell which of its in-flight items did it. Every item a lost unit may have had in
@@ -12,26 +12,24 @@ processor (:class:`~asyncproc._errors.PoisonItemError`, "killed its worker (exit
 A careful child that gets through the stretch proves the death was not an item's; either
 way the unit goes back to the run from its new checkpoint and the run goes on.
 
-Both sides live here: :func:`careful` wraps the processor in the careful child, and
-:func:`quarantine` drives the careful children from the parent.
+The careful child wraps its processor with :func:`~asyncproc.engine.poison.careful`
+and announces over the pipe (:func:`announcer`); :func:`quarantine` drives the careful
+children from the parent.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anyio.to_thread
-
-from .._errors import PoisonItemError, WorkerProcessError, again
-from ..engine.context import current_slot
+from .._errors import WorkerProcessError, again
+from ..engine.context import LaneSlot
 from ..engine.executor import UnitHandle, WorkSource
-from ..engine.unit import Commit, window
+from ..engine.poison import Announce
+from ..engine.unit import Commit
 from ..engine.units import Place, UnitSpec
-from ..processors.loading import Processor
 from ..storage.records import UnitCheckpoint
 from .wire import line
 
@@ -45,38 +43,13 @@ def how_it_died(code: int) -> str:
     return f"signal {-code}" if code < 0 else f"exit {code}"
 
 
-def suspects(lanes: int, batch_size: int) -> int:
-    """Items past its last reported checkpoint a unit may have had in flight at a death:
-    its window, and once more for a commit made durable but not yet reported."""
-    return 2 * window(lanes, batch_size)
+def announcer(send: Callable[[bytes], None]) -> Announce:
+    """A careful child tells its parent of each item it calls: ``trying``, then ``tried``."""
 
+    def announce(slot: LaneSlot, starting: bool) -> None:
+        send(line({"trying" if starting else "tried": [slot.unit, slot.offset, slot.index]}))
 
-# -- the careful child's side ----------------------------------------------------------
-
-
-def careful(
-    processor: Processor, condemned: dict[int, str], send: Callable[[bytes], None]
-) -> Processor:
-    """The processor as a careful child calls it: each item announced to the parent
-    first, a condemned one (by its offset) failed at once without a call."""
-    fn = processor.fn
-
-    async def call(item: Any) -> Any:
-        slot = current_slot.get()
-        if slot is not None:
-            reason = condemned.get(slot.offset)
-            if reason is not None:
-                raise PoisonItemError(reason, shard=slot.unit, index=slot.index)
-            send(line({"trying": [slot.unit, slot.offset, slot.index]}))
-        if processor.is_async:
-            return await fn(item)
-        context = contextvars.copy_context()  # current_item() works in the thread too
-        return await anyio.to_thread.run_sync(context.run, fn, item, abandon_on_cancel=True)
-
-    close = getattr(fn, "aclose", None)
-    if close is not None:
-        call.aclose = close  # type: ignore[attr-defined]
-    return Processor(processor.spec, call, True)
+    return announce
 
 
 # -- the parent's side -----------------------------------------------------------------
