@@ -35,7 +35,7 @@ from .._options import DEFAULT_CHECKPOINT, Options
 from ..limits.gate import Cost, Gate, LimitConfig
 from ..processors.loading import Fn, Processor, load_processor
 from ..runs import index
-from ..runs.remote import directory_lock, output_lease, run_url
+from ..runs.remote import RemoteRunDir, directory_lock, output_lease, run_url
 from ..runs.rundir import RunDir, make_checkpoint_dir
 from ..storage.faults import CRASH_EXIT
 from ..storage.location import Location
@@ -55,6 +55,7 @@ from .executor import Executor, InProcess, RunSetup, local_store
 from .finish import finish, merge_output
 from .livelimits import publish_limits, show_limits
 from .observer import LogProgress, RunObserver
+from .recovery import careful_pass, forget_trail
 from .replay.failed import retry_failed
 from .scheduler import Scheduler
 from .sources import check_input, check_remote_output
@@ -104,6 +105,7 @@ class Coordinator:
         self._observer: RunObserver = request.observer or LogProgress()
         self._executor: Executor = request.executor or InProcess()
         self._committed_here = self._failed_here = 0
+        self._after_death = 0  # lanes for a careful pass after a death (0: none due)
         self._last_error: str | None = None
         self._gate = Gate(LimitConfig.from_options(request.options), request.cost)
         default = request.output.parent.child(DEFAULT_CHECKPOINT)
@@ -168,6 +170,7 @@ class Coordinator:
         if manifest.status is RunStatus.MERGED:
             return await anyio.to_thread.run_sync(finish, run, manifest, chosen.resumed)
         workers = self._workers(manifest, options)
+        self._after_death = self._followed_death(chosen, options)
         state = await anyio.to_thread.run_sync(load_state, run, manifest)
         state = await anyio.to_thread.run_sync(recut_state, state, workers)
         self._manifest = await anyio.to_thread.run_sync(
@@ -194,6 +197,19 @@ class Coordinator:
         return await anyio.to_thread.run_sync(
             self._merge_and_finish, run, state, workers, chosen.resumed
         )
+
+    def _followed_death(self, chosen: Chosen, options: Options) -> int:
+        """After a death in one process (the manifest still says running): the lanes the
+        careful pass must allow for (:mod:`.recovery`); 0 when no careful pass is due."""
+        run = chosen.run
+        if isinstance(run, RemoteRunDir) or not isinstance(self._executor, InProcess):
+            return 0
+        died = chosen.resumed and chosen.manifest.status is RunStatus.RUNNING
+        if not died or options.simulate_crash is not None:
+            forget_trail(run.path)
+            return 0
+        before = chosen.manifest.options.get("concurrency")
+        return max(options.concurrency, before if isinstance(before, int) else 0)
 
     def _workers(self, manifest: Manifest, options: Options) -> int:
         """Units worked on at once: as asked now, else as the run was planned."""
@@ -234,11 +250,16 @@ class Coordinator:
                     show_limits(self._observer, self._gate)
                 async with anyio.create_task_group() as tg:
                     self._stopper.scope = tg.cancel_scope
-                    tg.start_soon(self._executor.run, scheduler, setup)
+                    tg.start_soon(self._run_units, run, scheduler, setup)
                 outer.cancel_scope.cancel()
         finally:
             self._observer.stopped()
         return RunState(scheduler.plan, state.index, scheduler.states)
+
+    async def _run_units(self, run: RunDir, scheduler: Scheduler, setup: RunSetup) -> None:
+        if self._after_death:
+            await careful_pass(scheduler, setup, run.path, self._after_death)
+        await self._executor.run(scheduler, setup)
 
     def _crash_budget(self, options: Options) -> TakeBudget | None:
         """``--simulate-crash N`` in one process: units take N items between them, so the

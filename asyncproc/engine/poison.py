@@ -21,8 +21,13 @@ import anyio.to_thread
 
 from .._errors import PoisonItemError
 from ..processors.loading import Processor
+from ..storage.records import UnitCheckpoint
 from .context import LaneSlot, current_slot
-from .unit import window
+from .executor import UnitHandle, WorkSource
+from .unit import Commit, window
+from .units import UnitSpec
+
+Job = tuple[UnitSpec, UnitCheckpoint]
 
 # Told of each item a careful pass calls: (slot, True) before the call, (slot, False) after.
 Announce = Callable[[LaneSlot, bool], None]
@@ -37,7 +42,6 @@ def suspects(lanes: int, batch_size: int) -> int:
 def careful(processor: Processor, condemned: dict[int, str], announce: Announce) -> Processor:
     """The processor as a careful pass calls it: each item announced before and after
     its call, a condemned one (by its offset) failed at once without a call."""
-    fn = processor.fn
 
     async def call(item: Any) -> Any:
         slot = current_slot.get()
@@ -51,9 +55,7 @@ def careful(processor: Processor, condemned: dict[int, str], announce: Announce)
         announce(slot, False)
         return value
 
-    close = getattr(fn, "aclose", None)
-    if close is not None:
-        call.aclose = close  # type: ignore[attr-defined]
+    # No ``aclose``: the wrapped processor's resources (the http client) outlive the pass.
     return Processor(processor.spec, call, True)
 
 
@@ -62,3 +64,30 @@ async def _plain(processor: Processor, item: Any) -> Any:
         return await processor.fn(item)
     context = contextvars.copy_context()  # current_item() works in the thread too
     return await anyio.to_thread.run_sync(context.run, processor.fn, item, abandon_on_cancel=True)
+
+
+class CarefulSource:
+    """A careful pass's work source: one unit, then nothing; its commits go on to the run."""
+
+    def __init__(self, job: Job, work: WorkSource) -> None:
+        self._job: Job | None = job
+        self._work = work
+        self.checkpoint = job[1]
+
+    async def next_unit(self) -> Job | None:
+        job, self._job = self._job, None
+        return job
+
+    def running(self, unit_id: int, handle: UnitHandle) -> None:
+        del unit_id, handle  # never split: it runs a short stretch
+
+    def committed(self, commit: Commit) -> None:
+        self.checkpoint = commit.checkpoint
+        self._work.committed(commit)
+
+    def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        del unit_id
+        self.checkpoint = checkpoint
+
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        self.finished(unit_id, checkpoint)

@@ -26,9 +26,8 @@ from typing import Any
 
 from .._errors import WorkerProcessError, again
 from ..engine.context import LaneSlot
-from ..engine.executor import UnitHandle, WorkSource
-from ..engine.poison import Announce
-from ..engine.unit import Commit
+from ..engine.executor import WorkSource
+from ..engine.poison import Announce, CarefulSource
 from ..engine.units import Place, UnitSpec
 from ..storage.records import UnitCheckpoint
 from .wire import line
@@ -36,7 +35,6 @@ from .wire import line
 log = logging.getLogger("asyncproc")
 
 MAX_DEATHS = 20  # worker deaths one slot may recover from in one invocation
-Job = tuple[UnitSpec, UnitCheckpoint]
 
 
 def how_it_died(code: int) -> str:
@@ -68,33 +66,6 @@ class Attempt:
 Careful = Callable[[dict[str, Any], WorkSource], Awaitable[Attempt]]
 
 
-class _CarefulSource:
-    """A careful child's work source: its one unit, then nothing; commits go on to the run."""
-
-    def __init__(self, job: Job, work: WorkSource) -> None:
-        self._job: Job | None = job
-        self._work = work
-        self.checkpoint = job[1]
-
-    async def next_unit(self) -> Job | None:
-        job, self._job = self._job, None
-        return job
-
-    def running(self, unit_id: int, handle: UnitHandle) -> None:
-        del unit_id, handle  # never split: it runs a short stretch
-
-    def committed(self, commit: Commit) -> None:
-        self.checkpoint = commit.checkpoint
-        self._work.committed(commit)
-
-    def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
-        del unit_id
-        self.checkpoint = checkpoint
-
-    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
-        self.finished(unit_id, checkpoint)
-
-
 async def quarantine(
     spec: UnitSpec, start: UnitCheckpoint, stretch: int, run_careful: Careful, work: WorkSource
 ) -> UnitCheckpoint:
@@ -104,7 +75,7 @@ async def quarantine(
     condemned: dict[int, str] = {}
     checkpoint = start
     while checkpoint.offset < spec.end and checkpoint.next_index < end_index:
-        source = _CarefulSource((spec, checkpoint), work)
+        source = CarefulSource((spec, checkpoint), work)
         extra = {"careful": True, "budget": end_index - checkpoint.next_index,
                  "condemned": sorted(condemned.items())}  # fmt: skip
         attempt = await run_careful(extra, source)
