@@ -111,6 +111,10 @@ def forget_trail(run_dir: Path) -> None:
 async def careful_pass(scheduler: Scheduler, setup: RunSetup, run_dir: Path, lanes: int) -> None:
     """Run the stretch of every waiting unit that a death may have caught, carefully."""
     path = run_dir / TRAIL
+    log.warning(
+        "the last invocation of this run ended without a word (killed, or a crash); going "
+        "over what it had in flight one item at a time, to find any item that kills it"
+    )
     condemned = read_trail(path)
     trail = Trail(path, condemned)
     plain = replace(setup, processor=careful(setup.processor, condemned, trail.announce),
