@@ -62,6 +62,10 @@ def _request(
         )
     if executor is not None:
         extra["executor"] = executor
+    elif isinstance(processor, str) and "cost" not in extra and "stores" not in extra:
+        from .processes.parent import rerun_carefully  # a death is rerun in worker processes
+
+        extra["after_death"] = rerun_carefully
     if engine == "dask":
         _refuse_limits_on_dask(opts, bool(extra.get("headers")))
     return Request(Location(input, storage), Location(output, storage), processor, opts, **extra)

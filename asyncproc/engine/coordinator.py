@@ -51,11 +51,10 @@ from .choose import (
     new_run,
     require_unchanged,
 )
-from .executor import Executor, InProcess, RunSetup, local_store
+from .executor import AfterDeath, Executor, InProcess, RunSetup, local_store
 from .finish import finish, merge_output
 from .livelimits import publish_limits, show_limits
 from .observer import LogProgress, RunObserver
-from .recovery import careful_pass, forget_trail
 from .replay.failed import retry_failed
 from .scheduler import Scheduler
 from .sources import check_input, check_remote_output
@@ -87,6 +86,9 @@ class Request:
     headers: dict[str, str] | None = None  # for the http processor; never stored
     cost: Cost | None = None  # an item's cost from Python (else options.cost, a spec)
     exit_on_crash: bool = False  # --simulate-crash exits the process (CLI) instead of raising
+    # One process: after a death, rerun what was in flight in careful worker processes
+    # (asyncproc.processes.parent.rerun_carefully); None: resume as if nothing happened.
+    after_death: AfterDeath | None = None
 
 
 def _held(output: Location) -> AbstractContextManager[object]:
@@ -199,14 +201,14 @@ class Coordinator:
         )
 
     def _followed_death(self, chosen: Chosen, options: Options) -> int:
-        """After a death in one process (the manifest still says running): the lanes the
-        careful pass must allow for (:mod:`.recovery`); 0 when no careful pass is due."""
+        """After a death in one process (the manifest still says running: nothing recorded
+        how the last invocation ended), the lanes it had, for the careful rerun of what
+        they may have had in flight (:data:`Request.after_death`); 0: none is due."""
         run = chosen.run
         if isinstance(run, RemoteRunDir) or not isinstance(self._executor, InProcess):
             return 0
         died = chosen.resumed and chosen.manifest.status is RunStatus.RUNNING
-        if not died or options.simulate_crash is not None:
-            forget_trail(run.path)
+        if not died or options.simulate_crash is not None or self.request.after_death is None:
             return 0
         before = chosen.manifest.options.get("concurrency")
         return max(options.concurrency, before if isinstance(before, int) else 0)
@@ -257,8 +259,14 @@ class Coordinator:
         return RunState(scheduler.plan, state.index, scheduler.states)
 
     async def _run_units(self, run: RunDir, scheduler: Scheduler, setup: RunSetup) -> None:
-        if self._after_death:
-            await careful_pass(scheduler, setup, run.path, self._after_death)
+        if self._after_death and self.request.after_death is not None:
+            log.warning(
+                "the last invocation of run %s ended without a word (killed, or a crash); "
+                "rerunning what it had in flight one item at a time first, to find any item "
+                "that kills its process", run.run_id,
+            )  # fmt: skip
+            await self.request.after_death(scheduler, setup, scheduler.waiting(),
+                                           self._after_death)  # fmt: skip
         await self._executor.run(scheduler, setup)
 
     def _crash_budget(self, options: Options) -> TakeBudget | None:

@@ -30,13 +30,13 @@ from anyio.abc import ByteSendStream, Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._errors import WorkerProcessError, unwrap_group
-from ..engine.executor import RunSetup, WorkSource
+from ..engine.executor import Job, RunSetup, WorkSource
 from ..engine.loops import running_loop
 from ..engine.poison import suspects
 from ..engine.units import Place, UnitSpec
 from ..limits.gate import LimitConfig
 from ..storage.records import UnitCheckpoint
-from .poison import MAX_DEATHS, Attempt, how_it_died, quarantine
+from .poison import MAX_DEATHS, Attempt, Careful, how_it_died, quarantine
 from .wire import (
     PARENT_ENV,
     decode_checkpoint,
@@ -202,17 +202,8 @@ class _Child:
                 tg.start_soon(self._recover_unit, unit)
 
     async def _recover_unit(self, unit: _RemoteUnit) -> None:
-        stretch = suspects(self._lanes, unit.spec.batch_size)
-        final = await quarantine(unit.spec, unit.checkpoint, stretch, self._careful, self._work)
-        self._work.returned(unit.unit_id, final)
-
-    async def _careful(self, extra: dict[str, Any], source: WorkSource) -> Attempt:
-        """One careful child (one slot, one lane) over ``source``'s one unit."""
-        parts = len(self._siblings) or 1
-        data = setup_message(self._setup, 1, 1, 1, parts, extra)
-        child = _Child(data, source, self._setup, self._number, [])
-        code = await child.attempt(None)
-        return Attempt(not child._done or code != 0, code, child.trying)
+        careful = careful_runner(self._setup, self._number, len(self._siblings) or 1)
+        await _rerun(unit.spec, unit.checkpoint, self._lanes, careful, self._work)
 
     async def _talk(self, process: Process) -> None:
         """Send the setup, serve the child's requests until it says it is done."""
@@ -326,6 +317,39 @@ class _ChildStop:
 
     def stop(self, grace: float) -> None:
         self._tg.start_soon(self._child._send, {"stop": grace})
+
+
+def careful_runner(setup: RunSetup, number: int, parts: int) -> Careful:
+    """Runs one careful child (one slot, one lane) over a work source's one unit."""
+
+    async def run(extra: dict[str, Any], source: WorkSource) -> Attempt:
+        data = setup_message(setup, 1, 1, 1, parts, extra)
+        child = _Child(data, source, setup, number, [])
+        code = await child.attempt(None)
+        return Attempt(not child._done or code != 0, code, child.trying)
+
+    return run
+
+
+async def rerun_carefully(work: WorkSource, setup: RunSetup, jobs: list[Job], lanes: int) -> None:
+    """One process, the rerun after a death (see :mod:`.poison`): each waiting unit's
+    stretch in a careful child of its own, all at once. The careful children run apart
+    from this process (their own session): a kill of the whole command never looks like
+    an item's doing."""
+    careful = careful_runner(setup, 0, 1)
+    try:
+        async with anyio.create_task_group() as tg:
+            for spec, start in jobs:
+                tg.start_soon(_rerun, spec, start, lanes, careful, work)
+    except ExceptionGroup as group:
+        raise unwrap_group(group) from None
+
+
+async def _rerun(
+    spec: UnitSpec, start: UnitCheckpoint, lanes: int, careful: Careful, work: WorkSource
+) -> None:
+    final = await quarantine(spec, start, suspects(lanes, spec.batch_size), careful, work)
+    work.returned(spec.unit_id, final)
 
 
 def _child_failed(units: Sequence[int], code: int) -> None:
