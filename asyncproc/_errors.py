@@ -16,6 +16,7 @@
     │   ├── InputChangedError       the input differs from the one planned
     │   ├── IncompatibleRunError    options would change the results
     │   ├── WorkerProcessError      a ``--processes`` child died mid-run
+    │   ├── LeaseLostError          another process took the run over (a lapsed lease)
     │   ├── Interrupted             SIGINT / SIGTERM: stopped after a final commit
     │   ├── FailureLimitError       ``--max-failures`` exceeded: stopped after a commit
     │   └── SimulatedCrash          ``--simulate-crash`` fired
@@ -94,6 +95,10 @@ class IncompatibleRunError(RunError):
 
 class WorkerProcessError(RunError):
     """A worker process of ``--processes`` ended before finishing its shards."""
+
+
+class LeaseLostError(RunError):
+    """This process could not renew its lease in time and another one took the run over."""
 
 
 class Interrupted(RunError):

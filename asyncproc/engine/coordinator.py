@@ -24,6 +24,7 @@ from .._errors import (
     AsyncprocError,
     FailureLimitError,
     Interrupted,
+    LeaseLostError,
     OutputError,
     RunError,
     SimulatedCrash,
@@ -35,6 +36,7 @@ from .._options import DEFAULT_CHECKPOINT, Options
 from ..limits.gate import Cost, Gate, LimitConfig
 from ..processors.loading import Fn, Processor, load_processor
 from ..runs import index
+from ..runs.lease import TTL, lost_lease
 from ..runs.remote import RemoteRunDir, directory_lock, output_lease, run_url
 from ..runs.rundir import RunDir, make_checkpoint_dir
 from ..storage.faults import CRASH_EXIT
@@ -305,13 +307,27 @@ class Coordinator:
 
     async def _record_plan(self, run: RunDir, plan: Plan) -> None:
         """A split's durable record: the manifest with the new unit in its plan."""
+        self._still_held(run)
         manifest = replace(self._manifest, units=plan.units, updated_at=time.time())
         await anyio.to_thread.run_sync(run.write, manifest)
         self._manifest = manifest
 
     # -- accounting ------------------------------------------------------------------------
 
+    def _still_held(self, run: RunDir) -> None:
+        """Write nothing more of a run another process took over (a lease that lapsed)."""
+        name = lost_lease()
+        if name is not None:
+            raise LeaseLostError(
+                f"another process took run {run.run_id} over while this one could not renew "
+                f"its lease {name} (stalled or cut off for over {TTL:g} s); this one stopped "
+                "without writing more: see `asyncproc status` for how the run stands, and "
+                f"{again()} if it is not finished"
+            )
+
     def _on_commit(self, commit: Commit) -> None:
+        if lost_lease() is not None:  # stop at once; the merge and the manifest are refused
+            self._stopper.request(StopReason(None, "the run was taken over by another process"))
         self._observer.committed(commit.processed, commit.failed)
         self._committed_here += commit.processed + commit.failed
         self._failed_here += commit.failed
@@ -361,6 +377,7 @@ class Coordinator:
             await anyio.to_thread.run_sync(self._mark, run, status, why)
 
     def _mark(self, run: RunDir, status: RunStatus, why: str) -> None:
+        self._still_held(run)
         try:
             run.set_status(self._manifest, status, summary={"error": why})
         except OSError:
@@ -385,6 +402,7 @@ class Coordinator:
     def _merge_and_finish(
         self, run: RunDir, state: RunState, workers: int, resumed: bool
     ) -> Summary:
+        self._still_held(run)
         failed_file = merge_output(run, self._manifest, state, self.request.input.options)
         summary = self._summary(run, state, workers, failed_file, resumed)
         manifest = run.set_status(self._manifest, RunStatus.MERGED, summary=summary.to_dict())
