@@ -37,7 +37,7 @@ from ..limits.gate import Cost, Gate, LimitConfig
 from ..processors.loading import Fn, Processor, load_processor
 from ..runs import index
 from ..runs.lease import TTL, lost_lease
-from ..runs.remote import RemoteRunDir, directory_lock, output_lease, run_url
+from ..runs.remote import directory_lock, output_lease, run_url
 from ..runs.rundir import RunDir, make_checkpoint_dir
 from ..storage.faults import CRASH_EXIT
 from ..storage.location import Location
@@ -53,7 +53,7 @@ from .choose import (
     new_run,
     require_unchanged,
 )
-from .executor import AfterDeath, Executor, InProcess, RunSetup, local_store
+from .executor import AfterDeath, Executor, InProcess, Job, RunSetup, local_store
 from .finish import finish, merge_output
 from .livelimits import publish_limits, show_limits
 from .observer import LogProgress, RunObserver
@@ -110,6 +110,7 @@ class Coordinator:
         self._executor: Executor = request.executor or InProcess()
         self._committed_here = self._failed_here = 0
         self._after_death = 0  # lanes for a careful pass after a death (0: none due)
+        self._dead: Manifest | None = None  # the manifest as the dead invocation left it
         self._last_error: str | None = None
         self._gate = Gate(LimitConfig.from_options(request.options), request.cost)
         default = request.output.parent.child(DEFAULT_CHECKPOINT)
@@ -206,14 +207,26 @@ class Coordinator:
         """After a death in one process (the manifest still says running: nothing recorded
         how the last invocation ended), the lanes it had, for the careful rerun of what
         they may have had in flight (:data:`Request.after_death`); 0: none is due."""
-        run = chosen.run
-        if isinstance(run, RemoteRunDir) or not isinstance(self._executor, InProcess):
+        if not isinstance(self._executor, InProcess) or self.request.after_death is None:
             return 0
         died = chosen.resumed and chosen.manifest.status is RunStatus.RUNNING
-        if not died or options.simulate_crash is not None or self.request.after_death is None:
+        if not died or options.simulate_crash is not None:
             return 0
+        self._dead = chosen.manifest
         before = chosen.manifest.options.get("concurrency")
         return max(options.concurrency, before if isinstance(before, int) else 0)
+
+    def _caught(self, jobs: list[Job]) -> list[Job]:
+        """The units the dead invocation was working on: those it committed, and as many
+        of the rest as its other slots took (the next ones in order, as now)."""
+        dead = self._dead
+        if dead is None:
+            return jobs
+        since = dead.resumed_at or 0.0
+        busy = [j for j in jobs if j[1].generation > 0 and j[1].updated_at >= since]
+        slots = dead.options.get("workers")
+        left = (slots if isinstance(slots, int) else len(jobs)) - len(busy)
+        return busy + [j for j in jobs if j not in busy][: max(0, left)]
 
     def _workers(self, manifest: Manifest, options: Options) -> int:
         """Units worked on at once: as asked now, else as the run was planned."""
@@ -267,7 +280,7 @@ class Coordinator:
                 "rerunning what it had in flight one item at a time first, to find any item "
                 "that kills its process", run.run_id,
             )  # fmt: skip
-            await self.request.after_death(scheduler, setup, scheduler.waiting(),
+            await self.request.after_death(scheduler, setup, self._caught(scheduler.waiting()),
                                            self._after_death)  # fmt: skip
         await self._executor.run(scheduler, setup)
 

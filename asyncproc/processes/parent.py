@@ -333,22 +333,25 @@ def careful_runner(setup: RunSetup, number: int, parts: int) -> Careful:
 
 async def rerun_carefully(work: WorkSource, setup: RunSetup, jobs: list[Job], lanes: int) -> None:
     """One process, the rerun after a death (see :mod:`.poison`): each waiting unit's
-    stretch in a careful child of its own, all at once. The careful children run apart
-    from this process (their own session): a kill of the whole command never looks like
-    an item's doing."""
+    stretch in a careful child of its own, one per core at a time. The careful children
+    run apart from this process (their own session): a kill of the whole command never
+    looks like an item's doing."""
     careful = careful_runner(setup, 0, 1)
+    limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
     try:
         async with anyio.create_task_group() as tg:
             for spec, start in jobs:
-                tg.start_soon(_rerun, spec, start, lanes, careful, work)
+                tg.start_soon(_rerun, spec, start, lanes, careful, work, limiter)
     except ExceptionGroup as group:
         raise unwrap_group(group) from None
 
 
 async def _rerun(
-    spec: UnitSpec, start: UnitCheckpoint, lanes: int, careful: Careful, work: WorkSource
-) -> None:
-    final = await quarantine(spec, start, suspects(lanes, spec.batch_size), careful, work)
+    spec: UnitSpec, start: UnitCheckpoint, lanes: int, careful: Careful, work: WorkSource,
+    limiter: anyio.CapacityLimiter | None = None,
+) -> None:  # fmt: skip
+    async with limiter or anyio.CapacityLimiter(1):
+        final = await quarantine(spec, start, suspects(lanes, spec.batch_size), careful, work)
     work.returned(spec.unit_id, final)
 
 
