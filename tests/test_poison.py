@@ -8,6 +8,7 @@ or a signal on one chosen item, as a crash in a C extension would.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,10 @@ def test_in_one_process_the_rerun_dead_letters_it(tmp_path: Path, how: str) -> N
         tmp_path / "killer.py", KILLER.format(deaths=str(deaths), poison=POISON, kill=KILLS[how])
     )
     out = tmp_path / "out.jsonl"
-    args = ["run", "--input", source, "--output", out, "--checkpoint", tmp_path / "ck",
-            "--processor", f"{processor}:work", "--workers", "3", "--batch-size", "50"]  # fmt: skip
+    args: list[str | os.PathLike[str]] = [
+        "run", "--input", source, "--output", out, "--checkpoint", tmp_path / "ck",
+        "--processor", f"{processor}:work", "--workers", "3", "--batch-size", "50",
+    ]  # fmt: skip
     proc = run_cli(*args)
     assert proc.returncode != 0 and not out.exists(), describe(proc, "the first death")
     assert len(deaths.read_text().split()) == 1, describe(proc)

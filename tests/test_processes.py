@@ -203,8 +203,10 @@ def test_children_with_no_work_leave_quietly(tmp_path: Path) -> None:
     """A rerun of a finished run starts children that get no setup: they leave without a
     word (before: each printed an orjson traceback in a run that exited 0)."""
     source = write_lines(tmp_path / "in.txt", numbered_lines(200))
-    args = ["run", "--input", source, "--output", tmp_path / "out.jsonl", "--checkpoint",
-            tmp_path / "ck", "--processes", "2"]  # fmt: skip
+    args: list[str | os.PathLike[str]] = [
+        "run", "--input", source, "--output", tmp_path / "out.jsonl", "--checkpoint",
+        tmp_path / "ck", "--processes", "2",
+    ]  # fmt: skip
     run_ok(*args)
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
