@@ -91,8 +91,9 @@ def _executor(engine: str | None, scheduler: str | None, processes: int) -> Exec
         return Processes(processes if processes > 1 else os.cpu_count() or 1)
     if engine == "dask":
         from .dask.executor import DaskExecutor
+        from .processes.parent import rerun_carefully
 
-        return DaskExecutor(scheduler)
+        return DaskExecutor(scheduler, after_death=rerun_carefully)
     return None
 
 

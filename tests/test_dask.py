@@ -478,3 +478,52 @@ def test_a_dead_scheduler_is_one_line(tmp_path: Path) -> None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
         scheduler.wait()
+
+
+KILLER = """
+import os, pathlib
+
+DEATHS = pathlib.Path({deaths!r})
+
+
+def work(item):
+    if item.startswith("line 000777 "):
+        with DEATHS.open("a") as fh:
+            fh.write(f"{{os.getpid()}}\\n")
+        os._exit(3)
+    return {{"item": item}}
+"""
+
+
+def test_an_item_that_kills_its_workers_is_dead_lettered(tmp_path: Path) -> None:
+    """The task of the unit holding the item kills its worker; Dask gives up on it
+    (KilledWorker, after one death here), the coordinator reruns what it had in flight
+    one item at a time in a careful worker process of its own, the item kills that too
+    (two deaths) and is dead-lettered, and the unit goes back to the cluster."""
+    import dask
+
+    lines = numbered_lines(2000)
+    source = write_lines(tmp_path / "in.txt", lines)
+    deaths = tmp_path / "deaths"
+    processor = tmp_path / "killer.py"
+    processor.write_text(KILLER.format(deaths=str(deaths)))
+    out = tmp_path / "out.jsonl"
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None,
+        ) as local,
+    ):  # fmt: skip
+        proc = run_cli("run", "--input", source, "--output", out, "--checkpoint",
+                       tmp_path / "ck", "--engine", "dask", "--scheduler",
+                       local.scheduler_address, "--processor", f"{processor}:work",
+                       "--batch-size", "50")  # fmt: skip
+    assert proc.returncode == 4, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(deaths.read_text().split()) == 2, proc.stderr
+    rows = [orjson.loads(row) for row in out.read_bytes().splitlines()]
+    assert [r["index"] for r in rows] == [i for i in range(2000) if i != 777]
+    failed = out.with_name("out.failed.jsonl")
+    (dead,) = [orjson.loads(row) for row in failed.read_bytes().splitlines()]
+    assert dead["index"] == 777 and "killed its worker (exit 3)" in dead["error"], dead

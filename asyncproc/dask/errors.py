@@ -40,6 +40,14 @@ def detail(exc: BaseException) -> str:
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
 
 
+class _KilledWorkers(WorkerProcessError):
+    """The workers running a unit's task kept dying: perhaps one of its items kills them."""
+
+
+def killed_workers(exc: BaseException) -> bool:
+    return isinstance(exc, _KilledWorkers)
+
+
 def task_error(spec: UnitSpec, exc: Exception) -> AsyncprocError:
     """The one line for the failure of unit ``spec``'s task."""
     found = list(leaves(exc))
@@ -50,7 +58,7 @@ def task_error(spec: UnitSpec, exc: Exception) -> AsyncprocError:
     for error in found:
         name = type(error).__name__
         if name == "KilledWorker":
-            return WorkerProcessError(
+            return _KilledWorkers(
                 f"the Dask workers running unit {spec.unit_id} kept dying ({detail(error)}); {safe}"
             )
         if name in CREDENTIALS:

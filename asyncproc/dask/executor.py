@@ -32,13 +32,13 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .._errors import ConfigError, unwrap_group
-from ..engine.executor import RunSetup, WorkSource
+from .._errors import ConfigError, WorkerProcessError, unwrap_group
+from ..engine.executor import AfterDeath, RunSetup, WorkSource
 from ..engine.loops import running_loop
 from ..engine.units import UnitSpec
 from ..storage.records import UnitCheckpoint
 from .checks import shippable_file, try_processor, worker_version
-from .errors import task_error
+from .errors import killed_workers, task_error
 from .task import run_unit
 from .wire import TaskArgs, decode_checkpoint, decode_commit, stop_event, task_key, topic
 
@@ -79,8 +79,12 @@ def local_workers() -> int:
 class DaskExecutor:
     """Units as Dask tasks on a local or a running cluster."""
 
-    def __init__(self, scheduler: str | None = None, *, workers: int | None = None) -> None:
+    def __init__(
+        self, scheduler: str | None = None, *, workers: int | None = None,
+        after_death: AfterDeath | None = None,
+    ) -> None:  # fmt: skip
         self.scheduler = scheduler
+        self.after_death = after_death  # a unit that kept killing workers: find the item
         self.processes = 1  # Dask workers, known once started
         self.units = 1  # units to cut the run into, known once started
         self._local_workers = workers
@@ -121,7 +125,7 @@ class DaskExecutor:
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
         processor = await self._checked_processor(setup)
-        runner = _Runner(self._client, work, setup, processor, self._threads)
+        runner = _Runner(self._client, work, setup, processor, self._threads, self.after_death)
         try:
             await runner.run()
         except ExceptionGroup as group:
@@ -204,9 +208,13 @@ class _Runner:
     """One invocation's units on the cluster: slots that submit a task each and await it."""
 
     def __init__(
-        self, client: Any, work: WorkSource, setup: RunSetup, processor: str, threads: int
-    ) -> None:
+        self, client: Any, work: WorkSource, setup: RunSetup, processor: str, threads: int,
+        after_death: AfterDeath | None = None,
+    ) -> None:  # fmt: skip
         self._client, self._work, self._setup = client, work, setup
+        self._after_death = after_death
+        self._latest: dict[int, UnitCheckpoint] = {}  # each unit's last commit heard of
+        self._killers: set[str] = set()  # task keys that kept killing their workers
         self._processor = processor
         self._lanes = _share(setup.concurrency, threads)
         self._threads = _share(setup.threads, threads)
@@ -248,14 +256,39 @@ class _Runner:
         return Event(stop_event(self._run_id), client=self._client)  # type: ignore[no-untyped-call]
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
-        self._work.committed(decode_commit(event[1]))
+        commit = decode_commit(event[1])
+        self._latest[commit.unit_id] = commit.checkpoint
+        self._work.committed(commit)
 
     async def _slot(self) -> None:
         while (job := await self._work.next_unit()) is not None:
             spec, start = job
             await self._attach(spec.run_id)
-            final = await self._submit(spec, start)
+            try:
+                final = await self._submit(spec, start)
+            except WorkerProcessError as exc:
+                if not await self._killed_workers(spec, start, exc):
+                    raise
+                continue  # given back to the run from its new checkpoint
             self._work.finished(spec.unit_id, final)
+
+    async def _killed_workers(
+        self, spec: UnitSpec, start: UnitCheckpoint, exc: WorkerProcessError
+    ) -> bool:
+        """A unit whose task kept killing its workers: rerun what it may have had in
+        flight in careful worker processes here (:mod:`asyncproc.processes.poison`),
+        dead-lettering an item that kills one of them too, then hand it back to the run.
+        False: nothing to do that with, or not that kind of failure."""
+        key = task_key(spec, start)
+        if self._after_death is None or not killed_workers(exc) or key in self._killers:
+            return False  # a second time from the same start: the careful rerun found none
+        self._killers.add(key)
+        log.warning("%s; rerunning what it had in flight one item at a time, here", exc)
+        begin = self._latest.get(spec.unit_id, start)
+        if begin.offset < start.offset:
+            begin = start
+        await self._after_death(self._work, self._setup, [(spec, begin)], self._lanes)
+        return True
 
     async def _submit(self, spec: UnitSpec, start: UnitCheckpoint) -> UnitCheckpoint:
         from dataclasses import asdict
