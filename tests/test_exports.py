@@ -40,6 +40,7 @@ EXPECTED = {
     "RunStatus",
     "RunView",
     "UnitView",
+    "UnsafeLinkError",
     "UntrustedDirectoryError",
     "SimulatedCrash",
     "Summary",
