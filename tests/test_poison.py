@@ -99,3 +99,39 @@ def test_in_one_process_the_rerun_dead_letters_it(tmp_path: Path, how: str) -> N
     (dead,) = json_lines(Path(summary["failed_items_file"]))
     assert dead["index"] == POISON, dead
     assert f"killed its worker ({how})" in dead["error"], dead
+
+
+HIDDEN = """
+import os, pathlib
+
+MARK = pathlib.Path({mark!r})
+
+
+def work(item):
+    if item.startswith("line 000500 ") and not MARK.exists():
+        MARK.touch()
+        os._exit(9)  # once: a death that is no item's doing the second time
+    return {{"item": item}}
+"""
+
+
+def test_a_processor_worker_processes_cannot_load_still_resumes(tmp_path: Path) -> None:
+    """A processor found only through PYTHONPATH (which isolated worker processes do not
+    read): after a death the careful pass cannot run, so the rerun goes on without it
+    instead of failing every time."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    write_module(hidden / "hiddenmod.py", HIDDEN.format(mark=str(tmp_path / "mark")))
+    lines = numbered_lines(ITEMS)
+    source = write_lines(tmp_path / "in.txt", lines)
+    out = tmp_path / "out.jsonl"
+    args: list[str | os.PathLike[str]] = [
+        "run", "--input", source, "--output", out, "--checkpoint", tmp_path / "ck",
+        "--processor", "hiddenmod:work", "--batch-size", "50",
+    ]  # fmt: skip
+    env = {"PYTHONPATH": str(hidden)}
+    assert run_cli(*args, env=env, cwd=tmp_path).returncode == 9
+    proc = run_cli(*args, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    expected = b"".join(orjson.dumps({"index": i, "item": s}) + b"\n" for i, s in enumerate(lines))
+    assert out.read_bytes() == expected

@@ -9,8 +9,10 @@ called, and at most that many items taken (a take budget). If the careful child 
 too, the item it announced last killed it: that item was in flight in both deaths, so
 it is condemned and the next careful child dead-letters it without calling the
 processor (:class:`~asyncproc._errors.PoisonItemError`, "killed its worker (exit 3)").
-A careful child that gets through the stretch proves the death was not an item's; either
-way the unit goes back to the run from its new checkpoint and the run goes on.
+A careful child that gets through the stretch proves the death was not an item's, and
+one that dies with no item in the processor (it could not load the processor, say)
+blames none; either way the unit goes back to the run from its new checkpoint and the
+run goes on.
 
 The careful child wraps its processor with :func:`~asyncproc.engine.poison.careful`
 and announces over the pipe (:func:`announcer`); :func:`quarantine` drives the careful
@@ -24,7 +26,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import WorkerProcessError, again
 from ..engine.context import LaneSlot
 from ..engine.executor import WorkSource
 from ..engine.poison import Announce, CarefulSource
@@ -83,12 +84,13 @@ async def quarantine(
         if not attempt.died:
             break
         culprit = attempt.trying
-        if culprit is None or culprit.offset in condemned:
-            raise WorkerProcessError(
-                f"a worker process rerunning unit {spec.unit_id} carefully "
-                f"{_ended(attempt.code)} before calling the processor; committed work is "
-                f"safe: {again()} to resume"
-            )
+        if culprit is None or culprit.offset in condemned:  # no item to blame: go on
+            log.warning(
+                "a worker process rerunning unit %d carefully %s with no item in the "
+                "processor; the unit goes on without a careful rerun", spec.unit_id,
+                _ended(attempt.code),
+            )  # fmt: skip
+            break
         reason = f"killed its worker ({how_it_died(attempt.code)}) twice"
         condemned[culprit.offset] = reason
         log.warning(
