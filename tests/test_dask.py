@@ -521,7 +521,7 @@ def test_an_item_that_kills_its_workers_is_dead_lettered(tmp_path: Path) -> None
                        "--batch-size", "50")  # fmt: skip
     assert proc.returncode == 4, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert len(deaths.read_text().split()) == 2, proc.stderr
+    assert len(deaths.read_text().split()) in (2, 3), proc.stderr
     rows = [orjson.loads(row) for row in out.read_bytes().splitlines()]
     assert [r["index"] for r in rows] == [i for i in range(2000) if i != 777]
     failed = out.with_name("out.failed.jsonl")

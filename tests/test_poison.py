@@ -1,5 +1,6 @@
 """Poison items: an item whose processing kills its worker process is dead-lettered after
-two deaths, with the reason, and the run goes on (before: every rerun died the same way
+two deaths (three when others were in the processor with it at the second), with the
+reason, and the run goes on (before: every rerun died the same way
 while saying "run the same command again").
 
 Real worker processes throughout: the processor ends its own process with ``os._exit``
@@ -63,7 +64,9 @@ def test_an_item_that_kills_its_worker_is_dead_lettered_after_two_deaths(
     assert proc.returncode == 4, describe(proc, "one item failed: exit 4")
     summary: dict[str, Any] = summary_of(proc)
     assert (summary["processed"], summary["failed"]) == (ITEMS - 1, 1), describe(proc)
-    assert len(deaths.read_text().split()) == 2, "the item killed exactly two processes"
+    # Two deaths when it is alone in the processor at the second, else one more with
+    # the suspects called one at a time (processes/poison.py).
+    assert len(deaths.read_text().split()) in (2, 3), "the item killed two or three processes"
     assert out.read_bytes() == _expected(lines)
     (dead,) = json_lines(Path(summary["failed_items_file"]))
     assert dead["index"] == POISON, dead
@@ -94,7 +97,9 @@ def test_in_one_process_the_rerun_dead_letters_it(tmp_path: Path, how: str) -> N
     assert proc.returncode == 4, describe(proc, "one item failed: exit 4")
     summary: dict[str, Any] = summary_of(proc)
     assert (summary["processed"], summary["failed"]) == (ITEMS - 1, 1), describe(proc)
-    assert len(deaths.read_text().split()) == 2, "the item killed exactly two processes"
+    # Two deaths when it is alone in the processor at the second, else one more with
+    # the suspects called one at a time (processes/poison.py).
+    assert len(deaths.read_text().split()) in (2, 3), "the item killed two or three processes"
     assert out.read_bytes() == _expected(lines)
     (dead,) = json_lines(Path(summary["failed_items_file"]))
     assert dead["index"] == POISON, dead

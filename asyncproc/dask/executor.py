@@ -283,7 +283,7 @@ class _Runner:
         if self._after_death is None or not killed_workers(exc) or key in self._killers:
             return False  # a second time from the same start: the careful rerun found none
         self._killers.add(key)
-        log.warning("%s; rerunning what it had in flight one item at a time, here", exc)
+        log.warning("%s; rerunning what it had in flight in careful workers here", exc)
         begin = self._latest.get(spec.unit_id, start)
         if begin.offset < start.offset:
             begin = start

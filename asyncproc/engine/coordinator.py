@@ -277,7 +277,7 @@ class Coordinator:
         if self._after_death and self.request.after_death is not None:
             log.warning(
                 "the last invocation of run %s ended without a word (killed, or a crash); "
-                "rerunning what it had in flight one item at a time first, to find any item "
+                "rerunning what it had in flight in worker processes first, to find any item "
                 "that kills its process", run.run_id,
             )  # fmt: skip
             await self.request.after_death(scheduler, setup, self._caught(scheduler.waiting()),

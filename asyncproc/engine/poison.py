@@ -17,6 +17,7 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from .._errors import PoisonItemError
@@ -39,9 +40,14 @@ def suspects(lanes: int, batch_size: int) -> int:
     return 2 * window(lanes, batch_size)
 
 
-def careful(processor: Processor, condemned: dict[int, str], announce: Announce) -> Processor:
+def careful(
+    processor: Processor, condemned: dict[int, str], announce: Announce,
+    suspects: frozenset[int] = frozenset(),
+) -> Processor:  # fmt: skip
     """The processor as a careful pass calls it: each item announced before and after
-    its call, a condemned one (by its offset) failed at once without a call."""
+    its call, a condemned one (by its offset) failed at once without a call, and the
+    suspects (by offset) called one at a time."""
+    one_at_a_time = anyio.Lock()
 
     async def call(item: Any) -> Any:
         slot = current_slot.get()
@@ -50,13 +56,20 @@ def careful(processor: Processor, condemned: dict[int, str], announce: Announce)
         reason = condemned.get(slot.offset)
         if reason is not None:
             raise PoisonItemError(reason, shard=slot.unit, index=slot.index)
-        announce(slot, True)
-        value = await _plain(processor, item)
-        announce(slot, False)
-        return value
+        if slot.offset in suspects:
+            async with one_at_a_time:
+                return await _announced(processor, item, slot, announce)
+        return await _announced(processor, item, slot, announce)
 
     # No ``aclose``: the wrapped processor's resources (the http client) outlive the pass.
     return Processor(processor.spec, call, True)
+
+
+async def _announced(processor: Processor, item: Any, slot: LaneSlot, announce: Announce) -> Any:
+    announce(slot, True)
+    value = await _plain(processor, item)
+    announce(slot, False)
+    return value
 
 
 async def _plain(processor: Processor, item: Any) -> Any:

@@ -153,7 +153,8 @@ def _setup(job: dict[str, Any], stopper: Stopper, gate: Gate, channel: _Channel)
     budget = None
     if job.get("careful"):  # rerunning what a dead worker had in flight (see .poison)
         condemned = {int(offset): str(reason) for offset, reason in job["condemned"]}
-        processor = careful(processor, condemned, announcer(channel.send))
+        suspects = frozenset(int(offset) for offset in job.get("suspects", ()))
+        processor = careful(processor, condemned, announcer(channel.send), suspects)
         budget = TakeBudget(int(job["budget"]))
     return RunSetup(
         processor=processor, budget=budget,

@@ -158,7 +158,7 @@ class _Child:
         self._send_lock = anyio.Lock()
         self._stdin: ByteSendStream | None = None
         self._done = self._gone = False
-        self.trying: Place | None = None  # a careful child's item in the processor
+        self.caught: dict[int, Place] = {}  # a careful child's items in the processor
 
     async def run(self, spawned: Process | None) -> None:
         """Run the child: one started earlier (:meth:`Processes.started`), or a new one;
@@ -194,15 +194,17 @@ class _Child:
         """Rerun what each lost unit may have had in flight, all at once, each carefully."""
         units = ", ".join(str(u.unit_id) for u in sorted(lost, key=lambda u: u.unit_id))
         log.warning(
-            "the worker process for unit(s) %s ended (%s); rerunning their unfinished "
-            "items one at a time to find any that kills its worker", units, how_it_died(code),
+            "the worker process for unit(s) %s ended (%s); rerunning what they had in "
+            "flight in a careful worker to find any item that kills it", units,
+            how_it_died(code),
         )  # fmt: skip
         async with anyio.create_task_group() as tg:
             for unit in lost:
                 tg.start_soon(self._recover_unit, unit)
 
     async def _recover_unit(self, unit: _RemoteUnit) -> None:
-        careful = careful_runner(self._setup, self._number, len(self._siblings) or 1)
+        parts = len(self._siblings) or 1
+        careful = careful_runner(self._setup, self._number, parts, self._lanes)
         await _rerun(unit.spec, unit.checkpoint, self._lanes, careful, self._work)
 
     async def _talk(self, process: Process) -> None:
@@ -263,9 +265,9 @@ class _Child:
         kills the child, it was not this item)."""
         if "trying" in message:
             _, offset, index = message["trying"]
-            self.trying = Place(int(offset), int(index))
+            self.caught[int(offset)] = Place(int(offset), int(index))
         else:
-            self.trying = None
+            self.caught.pop(int(message["tried"][1]), None)
 
     def _pause_others(self, seconds: float, tg: TaskGroup) -> None:
         """One child was told to slow down: the whole run pauses, every child with it."""
@@ -319,14 +321,15 @@ class _ChildStop:
         self._tg.start_soon(self._child._send, {"stop": grace})
 
 
-def careful_runner(setup: RunSetup, number: int, parts: int) -> Careful:
-    """Runs one careful child (one slot, one lane) over a work source's one unit."""
+def careful_runner(setup: RunSetup, number: int, parts: int, lanes: int) -> Careful:
+    """Runs one careful child (one slot, ``lanes`` lanes) over a work source's one unit."""
 
     async def run(extra: dict[str, Any], source: WorkSource) -> Attempt:
-        data = setup_message(setup, 1, 1, 1, parts, extra)
+        data = setup_message(setup, 1, lanes, lanes, parts, extra)
         child = _Child(data, source, setup, number, [])
         code = await child.attempt(None)
-        return Attempt(not child._done or code != 0, code, child.trying)
+        caught = tuple(sorted(child.caught.values(), key=lambda p: p.offset))
+        return Attempt(not child._done or code != 0, code, caught)
 
     return run
 
@@ -336,7 +339,7 @@ async def rerun_carefully(work: WorkSource, setup: RunSetup, jobs: list[Job], la
     stretch in a careful child of its own, one per core at a time. The careful children
     run apart from this process (their own session): a kill of the whole command never
     looks like an item's doing."""
-    careful = careful_runner(setup, 0, 1)
+    careful = careful_runner(setup, 0, 1, lanes)
     limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
     try:
         async with anyio.create_task_group() as tg:
