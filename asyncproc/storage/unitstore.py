@@ -112,6 +112,8 @@ class UnitStore:
                 raise CorruptCheckpointError(
                     f"{what}: segment {ref.name} cannot be read: {exc.strerror}"
                 ) from exc
+            if size is None and ref.length == 0:
+                continue  # nothing committed to it: never synced, so a crash may drop its name
             if size is None:
                 raise CorruptCheckpointError(f"{what}: segment {ref.name} is missing")
             if size < ref.length:
