@@ -66,11 +66,11 @@ class HeldStore(UnitStore):
         self.queued_while_held = -1
         self.retry: RetryRun | None = None
 
-    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
+    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
         if self.first_cut is None:
             self.first_cut = checkpoint.next_index
             anyio.from_thread.run(self._settled)
-        super().commit(data, checkpoint)
+        return super().commit(data, checkpoint)
 
     async def _settled(self) -> None:
         retry = self.retry

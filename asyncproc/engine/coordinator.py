@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from functools import partial
@@ -40,7 +41,7 @@ from ..runs.rundir import RunDir
 from ..runs.store import RunStore
 from ..storage.faults import CRASH_EXIT
 from ..storage.location import Location
-from ..storage.records import Manifest, RunStatus, UnitPlan
+from ..storage.records import LineIndex, Manifest, RunStatus, UnitPlan
 from .budget import TakeBudget
 from .choose import (
     Chosen,
@@ -56,7 +57,7 @@ from .finish import finish, merge_output
 from .livelimits import publish_limits, show_limits
 from .observer import LogProgress, RunObserver
 from .scheduler import Scheduler
-from .sources import check_input, check_remote_output
+from .sources import check_input, check_remote_output, plan_input
 from .state import RunState, load_state, recut_state
 from .stopping import Stopper, StopReason
 from .summary import Summary
@@ -164,7 +165,7 @@ class Coordinator:
         self._require_reachable(run)
         workers = self._workers(manifest, options)
         self._after_death = self._followed_death(chosen, options)
-        state = await anyio.to_thread.run_sync(load_state, run, manifest)
+        state = await anyio.to_thread.run_sync(load_state, run, manifest, self._indexer(manifest))
         state = await anyio.to_thread.run_sync(recut_state, state, workers)
         self._manifest = await anyio.to_thread.run_sync(
             self._record_start, run, manifest, options, state, workers
@@ -217,6 +218,11 @@ class Coordinator:
         slots = dead.options.get("workers")
         left = (slots if isinstance(slots, int) else len(jobs)) - len(busy)
         return busy + [j for j in jobs if j not in busy][: max(0, left)]
+
+    def _indexer(self, manifest: Manifest) -> Callable[[], LineIndex]:
+        """Index the input again (one read of it), for a run whose index is not its own."""
+        fmt = str(manifest.options.get("format") or "text")
+        return lambda: plan_input(self.request.input, lambda _: 1, fmt).index
 
     def _require_reachable(self, run: RunDir) -> None:
         """Units in other processes find the run by its path or URL: it must have one."""

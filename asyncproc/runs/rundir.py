@@ -22,7 +22,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -208,7 +208,12 @@ def make_checkpoint_dir(path: Path) -> None:
 
 
 def new_run_dir(checkpoint_dir: Path) -> RunDir:
-    """Claim a fresh ``run_YYYYMMDD_HHMMSS`` directory, suffixed when the second is taken."""
+    """Claim a fresh ``run_YYYYMMDD_HHMMSS`` directory, suffixed when the second is taken.
+
+    Called under the directory lock, so run directories that never got a manifest are
+    plannings a crash cut short: they are removed first (:func:`sweep_unplanned`).
+    """
+    sweep_unplanned(checkpoint_dir)
     stamp = time.strftime("run_%Y%m%d_%H%M%S")
     for attempt in range(1, 1000):
         path = checkpoint_dir / (stamp if attempt == 1 else f"{stamp}-{attempt}")
@@ -218,6 +223,28 @@ def new_run_dir(checkpoint_dir: Path) -> RunDir:
             continue
         return local_run(path)
     raise CheckpointError(f"cannot create a run directory in {checkpoint_dir}")
+
+
+_PLANNING_LEFTOVER = re.compile(rf"{INDEX}|\.({INDEX}|{MANIFEST})\.[0-9a-f]{{16}}\.tmp")
+
+
+def sweep_unplanned(checkpoint_dir: Path) -> None:
+    """Remove run directories holding only what planning writes before the manifest.
+
+    Only a planning killed before its manifest leaves one (an index, temporary files):
+    planning holds the directory lock, as the caller does, so none is in progress.
+    An empty directory (an id claimed, perhaps by another tool) or one holding anything
+    else is left alone; nothing is followed.
+    """
+    for path in checkpoint_dir.iterdir():
+        if not RUN_ID.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
+            continue
+        entries = [e.name for e in path.iterdir()]
+        if entries and all(_PLANNING_LEFTOVER.fullmatch(e) for e in entries):
+            for entry in entries:
+                (path / entry).unlink(missing_ok=True)
+            with suppress(OSError):  # something appeared meanwhile: leave it
+                path.rmdir()
 
 
 def run_path(checkpoint_dir: Path, run_id: str) -> Path:

@@ -189,10 +189,15 @@ class FsspecStorage:
             raise FileExistsError(errno.EEXIST, "part already exists", f"{name}/{part_name(seq)}")
 
     def segment_size(self, name: str) -> int | None:
-        """Bytes in every part of the segment (a record's size for a record)."""
+        """Bytes in the segment's unbroken run of parts (a record's size for a record).
+
+        A part missing from the middle (lost after a crash, or removed) ends the run:
+        the parts after it do not count, so a checkpoint naming their bytes finds the
+        segment short, which is damage, instead of reading later bytes in its place.
+        """
         record, below = self._scan(check_name(name))
         if below and all(_PART_NAME.match(k) for k in below):
-            return sum(below.values())
+            return sum(size for _, size in in_sequence(name, below))
         return record
 
     def read_segment(self, name: str, start: int, length: int) -> Iterator[bytes]:
@@ -201,7 +206,7 @@ class FsspecStorage:
         record, below = self._scan(check_name(name))
         if below and not all(_PART_NAME.match(k) for k in below):
             raise IsADirectoryError(errno.EISDIR, "is a folder, not a segment", name)
-        parts = sorted((f"{name}/{k}", size) for k, size in below.items())
+        parts = in_sequence(name, below)
         if not parts and record is not None:
             parts = [(name, record)]
         have = sum(size for _, size in parts)
@@ -300,6 +305,17 @@ class FsspecStorage:
             self.fs.rm(keys)
         self._records = {n for n in self._records if not n.startswith(folder + "/")}
         self._folders = {n for n in self._folders if n != folder and not n.startswith(folder + "/")}
+
+
+def in_sequence(name: str, below: dict[str, int]) -> list[tuple[str, int]]:
+    """A segment's parts from the marker on, in order, up to the first one missing."""
+    parts = []
+    for seq in range(len(below)):
+        size = below.get(part_name(seq))
+        if size is None:
+            break
+        parts.append((f"{name}/{part_name(seq)}", size))
+    return parts
 
 
 def list_prefix(fs: Any, key: str) -> dict[str, Any]:

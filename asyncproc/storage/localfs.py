@@ -192,9 +192,15 @@ class LocalStorage:
     # -- walking ---------------------------------------------------------------------
 
     def _open_root(self, create: bool) -> int:
-        """The root folder as an fd; made (with its parents) if asked and missing."""
+        """The root folder as an fd; made (with its parents) if asked and missing.
+
+        Every folder made here is owner-only, the parents too: a checkpoint directory
+        removed while a run works comes back as private as it was made.
+        """
         if create and not self.root.is_dir():
-            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            for folder in (*reversed(self.root.parents), self.root):
+                if not folder.is_dir():
+                    folder.mkdir(mode=DIR_MODE, exist_ok=True)
         return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
 
     def _step(self, parent: int, part: str, path: str, create: bool) -> int:
