@@ -9,7 +9,7 @@ cluster. Progress, limits, signals and the merge stay with the coordinator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
@@ -57,6 +57,10 @@ class WorkSource(Protocol):
 
     def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None: ...
 
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        """A unit given back unfinished (its worker died): hand it out again from there."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RunSetup:
@@ -79,6 +83,11 @@ class RunSetup:
     budget: TakeBudget | None = None  # --simulate-crash: items this invocation may take
     stall_after: float = 0.0  # warn when one item holds a unit this long (0: never)
     input_path: str = ""  # the input, to show the line of a stalled item
+
+
+Job = tuple[UnitSpec, UnitCheckpoint]
+# Reruns the waiting units' stretches a death may have caught (work, setup, units, lanes).
+AfterDeath = Callable[[WorkSource, RunSetup, list[Job], int], Awaitable[None]]
 
 
 class Executor(Protocol):

@@ -25,6 +25,7 @@ from .._errors import ItemError, RetryAfter
 from ..limits.gate import Gate, LimitConfig, gated
 from ..processors.loading import Processor
 from .encode import Encoder, decoder_for
+from .forks import FORKED, leave, running
 from .retry import ITEM_ERRORS, Call, caller, cancelled, retry
 from .threads import ThreadPool
 
@@ -47,8 +48,8 @@ class Pipeline:
     """Everything that happens to one item, configured once per run."""
 
     __slots__ = (
-        "_encoder", "_gated", "_keeps", "_plain", "_pool", "call", "changed", "decode", "encode",
-        "error", "failure", "gate", "processor", "retries", "timings",
+        "_encoder", "_gated", "_keeps", "_plain", "_pool", "_running", "call", "changed",
+        "decode", "encode", "error", "failure", "gate", "processor", "retries", "timings",
     )  # fmt: skip
 
     def __init__(
@@ -75,11 +76,14 @@ class Pipeline:
         self.encode = self._encoder.record if self._keeps else _kept_nowhere
         self.error: str | None = None  # the last item error, for progress and limits
         self.failure: BaseException | None = None  # and the error itself (keyed marks)
+        self._running = running()  # a fork while the pipeline is open marks the child
+        self._running.__enter__()
 
     def close(self) -> None:
         """Let the worker threads of a sync processor end."""
         if self._pool is not None:
             self._pool.close()
+        self._running.__exit__(None, None, None)
 
     async def aclose(self) -> None:
         """Close what the processor holds open on the loop (the ``http`` client)."""
@@ -118,8 +122,13 @@ class Pipeline:
     async def attempt(self, item: Any) -> tuple[Any, BaseException | None, int]:
         """Call the processor with retries: (value, None, attempts) or (None, error, attempts)."""
         try:
-            return await self.call(item), None, 1
+            value = await self.call(item)
+            if FORKED[0]:
+                leave()
+            return value, None, 1
         except ITEM_ERRORS as exc:  # an item's failure is data, not a crash
+            if FORKED[0]:
+                leave()
             if cancelled(exc):
                 raise
             if isinstance(exc, RetryAfter):  # from a call outside the gate: not a failure
@@ -134,6 +143,8 @@ class Pipeline:
             item = self.decode(raw)
             stage = CALL
             value = await self.call(item)
+            if FORKED[0]:
+                leave()
             stage = ENCODE
             return Outcome(self.encode(index, value), False)
         except ITEM_ERRORS as exc:
@@ -149,6 +160,8 @@ class Pipeline:
 
         Returns the record and whether it is a dead letter.
         """
+        if FORKED[0]:  # a forked child that failed its way back here
+            leave()
         attempts = 0 if stage == DECODE else 1
         if stage == CALL:
             if isinstance(error, RetryAfter):  # from a call outside the gate: not a failure

@@ -26,14 +26,17 @@ import anyio.lowlevel
 import orjson
 from anyio.lowlevel import EventLoopToken
 
+from ..engine.budget import TakeBudget
 from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
 from ..engine.loops import backend_options
+from ..engine.poison import careful
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
 from ..engine.units import Place, UnitSpec
 from ..limits.gate import Gate, LimitConfig
 from ..processors.loading import load_processor
 from ..storage.records import UnitCheckpoint
+from .poison import announcer
 from .wire import (
     DONE,
     PARENT_ENV,
@@ -121,6 +124,9 @@ class ParentLink:
         message = {"finished": unit_id, "checkpoint": encode_checkpoint(checkpoint)}
         self._channel.send(line(message))
 
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        self.finished(unit_id, checkpoint)
+
     def stop(self, grace: float) -> None:
         self._stopper.grace = grace
         self._stopper.request(StopReason(None, "stopped by the parent"))
@@ -142,9 +148,16 @@ def _watch_stdin(token: EventLoopToken, link: ParentLink) -> None:
     os._exit(0)
 
 
-def _setup(job: dict[str, Any], stopper: Stopper, gate: Gate) -> RunSetup:
+def _setup(job: dict[str, Any], stopper: Stopper, gate: Gate, channel: _Channel) -> RunSetup:
+    processor = load_processor(job["processor"], job["processor_args"], job["headers"])
+    budget = None
+    if job.get("careful"):  # rerunning what a dead worker had in flight (see .poison)
+        condemned = {int(offset): str(reason) for offset, reason in job["condemned"]}
+        suspects = frozenset(int(offset) for offset in job.get("suspects", ()))
+        processor = careful(processor, condemned, announcer(channel.send), suspects)
+        budget = TakeBudget(int(job["budget"]))
     return RunSetup(
-        processor=load_processor(job["processor"], job["processor_args"], job["headers"]),
+        processor=processor, budget=budget,
         processor_args=job["processor_args"], format=job["format"],
         output_kind=job["output_kind"], retries=int(job["retries"]), timeout=job["timeout"],
         fingerprint=job["fingerprint"], stores=local_store, stopper=stopper,
@@ -161,7 +174,7 @@ async def _serve(job: dict[str, Any], channel: _Channel) -> None:
     link = ParentLink(channel, stopper, gate)
     token = anyio.lowlevel.current_token()
     threading.Thread(target=_watch_stdin, args=(token, link), daemon=True).start()
-    await InProcess().run(link, _setup(job, stopper, gate))
+    await InProcess().run(link, _setup(job, stopper, gate, channel))
 
 
 def _report(exc: BaseException) -> None:
@@ -176,7 +189,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = _Channel()
-    job = orjson.loads(sys.stdin.buffer.readline())
+    first = sys.stdin.buffer.readline()
+    if not first:  # the parent had no run for this process (done already, or failed first)
+        os._exit(0)
+    job = orjson.loads(first)
     try:
         anyio.run(_serve, job, channel, backend_options=backend_options(job["loop"]))
     except Exception as exc:  # reported in one line; the parent names the process
