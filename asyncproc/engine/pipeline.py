@@ -1,10 +1,10 @@
 """The one item pipeline: decode, call with retries, backoff and timeout, encode or dead-letter.
 
 File runs, ``--retry-failed``, keyed ``process_items`` and ``asyncproc bench`` all go
-through a :class:`Pipeline`. The lanes of a file run inline its first attempt (decode,
-``call``, ``encode``: no extra frames on the hot path) and hand any failure to
-:meth:`Pipeline.recover`; everyone else calls :meth:`Pipeline.process` or
-:meth:`Pipeline.attempt`.
+through a :class:`Pipeline`, on the one lane loop (:mod:`.lanes`): the lanes inline its
+first attempt (decode, ``call``, ``encode``: no extra frames on the hot path) and hand
+any failure to :meth:`Pipeline.recover`. Keyed items and bench levels are Python objects
+already and keep no records (``OBJECTS``).
 
 Limits (:mod:`.limits`) wrap ``call`` in the run's gate when they are configured, or
 once any call is rejected (a processor raised :class:`~asyncproc.RetryAfter`): then the
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ItemError, RetryAfter
@@ -33,15 +32,6 @@ from .threads import ThreadPool
 DECODE, CALL, ENCODE = range(3)
 # The format and output of keyed items: Python objects already, whose results are not kept.
 OBJECTS = "objects"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One item's result: its encoded record, or its dead letter when ``failed``."""
-
-    record: bytes
-    failed: bool
-    error: str | None = None  # "Type: message" of a failed item
 
 
 class Pipeline:
@@ -135,23 +125,6 @@ class Pipeline:
                 await self.gate.rejected_outside(exc)  # gates every further call
                 return await self.attempt(item)
             return await retry(self._gated, item, exc, self.retries)
-
-    async def process(self, index: int, offset: int, raw: bytes) -> Outcome:
-        """The whole path for one line, for callers off the hot path."""
-        stage, item = DECODE, raw
-        try:
-            item = self.decode(raw)
-            stage = CALL
-            value = await self.call(item)
-            if FORKED[0]:
-                leave()
-            stage = ENCODE
-            return Outcome(self.encode(index, value), False)
-        except ITEM_ERRORS as exc:
-            if cancelled(exc):
-                raise
-            record, failed = await self.recover(stage, index, offset, item, exc)
-            return Outcome(record, failed, self.error if failed else None)
 
     async def recover(
         self, stage: int, index: int, offset: int, item: Any, error: BaseException
