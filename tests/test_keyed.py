@@ -177,7 +177,8 @@ async def test_an_endless_iterator_is_read_only_as_items_are_taken(tmp_path: Pat
     async def load(ctx: asyncproc.LoaderContext[str]) -> asyncproc.ItemsReport:
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
-            return await ctx.process_items(endless(), handle, concurrency=3)
+            report = await ctx.process_items(endless(), handle, concurrency=3)
+        return report
 
     with anyio.fail_after(10):
         report = await load()
