@@ -173,17 +173,23 @@ class DaskExecutor:
         return {address: why for address, why in sorted(found.items()) if why is not None}
 
 
+QUIET_LOGS = ("distributed.client", "distributed.batched")
+
+
 @contextmanager
 def _quiet_client() -> Iterator[None]:
-    """Keep the client's own error logs (a traceback per lost connection) off stderr: a
-    lost scheduler ends the run with one line of ours (:func:`.errors.task_error`)."""
-    client_log = logging.getLogger("distributed.client")
-    level = client_log.level
-    client_log.setLevel(logging.CRITICAL)
+    """Keep the client's own error logs (a traceback per lost connection, and one from its
+    batched sender when a failing run closes the client) off stderr: a lost scheduler or a
+    failed task ends the run with one line of ours (:func:`.errors.task_error`)."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        client_log.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 async def _connect(distributed: Any, address: Any, stack: AsyncExitStack) -> Any:
