@@ -28,6 +28,10 @@ Every message says what to do next; the CLI prints it as one line.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 
 class AsyncprocError(Exception):
     """Root of every error asyncproc raises on purpose."""
@@ -147,33 +151,39 @@ class RetryAfter(ItemError):
 
 
 # How messages name options: Python callers never read about command-line flags. The CLI
-# switches to flags for the duration of a command (:func:`speak_cli`).
-_CLI = [False]
+# switches to flags for the duration of a command (:func:`cli_messages`); a context
+# variable, so a library call in another thread or task of the same process is not
+# spoken to in flags.
+_CLI: ContextVar[bool] = ContextVar("asyncproc_cli_messages", default=False)
 # Options whose flag is not their Python name with dashes.
 _FLAGS = {"durable": "--no-checkpoint", "processor_args": "--processor-arg", "headers": "--header",
           "checkpoint_dir": "--checkpoint", "resume": "--resume"}  # fmt: skip
 
 
-def speak_cli(on: bool) -> bool:
-    """Name options as command-line flags (True) or Python arguments; the old setting."""
-    previous, _CLI[0] = _CLI[0], on
-    return previous
+@contextmanager
+def cli_messages() -> Iterator[None]:
+    """Within: messages name options as command-line flags, not as Python arguments."""
+    token = _CLI.set(True)
+    try:
+        yield
+    finally:
+        _CLI.reset(token)
 
 
 def speaking_cli() -> bool:
-    """Whether messages are for a command line (see :func:`speak_cli`)."""
-    return _CLI[0]
+    """Whether messages are for a command line (see :func:`cli_messages`)."""
+    return _CLI.get()
 
 
 def named(name: str) -> str:
     """An option's name as the caller spells it: ``--batch-size`` / ``batch_size``."""
-    return _FLAGS.get(name, "--" + name.replace("_", "-")) if _CLI[0] else name
+    return _FLAGS.get(name, "--" + name.replace("_", "-")) if _CLI.get() else name
 
 
 def option(name: str, value: object = True) -> str:
     """An option as the caller spells it: ``--new-run`` / ``new_run=True``,
     ``--timeout 5`` / ``timeout=5``."""
-    if not _CLI[0]:
+    if not _CLI.get():
         return f"{name}={value!r}"
     flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
     return flag if isinstance(value, bool) else f"{flag} {value}"
@@ -181,7 +191,7 @@ def option(name: str, value: object = True) -> str:
 
 def again() -> str:
     """How to go on after a stop: the same command, or the same call."""
-    return "run the same command again" if _CLI[0] else "call it again with the same arguments"
+    return "run the same command again" if _CLI.get() else "call it again with the same arguments"
 
 
 def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:

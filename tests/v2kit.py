@@ -35,7 +35,7 @@ def item_number(item: str) -> int:
 
 def call_env(log: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a run whose processor logs its calls to ``log``."""
-    env = {k: v for k, v in os.environ.items() if k != "ASYNCPROC_CRASH_AT"}
+    env = dict(os.environ)
     env[LOG_ENV] = str(log)
     env["PYTHONUNBUFFERED"] = "1"
     return {**env, **(extra or {})}

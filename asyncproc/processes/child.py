@@ -33,6 +33,7 @@ from ..engine.unit import Commit
 from ..engine.units import Place, UnitSpec
 from ..limits.gate import Gate, LimitConfig
 from ..processors.loading import load_processor
+from ..storage import faults
 from ..storage.records import UnitCheckpoint
 from .wire import (
     DONE,
@@ -177,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = _Channel()
     job = orjson.loads(sys.stdin.buffer.readline())
+    faults.arm(job.get("faults", ""))  # the parent's, as the command line armed them
     try:
         anyio.run(_serve, job, channel, backend_options=backend_options(job["loop"]))
     except Exception as exc:  # reported in one line; the parent names the process

@@ -30,6 +30,7 @@ from ..engine.executor import RunSetup, WorkSource
 from ..engine.loops import running_loop
 from ..engine.units import Place
 from ..limits.gate import LimitConfig
+from ..storage import faults
 from .wire import (
     PARENT_ENV,
     decode_checkpoint,
@@ -64,6 +65,7 @@ def setup_message(
         "workers": workers, "concurrency": concurrency, "threads": threads,
         "limits": limits.share(parts, concurrency).to_dict(), "headers": setup.headers,
         "stall_after": setup.stall_after, "input_path": setup.input_path,
+        "faults": faults.armed_spec(),
     })  # fmt: skip
 
 
