@@ -106,3 +106,11 @@ def test_cli_messages_hold_only_in_their_own_context() -> None:
         release.set()
         thread.join(TIMEOUT)
     assert seen == ["--batch-size"]
+
+
+def test_worker_processes_are_armed_by_their_parent(source: Path, tmp_path: Path) -> None:
+    """The children never read the variable: the parent hands them its spec on the wire."""
+    args = ("run", "--input", source, "--output", tmp_path / "out.jsonl", "--processes", "2")
+    crashed = run_cli(*args, env={"ASYNCPROC_CRASH_AT": "before_first_commit:1"})
+    assert "crash point before_first_commit reached" in crashed.stderr, describe(crashed)
+    refused(crashed, 1, "worker process", "exited with code 3")
