@@ -32,73 +32,90 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from ._public import public
 
+
+@public
 class AsyncprocError(Exception):
     """Root of every error asyncproc raises on purpose."""
 
     exit_code = 1
 
 
+@public
 class ConfigError(AsyncprocError):
     """An option is out of range or contradicts another; raised before any work."""
 
     exit_code = 2
 
 
+@public
 class ProcessorLoadError(ConfigError):
     """The processor spec does not name a usable function."""
 
 
+@public
 class InputError(AsyncprocError):
     """The input path cannot be read as a line-oriented file."""
 
     exit_code = 2
 
 
+@public
 class OutputError(AsyncprocError):
     """The output path cannot be written."""
 
     exit_code = 2
 
 
+@public
 class CheckpointError(AsyncprocError):
     """Run state on disk is unusable and nothing older can be proven good."""
 
 
+@public
 class CorruptCheckpointError(CheckpointError):
     """A record on disk failed to parse, to type-check or to verify its checksum."""
 
 
+@public
 class UntrustedDirectoryError(CheckpointError):
     """A checkpoint or run directory belongs to another user or others may write it."""
 
     exit_code = 2
 
 
+@public
 class RunError(AsyncprocError):
     """The run cannot go on as asked."""
 
 
+@public
 class RunLockedError(RunError):
     """Another live process holds the run's lock."""
 
 
+@public
 class RunNotFoundError(RunError):
     """No run with the requested id exists under the checkpoint directory."""
 
 
+@public
 class InputChangedError(RunError):
     """The input's size, mtime or fingerprint differs from the planned run."""
 
 
+@public
 class IncompatibleRunError(RunError):
     """Resuming with these options would change the results."""
 
 
+@public
 class WorkerProcessError(RunError):
     """A worker process of ``--processes`` ended before finishing its shards."""
 
 
+@public
 class Interrupted(RunError):
     """A signal stopped the run; everything finished before it is committed."""
 
@@ -108,16 +125,19 @@ class Interrupted(RunError):
         self.exit_code = 128 + signum
 
 
+@public
 class FailureLimitError(RunError):
     """More items failed than ``--max-failures`` allows; the run stopped cleanly."""
 
 
+@public
 class SimulatedCrash(RunError):
     """``--simulate-crash`` stopped the run after a durable commit."""
 
     exit_code = 3
 
 
+@public
 class ItemError(AsyncprocError):
     """One item failed; carries where it came from."""
 
@@ -127,10 +147,12 @@ class ItemError(AsyncprocError):
         self.index = index
 
 
+@public
 class ItemTimeoutError(ItemError):
     """One attempt at an item ran past the per-attempt timeout."""
 
 
+@public
 class RetryAfter(ItemError):
     """Raised by a processor when the service said "slow down" (a 429 or 503).
 

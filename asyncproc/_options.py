@@ -9,6 +9,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ._errors import ConfigError, named, option
+from ._public import public
 
 DEFAULT_CHECKPOINT = ".asyncproc"  # under the current directory, or beside the output for `run`
 DEFAULT_CONCURRENCY = 64
@@ -27,6 +28,7 @@ BYTES_PER_AUTO_WORKER = 16 * 1024 * 1024
 RESULT_OPTIONS = ("processor", "processor_args", "format", "output_kind")
 
 
+@public
 class InputFormat(StrEnum):
     """How a line becomes an item."""
 
@@ -34,6 +36,7 @@ class InputFormat(StrEnum):
     JSONL = "jsonl"  # the line parsed as one JSON value
 
 
+@public
 class OutputKind(StrEnum):
     """How committed records are laid out in the final output."""
 
@@ -107,6 +110,7 @@ class FailureLimit:
         return f"{self.count}" if self.count is not None else f"{(self.rate or 0) * 100:g}%"
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class Options:
     """Everything that shapes a run besides its input and output paths."""

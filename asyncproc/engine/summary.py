@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .._public import public
 
+
+@public
 @dataclass(frozen=True, slots=True)
 class Summary:
     """What a finished run did; ``to_dict`` is the CLI's JSON, field for field."""

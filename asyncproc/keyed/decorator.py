@@ -20,6 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._errors import ConfigError
 from .._options import DEFAULT_CHECKPOINT
+from .._public import public
 from ..engine.pipeline import Pipeline
 from ..processors.loading import load_processor
 from .loader import LoaderCheckpoint, LoaderStats
@@ -31,6 +32,7 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class ItemsReport:
     """What one :meth:`LoaderContext.process_items` call did."""
@@ -62,6 +64,7 @@ def _default_key(item: Any) -> Key:
     return check_key(item)
 
 
+@public
 class LoaderContext(Generic[T]):
     """What a ``@checkpointed`` function receives: its loader checkpoint and helpers."""
 
@@ -151,6 +154,7 @@ class LoaderContext(Generic[T]):
                 tally.in_flight.discard(key)
 
 
+@public
 def checkpointed(
     name: str | None = None,
     *,

@@ -27,6 +27,7 @@ from typing import Any, Self
 import orjson
 
 from .._errors import ConfigError, CorruptCheckpointError
+from .._public import public
 from ..storage.records import SCHEMA_VERSION, RunStatus, field_of, seal, status_of, time_of, unseal
 
 KEYED_MANIFEST = "keyed.json"
@@ -97,6 +98,7 @@ class KeyedRunRecord:
         )
 
 
+@public
 class LoaderStatus(StrEnum):
     """Where a loader stands, as its run's code last said."""
 
@@ -137,6 +139,7 @@ class LoaderRecord:
         )  # fmt: skip
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class KeyFailure:
     """One failed key, with the error of its last attempt."""

@@ -28,6 +28,7 @@ import orjson
 
 from .._errors import ConfigError, IncompatibleRunError, RunError, RunNotFoundError
 from .._options import DEFAULT_CHECKPOINT
+from .._public import public
 from ..runs import index
 from ..runs.locks import is_held
 from ..runs.rundir import (
@@ -48,6 +49,7 @@ from .view import read_record
 DEFAULT_SHARDS = 8
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class KeyedRunInfo:
     """A keyed run as :meth:`CheckpointManager.list_runs` shows it."""
@@ -78,6 +80,7 @@ def _write(path: Path, record: KeyedRunRecord) -> None:
     LocalStorage(path).put(KEYED_MANIFEST, record.to_bytes(), point="manifest")
 
 
+@public
 class KeyedRun:
     """One run being worked on by this process; holds the run's lock until it ends.
 
@@ -165,6 +168,7 @@ class KeyedRun:
             await self.close()
 
 
+@public
 class CheckpointManager:
     """Keyed runs under ``checkpoint_dir``: start, resume, list, complete."""
 

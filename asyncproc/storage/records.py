@@ -17,12 +17,14 @@ from typing import Any, Self, TypeVar
 import orjson
 
 from .._errors import CorruptCheckpointError
+from .._public import public
 
 SCHEMA_VERSION = 2
 
 T = TypeVar("T")
 
 
+@public
 class RunStatus(StrEnum):
     """Lifecycle of a run, as stored in its manifest."""
 
