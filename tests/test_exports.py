@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import types
+from pathlib import Path
+
+import pytest
 
 import asyncproc
 
@@ -92,3 +96,23 @@ def test_exported_objects_say_they_live_in_asyncproc() -> None:
         and value.__module__ != "asyncproc"
     }
     assert wrong == {}
+
+
+def test_summary_status_is_the_exported_enum(tmp_path: Path) -> None:
+    """``Summary.status`` is a ``RunStatus`` (a str enum: it still equals its text)."""
+    source = tmp_path / "in.txt"
+    source.write_text("a\nb\n")
+    summary = asyncproc.run_file(source, tmp_path / "out.json")
+    assert summary.status is asyncproc.RunStatus.COMPLETED
+    text: str = summary.status  # still a str where one is expected
+    assert text == "completed"
+    assert json.loads(json.dumps(summary.to_dict()))["status"] == "completed"
+    again = asyncproc.run_file(source, tmp_path / "out.json")  # read back from the manifest
+    assert again.status is asyncproc.RunStatus.COMPLETED
+    assert asyncproc.Summary.from_dict(summary.to_dict()).status is asyncproc.RunStatus.COMPLETED
+
+
+def test_a_stored_summary_with_an_unknown_status_is_refused() -> None:
+    data = {"run_id": "r", "status": "bogus"}
+    with pytest.raises(asyncproc.CorruptCheckpointError, match="unknown status 'bogus'"):
+        asyncproc.Summary.from_dict(data)

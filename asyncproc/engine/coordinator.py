@@ -368,7 +368,7 @@ class Coordinator:
         elapsed = time.monotonic() - self.started
         manifest, here = self._manifest, self._committed_here
         return Summary(
-            run_id=run.run_id, status=RunStatus.COMPLETED.value, input=manifest.input.path,
+            run_id=run.run_id, status=RunStatus.COMPLETED, input=manifest.input.path,
             output=manifest.output, total_items=manifest.total_items,
             processed=state.done - state.failed, failed=state.failed,
             failed_items_file=str(failed_file) if failed_file else None,
