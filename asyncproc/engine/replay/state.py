@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Self
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Self
 
 from ..._errors import CheckpointError, CorruptCheckpointError
 from ...runs.rundir import RunDir
@@ -32,12 +32,11 @@ from ...storage.records import (
     SCHEMA_VERSION,
     InputIdentity,
     Manifest,
+    Sealed,
     UnitCheckpoint,
     UnitPlan,
     field_of,
-    seal,
     time_of,
-    unseal,
 )
 from ...storage.unitstore import UnitStore, VolatileUnitStore
 from ..planning import difference, identify
@@ -93,7 +92,7 @@ class Subfolder:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPlan:
+class RetryPlan(Sealed):
     """What a retry works through; written once, before its first commit."""
 
     run_id: str
@@ -103,12 +102,8 @@ class RetryPlan:
     created_at: float
     schema: int = field(default=SCHEMA_VERSION)
 
-    def to_bytes(self) -> bytes:
-        return seal(asdict(self))
-
     @classmethod
-    def from_bytes(cls, raw: bytes, what: str) -> Self:
-        data = unseal(raw, what)
+    def decode(cls, data: dict[str, Any], what: str) -> Self:
         return cls(
             run_id=field_of(data, "run_id", str, what),
             failed=InputIdentity.from_dict(field_of(data, "failed", dict, what), what),
