@@ -30,7 +30,7 @@ RECORDS = [
         {},
         (UnitPlan(0, 0, 0),),
         3,
-    ),  # fmt: skip
+    ),
     KeyedRunRecord("r", RunStatus.RUNNING, 1.0, 2.0, {"a": 1}, 4),
     LoaderRecord("l", 5),
     RetryPlan("r", InputIdentity("failed", 1, 2, "f"), 3, 1.0, 2.0),
