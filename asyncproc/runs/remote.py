@@ -32,6 +32,7 @@ from ..storage.location import Location
 from ..storage.records import RunStatus
 from ..storage.unitstore import CHECKPOINTS, SEGMENTS
 from . import rundir
+from .cleanup import Cleanup
 from .failures import failures_from_segments
 from .fileruns import _view, unit_checkpoints
 from .lease import holder, leased
@@ -165,7 +166,7 @@ def find_resumable(
 # -- run management on a URL ---------------------------------------------------------------
 
 
-class RemoteRuns:
+class RemoteRuns(Cleanup):
     """``list``, ``show``, ``status``, ``delete`` and ``cleanup`` on a URL checkpoint dir."""
 
     def __init__(self, checkpoint: Location) -> None:
@@ -220,17 +221,6 @@ class RemoteRuns:
             for name in run.storage.list(""):
                 if not name.startswith("lease/"):
                     run.storage.delete(name)
-
-    def cleanup_candidates(self, keep: int) -> list[RunView]:
-        views, _ = self.views()
-        return [v for v in views if v.status in FINISHED][keep:]
-
-    def cleanup(self, keep: int) -> list[str]:
-        removed = []
-        for view in self.cleanup_candidates(keep):
-            self.delete(view.run_id)
-            removed.append(view.run_id)
-        return removed
 
 
 def _remote_view(run: RemoteRunDir) -> RunView:
