@@ -269,14 +269,22 @@ def wait_until(
     what: str,
     proc: subprocess.Popen[Any] | None = None,
     timeout: float = CLI_TIMEOUT,
-) -> None:
-    """Poll ``done()`` until it is true; fail early if ``proc`` ends first."""
+    *,
+    exit_ok: bool = False,
+) -> bool:
+    """Poll ``done()`` until it is true (then True); a timeout fails the test.
+
+    If ``proc`` ends first, that fails the test too, unless ``exit_ok``: then False, for
+    a caller to whom a run that finished early is an answer (a kill that came too late).
+    """
     deadline = time.monotonic() + timeout
     while not done():
-        if proc is not None:
-            assert proc.poll() is None, f"the run exited ({proc.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if proc is not None and proc.poll() is not None:
+            assert exit_ok, f"the run exited ({proc.returncode}) before {what}"
+            return False
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
         time.sleep(POLL)
+    return True
 
 
 # -- fixtures --------------------------------------------------------------------------

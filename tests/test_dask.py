@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import numbered_lines, run_cli, write_lines
-from v2kit import start, wait_until
+from conftest import numbered_lines, run_cli, wait_until, write_lines
+from v2kit import start
 
 import asyncproc
 from asyncproc._errors import ConfigError
