@@ -221,3 +221,8 @@ def _at_least(name: str, value: int, low: int) -> None:
 def _positive(name: str, value: float | None) -> None:
     if value is not None and not value > 0:
         raise ConfigError(f"{named(name)} must be a positive number of seconds, got {value}")
+
+
+# Every default of a run, in one place: the CLI's flags show these (``cli/run.py``) and
+# the README's option table is checked against them (``tests/test_defaults.py``).
+DEFAULTS = Options()

@@ -13,7 +13,7 @@ import orjson
 
 from .._api import process_file
 from .._errors import ConfigError
-from .._options import DEFAULT_MAX_CONCURRENCY
+from .._options import DEFAULT_CHECKPOINT, DEFAULT_MAX_CONCURRENCY, DEFAULTS
 from ..engine.loops import LoopChoice, backend_options
 from ..engine.summary import Summary
 from ..runs.failures import first_failure
@@ -58,7 +58,8 @@ def concurrency_value(value: str) -> int | str:
 @click.option(
     "--checkpoint",
     "checkpoint_dir",
-    help="Directory where runs live, a path or a URL [default: .asyncproc beside the output].",
+    help=f"Directory where runs live, a path or a URL [default: {DEFAULT_CHECKPOINT} beside "
+    "the output].",
 )
 @click.option(
     "--storage-option",
@@ -78,7 +79,7 @@ def concurrency_value(value: str) -> int | str:
 @click.option(
     "--processes",
     type=int,
-    default=1,
+    default=DEFAULTS.processes,
     show_default=True,
     help="Worker processes on this machine, each with its own event loop.",
 )
@@ -96,7 +97,7 @@ def concurrency_value(value: str) -> int | str:
 )
 @click.option(
     "--concurrency",
-    default="64",
+    default=str(DEFAULTS.concurrency),
     show_default=True,
     callback=lambda ctx, param, value: concurrency_value(value),
     metavar="N|auto",
@@ -126,13 +127,13 @@ def concurrency_value(value: str) -> int | str:
 @click.option(
     "--batch-size",
     type=int,
-    default=1000,
+    default=DEFAULTS.batch_size,
     show_default=True,
     help="Committed items per checkpoint, per work unit.",
 )
 @click.option(
     "--processor",
-    default="text_stats",
+    default=DEFAULTS.processor,
     show_default=True,
     help="Built-in name, module:function or path/to/file.py:function.",
 )
@@ -141,7 +142,7 @@ def concurrency_value(value: str) -> int | str:
 @click.option(
     "--retries",
     type=int,
-    default=2,
+    default=DEFAULTS.retries,
     show_default=True,
     help="Extra attempts per failing item, with exponential backoff.",
 )
@@ -149,7 +150,7 @@ def concurrency_value(value: str) -> int | str:
 @click.option(
     "--commit-interval",
     type=float,
-    default=5.0,
+    default=DEFAULTS.commit_interval,
     show_default=True,
     help="Commit at least this often (seconds), even mid-batch.",
 )
@@ -161,7 +162,7 @@ def concurrency_value(value: str) -> int | str:
 @click.option(
     "--early-stop",
     type=int,
-    default=100,
+    default=DEFAULTS.early_stop,
     show_default=True,
     metavar="N",
     help="Stop if the first N items of this invocation all fail (0: never).",
@@ -169,7 +170,7 @@ def concurrency_value(value: str) -> int | str:
 @click.option(
     "--stall-warning",
     type=float,
-    default=30.0,
+    default=DEFAULTS.stall_warning,
     show_default=True,
     metavar="SECONDS",
     help="Warn when one item has held back its unit this long, then at doubling intervals "
@@ -178,7 +179,7 @@ def concurrency_value(value: str) -> int | str:
 @click.option(
     "--grace",
     type=float,
-    default=10.0,
+    default=DEFAULTS.grace,
     show_default=True,
     help="Seconds in-flight items get to finish after Ctrl-C or SIGTERM.",
 )
@@ -192,7 +193,7 @@ def concurrency_value(value: str) -> int | str:
     "--no-checkpoint",
     "durable",
     flag_value=False,
-    default=True,
+    default=DEFAULTS.durable,
     help="No fsyncs, no checkpoint files: faster, but a crash means starting over.",
 )
 @click.option("--resume", "resume", metavar="RUN_ID", help="Resume this run.")
