@@ -34,12 +34,12 @@ from anyio.abc import TaskGroup
 
 from .._errors import ConfigError, WorkerProcessError, unwrap_group
 from ..engine.executor import RunSetup, WorkSource
-from ..engine.loops import running_loop
 from ..engine.units import UnitSpec
+from ..engine.wire import WorkerSetup, decode_checkpoint, decode_commit, encode_checkpoint
 from ..storage.records import UnitCheckpoint
 from .checks import shippable_file, try_processor, worker_version
 from .task import run_unit
-from .wire import TaskArgs, decode_checkpoint, decode_commit, stop_event, task_key, topic
+from .wire import TaskArgs, stop_event, task_key, topic
 
 log = logging.getLogger("asyncproc")
 
@@ -233,7 +233,7 @@ class _Runner:
         return Event(stop_event(self._run_id), client=self._client)  # type: ignore[no-untyped-call]
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
-        self._work.committed(decode_commit(event[1]))
+        self._work.committed(decode_commit(event[1], "Dask commit"))
 
     async def _slot(self) -> None:
         while (job := await self._work.next_unit()) is not None:
@@ -245,13 +245,9 @@ class _Runner:
     async def _submit(self, spec: UnitSpec, start: UnitCheckpoint) -> UnitCheckpoint:
         from dataclasses import asdict
 
-        from .wire import encode_checkpoint
-
-        args = TaskArgs(
-            spec=asdict(spec), start=encode_checkpoint(start), processor=self._processor,
-            processor_args=self._setup.processor_args, loop=running_loop(),
-            lanes=self._lanes, threads=self._threads, grace=self._setup.stopper.grace,
-        )  # fmt: skip
+        setup = WorkerSetup.of(self._setup, workers=1, concurrency=self._lanes,
+                               threads=self._threads, processor=self._processor)  # fmt: skip
+        args = TaskArgs(spec=asdict(spec), start=encode_checkpoint(start), setup=setup)
         future = self._client.submit(run_unit, args.to_dict(), key=task_key(spec, start))
         try:
             text: str = await future

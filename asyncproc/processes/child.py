@@ -26,25 +26,22 @@ import anyio.lowlevel
 import orjson
 from anyio.lowlevel import EventLoopToken
 
-from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
+from ..engine.executor import InProcess, UnitHandle, local_store
 from ..engine.loops import backend_options
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
 from ..engine.units import Place, UnitSpec
-from ..limits.gate import Gate, LimitConfig
-from ..processors.loading import load_processor
-from ..storage import faults
-from ..storage.records import UnitCheckpoint
-from .wire import (
-    DONE,
-    PARENT_ENV,
-    commit_message,
+from ..engine.wire import (
+    WorkerSetup,
     decode_checkpoint,
     decode_spec,
     encode_checkpoint,
     encode_place,
-    line,
 )
+from ..limits.gate import Gate, LimitConfig
+from ..storage import faults
+from ..storage.records import UnitCheckpoint
+from .wire import DONE, PARENT_ENV, commit_message, line
 
 PR_SET_PDEATHSIG = 1
 EXIT_ORPHANED = 75
@@ -143,26 +140,13 @@ def _watch_stdin(token: EventLoopToken, link: ParentLink) -> None:
     os._exit(0)
 
 
-def _setup(job: dict[str, Any], stopper: Stopper, gate: Gate) -> RunSetup:
-    return RunSetup(
-        processor=load_processor(job["processor"], job["processor_args"], job["headers"]),
-        processor_args=job["processor_args"], format=job["format"],
-        output_kind=job["output_kind"], retries=int(job["retries"]), timeout=job["timeout"],
-        fingerprint=job["fingerprint"], stores=local_store, stopper=stopper,
-        workers=int(job["workers"]), concurrency=int(job["concurrency"]),
-        threads=int(job["threads"]), gate=gate, headers=job["headers"],
-        stall_after=float(job.get("stall_after", 0.0)),
-        input_path=str(job.get("input_path", "")),
-    )  # fmt: skip
-
-
-async def _serve(job: dict[str, Any], channel: _Channel) -> None:
+async def _serve(job: WorkerSetup, channel: _Channel) -> None:
     stopper = Stopper(0.0)
-    gate = Gate(LimitConfig.from_dict(job["limits"]))
+    gate = job.gate() or Gate(LimitConfig())
     link = ParentLink(channel, stopper, gate)
     token = anyio.lowlevel.current_token()
     threading.Thread(target=_watch_stdin, args=(token, link), daemon=True).start()
-    await InProcess().run(link, _setup(job, stopper, gate))
+    await InProcess().run(link, job.run_setup(local_store, stopper, gate))
 
 
 def _report(exc: BaseException) -> None:
@@ -177,10 +161,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = _Channel()
-    job = orjson.loads(sys.stdin.buffer.readline())
-    faults.arm(job.get("faults", ""))  # the parent's, as the command line armed them
+    job = WorkerSetup.from_dict(orjson.loads(sys.stdin.buffer.readline()))
+    faults.arm(job.faults)  # the parent's, as the command line armed them
     try:
-        anyio.run(_serve, job, channel, backend_options=backend_options(job["loop"]))
+        anyio.run(_serve, job, channel, backend_options=backend_options(job.loop))
     except Exception as exc:  # reported in one line; the parent names the process
         _report(exc)
         os._exit(1)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -27,19 +28,17 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._errors import WorkerProcessError, unwrap_group
 from ..engine.executor import RunSetup, WorkSource
-from ..engine.loops import running_loop
 from ..engine.units import Place
-from ..limits.gate import LimitConfig
-from ..storage import faults
-from .wire import (
-    PARENT_ENV,
+from ..engine.wire import (
+    WorkerSetup,
     decode_checkpoint,
     decode_commit,
     decode_place,
     encode_checkpoint,
     encode_spec,
-    line,
 )
+from ..limits.gate import LimitConfig
+from .wire import PARENT_ENV, line
 
 MAX_LINE = 64 * 1024 * 1024
 
@@ -58,15 +57,12 @@ def setup_message(
     The headers travel on the private pipe, never on disk.
     """
     limits = setup.gate.config if setup.gate is not None else LimitConfig()
-    return line({
-        "processor": setup.processor.spec, "processor_args": setup.processor_args,
-        "loop": running_loop(), "format": setup.format, "output_kind": setup.output_kind,
-        "retries": setup.retries, "timeout": setup.timeout, "fingerprint": setup.fingerprint,
-        "workers": workers, "concurrency": concurrency, "threads": threads,
-        "limits": limits.share(parts, concurrency).to_dict(), "headers": setup.headers,
-        "stall_after": setup.stall_after, "input_path": setup.input_path,
-        "faults": faults.armed_spec(),
-    })  # fmt: skip
+    worker = replace(
+        WorkerSetup.of(setup, workers=workers, concurrency=concurrency, threads=threads),
+        limits=limits.share(parts, concurrency).to_dict(), headers=setup.headers,
+        stall_after=setup.stall_after, input_path=setup.input_path,
+    )  # fmt: skip
+    return line(worker.to_dict())
 
 
 class Processes:
@@ -186,7 +182,7 @@ class _Child:
         if "next" in message:
             tg.start_soon(self._give_unit, int(message["next"]))
         elif "commit" in message:
-            commit = decode_commit(message["commit"])
+            commit = decode_commit(message["commit"], "child commit")
             if commit.unit_id in self._units:
                 self._units[commit.unit_id].claimed = commit.claimed
             self._work.committed(commit)
