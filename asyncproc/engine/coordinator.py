@@ -54,6 +54,7 @@ from .choose import (
 from .executor import Executor, InProcess, RunSetup, local_store
 from .finish import finish, merge_output
 from .livelimits import publish_limits, show_limits
+from .loops import running_loop
 from .observer import LogProgress, RunObserver
 from .replay.failed import retry_failed
 from .scheduler import Scheduler
@@ -63,6 +64,7 @@ from .stopping import Stopper, StopReason
 from .summary import Summary
 from .unit import Commit
 from .units import Extent, Plan, UnitSpec
+from .wire import WorkerSetup
 
 log = logging.getLogger("asyncproc")
 
@@ -248,17 +250,17 @@ class Coordinator:
         return TakeBudget(options.simulate_crash)
 
     def _setup(self, processor: Processor, options: Options, workers: int) -> RunSetup:
-        return RunSetup(
-            processor=processor, processor_args=options.processor_args,
+        shared = WorkerSetup(
+            processor=processor.spec, processor_args=options.processor_args,
             format=str(options.format), output_kind=str(options.output_kind),
             retries=options.retries, timeout=options.timeout,
-            fingerprint=self._manifest.input.fingerprint,
-            stores=self.request.stores or local_store, stopper=self._stopper,
-            workers=workers, concurrency=options.concurrency,
-            threads=options.threads or options.concurrency, gate=self._gate,
-            headers=self.request.headers,
+            fingerprint=self._manifest.input.fingerprint, workers=workers,
+            concurrency=options.concurrency, threads=options.threads or options.concurrency,
+            loop=running_loop(), grace=self._stopper.grace, headers=self.request.headers,
             stall_after=options.stall_warning, input_path=self._manifest.input.path,
         )  # fmt: skip
+        stores = self.request.stores or local_store
+        return shared.run_setup(stores, self._stopper, self._gate, processor=processor)
 
     def _spec(self, run: RunDir, options: Options, unit: UnitPlan, extent: Extent) -> UnitSpec:
         return UnitSpec(

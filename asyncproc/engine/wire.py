@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Self
 
 from ..limits.gate import Gate, LimitConfig
-from ..processors.loading import load_processor
+from ..processors.loading import Processor, load_processor
 from ..storage import faults
 from ..storage.records import UnitCheckpoint
 from ..storage.unitstore import UnitStore
@@ -70,11 +70,15 @@ class WorkerSetup:
         return None if self.limits is None else Gate(LimitConfig.from_dict(self.limits))
 
     def run_setup(
-        self, stores: Callable[[UnitSpec], UnitStore], stopper: Stopper, gate: Gate | None = None
-    ) -> RunSetup:
-        """The worker's :class:`RunSetup`: its processor loaded here, its stores its own."""
+        self, stores: Callable[[UnitSpec], UnitStore], stopper: Stopper,
+        gate: Gate | None = None, processor: Processor | None = None,
+    ) -> RunSetup:  # fmt: skip
+        """The one place a :class:`RunSetup` is made: in a worker (its processor loaded
+        here, from the spec) or in the coordinator (``processor`` already loaded)."""
+        if processor is None:
+            processor = load_processor(self.processor, self.processor_args, self.headers)
         return RunSetup(
-            processor=load_processor(self.processor, self.processor_args, self.headers),
+            processor=processor,
             processor_args=self.processor_args, format=self.format,
             output_kind=self.output_kind, retries=self.retries, timeout=self.timeout,
             fingerprint=self.fingerprint, stores=stores, stopper=stopper,
