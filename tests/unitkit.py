@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asyncproc.engine.executor import InProcess, UnitHandle, local_store
+from asyncproc.engine.executor import InProcess, RunSetup, UnitHandle, local_store
 from asyncproc.engine.stopping import Stopper
 from asyncproc.engine.unit import Commit
 from asyncproc.engine.units import UnitSpec, first_checkpoint
@@ -90,7 +90,7 @@ async def run_unit(
         retries=spec.retries, timeout=spec.timeout, fingerprint=spec.fingerprint, workers=1,
         concurrency=lanes, threads=lanes, loop="asyncio",
     )  # fmt: skip
-    setup = shared.run_setup(stores, Stopper(0.0), processor=load_processor(fn))
+    setup = RunSetup.made(shared, stores, Stopper(0.0), processor=load_processor(fn))
     await InProcess().run(work, setup)
     assert work.final is not None, "the unit never finished"
     return work.final

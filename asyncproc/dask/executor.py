@@ -35,7 +35,7 @@ from anyio.abc import TaskGroup
 from .._errors import ConfigError, WorkerProcessError, unwrap_group
 from ..engine.executor import RunSetup, WorkSource
 from ..engine.units import UnitSpec
-from ..engine.wire import WorkerSetup, decode_checkpoint, decode_commit, encode_checkpoint
+from ..engine.wire import decode_checkpoint, decode_commit, encode_checkpoint
 from ..storage.records import UnitCheckpoint
 from .checks import shippable_file, try_processor, worker_version
 from .task import run_unit
@@ -130,7 +130,7 @@ class DaskExecutor:
     async def _checked_processor(self, setup: RunSetup) -> str:
         """The processor spec the workers can load; ConfigError naming a worker otherwise."""
         await self._check_versions()
-        spec, args = setup.processor.spec, setup.processor_args
+        spec, args = setup.processor.spec, setup.shared.processor_args
         problems = await self._processor_problems(spec, args)
         shipped = shippable_file(spec) if problems else None
         if shipped is not None:
@@ -193,8 +193,8 @@ class _Runner:
     ) -> None:
         self._client, self._work, self._setup = client, work, setup
         self._processor = processor
-        self._lanes = _share(setup.concurrency, threads)
-        self._threads = _share(setup.threads, threads)
+        self._lanes = _share(setup.shared.concurrency, threads)
+        self._threads = _share(setup.shared.threads, threads)
         self._run_id: str | None = None
         self._stopped = False
         self._attaching = anyio.Lock()
@@ -208,7 +208,7 @@ class _Runner:
                     return
                 try:
                     async with anyio.create_task_group() as slots:
-                        for _ in range(self._setup.workers):
+                        for _ in range(self._setup.shared.workers):
                             slots.start_soon(self._slot)
                 finally:
                     stopper.detach(stop)
@@ -243,10 +243,12 @@ class _Runner:
             self._work.finished(spec.unit_id, final)
 
     async def _submit(self, spec: UnitSpec, start: UnitCheckpoint) -> UnitCheckpoint:
-        from dataclasses import asdict
+        from dataclasses import asdict, replace
 
-        setup = WorkerSetup.of(self._setup, workers=1, concurrency=self._lanes,
-                               threads=self._threads, processor=self._processor)  # fmt: skip
+        setup = replace(
+            self._setup.shared, processor=self._processor, workers=1, concurrency=self._lanes,
+            threads=self._threads, limits=None, headers=None, stall_after=0.0, faults="",
+        )  # fmt: skip
         args = TaskArgs(spec=asdict(spec), start=encode_checkpoint(start), setup=setup)
         future = self._client.submit(run_unit, args.to_dict(), key=task_key(spec, start))
         try:

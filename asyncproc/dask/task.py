@@ -28,7 +28,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.lowlevel import EventLoopToken
 
-from ..engine.executor import InProcess, UnitHandle, local_store
+from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
 from ..engine.loops import backend_options
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
@@ -105,7 +105,7 @@ async def _run(
     task: TaskArgs, job: Job, store: UnitStore, report: Callable[[Commit], None], event: Any
 ) -> UnitCheckpoint:
     stopper = Stopper(task.setup.grace)
-    setup = task.setup.run_setup(lambda _: store, stopper)
+    setup = RunSetup.made(task.setup, lambda _: store, stopper)
     source = _OneUnit(job, report)
     with _watching(event, stopper, anyio.lowlevel.current_token()):
         await InProcess().run(source, setup)

@@ -37,6 +37,7 @@ from ..processors.loading import Fn, Processor, load_processor
 from ..runs import index
 from ..runs.remote import directory_lock, output_lease, run_url
 from ..runs.rundir import RunDir, make_checkpoint_dir
+from ..storage import faults
 from ..storage.faults import CRASH_EXIT
 from ..storage.location import Location
 from ..storage.records import Manifest, RunStatus, UnitPlan
@@ -258,9 +259,10 @@ class Coordinator:
             concurrency=options.concurrency, threads=options.threads or options.concurrency,
             loop=running_loop(), grace=self._stopper.grace, headers=self.request.headers,
             stall_after=options.stall_warning, input_path=self._manifest.input.path,
+            faults=faults.armed_spec(),
         )  # fmt: skip
         stores = self.request.stores or local_store
-        return shared.run_setup(stores, self._stopper, self._gate, processor=processor)
+        return RunSetup.made(shared, stores, self._stopper, self._gate, processor=processor)
 
     def _spec(self, run: RunDir, options: Options, unit: UnitPlan, extent: Extent) -> UnitSpec:
         return UnitSpec(

@@ -1,31 +1,26 @@
 """One typed wire for every worker that runs units away from the coordinator.
 
-``--processes`` children and Dask tasks both get a :class:`WorkerSetup` (plain,
-JSON- and msgpack-able data) and build their :class:`RunSetup` from it in one place
-(:meth:`WorkerSetup.run_setup`); their commits travel as :func:`encode_commit` dicts.
+A run's :class:`~asyncproc.engine.executor.RunSetup` holds a :class:`WorkerSetup`:
+plain, JSON- and msgpack-able data. ``--processes`` children and Dask tasks are sent
+it (at their share of the run) and rebuild their ``RunSetup`` from it; their commits
+travel back as :func:`encode_commit` dicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Self
 
 from ..limits.gate import Gate, LimitConfig
-from ..processors.loading import Processor, load_processor
-from ..storage import faults
 from ..storage.records import UnitCheckpoint
-from ..storage.unitstore import UnitStore
-from .executor import RunSetup
-from .loops import running_loop
-from .stopping import Stopper
 from .unit import Commit
 from .units import Place, UnitSpec
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerSetup:
-    """What a worker needs besides its units: the run's setup, at its share of the run."""
+    """What every unit of a run shares, as data: the whole run's in the coordinator,
+    a worker's share of it (slots, lanes, threads, budgets) in a worker."""
 
     processor: str  # the spec as the worker can load it
     processor_args: dict[str, str]
@@ -34,30 +29,16 @@ class WorkerSetup:
     retries: int
     timeout: float | None
     fingerprint: str
-    workers: int  # unit slots in this worker
-    concurrency: int  # lanes in this worker
-    threads: int  # threads for a sync processor in this worker
+    workers: int  # units worked on at once
+    concurrency: int  # lanes
+    threads: int  # worker threads for a sync processor
     loop: str  # the event loop the coordinator runs on: the worker runs the same
     grace: float = 0.0
-    limits: dict[str, Any] | None = None  # this worker's share of the budgets (None: none)
-    headers: dict[str, str] | None = None  # only on a private pipe, never on disk
-    stall_after: float = 0.0
-    input_path: str = ""
+    limits: dict[str, Any] | None = None  # a worker's share of the budgets (None: none)
+    headers: dict[str, str] | None = None  # the http processor's; a private pipe, never disk
+    stall_after: float = 0.0  # warn when one item holds a unit this long (0: never)
+    input_path: str = ""  # the input, to show the line of a stalled item
     faults: str = ""  # the fault points armed in the coordinator (tests only)
-
-    @classmethod
-    def of(
-        cls, setup: RunSetup, *, workers: int, concurrency: int, threads: int,
-        processor: str | None = None,
-    ) -> Self:  # fmt: skip
-        """The shared part of ``setup``, with this worker's shares of slots, lanes, threads."""
-        return cls(
-            processor=processor or setup.processor.spec, processor_args=setup.processor_args,
-            format=setup.format, output_kind=setup.output_kind, retries=setup.retries,
-            timeout=setup.timeout, fingerprint=setup.fingerprint, workers=workers,
-            concurrency=concurrency, threads=threads, loop=running_loop(),
-            grace=setup.stopper.grace, faults=faults.armed_spec(),
-        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,24 +49,6 @@ class WorkerSetup:
 
     def gate(self) -> Gate | None:
         return None if self.limits is None else Gate(LimitConfig.from_dict(self.limits))
-
-    def run_setup(
-        self, stores: Callable[[UnitSpec], UnitStore], stopper: Stopper,
-        gate: Gate | None = None, processor: Processor | None = None,
-    ) -> RunSetup:  # fmt: skip
-        """The one place a :class:`RunSetup` is made: in a worker (its processor loaded
-        here, from the spec) or in the coordinator (``processor`` already loaded)."""
-        if processor is None:
-            processor = load_processor(self.processor, self.processor_args, self.headers)
-        return RunSetup(
-            processor=processor,
-            processor_args=self.processor_args, format=self.format,
-            output_kind=self.output_kind, retries=self.retries, timeout=self.timeout,
-            fingerprint=self.fingerprint, stores=stores, stopper=stopper,
-            workers=self.workers, concurrency=self.concurrency, threads=self.threads,
-            gate=gate, headers=self.headers, stall_after=self.stall_after,
-            input_path=self.input_path,
-        )  # fmt: skip
 
 
 def encode_spec(spec: UnitSpec) -> dict[str, Any]:

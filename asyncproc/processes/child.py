@@ -26,7 +26,7 @@ import anyio.lowlevel
 import orjson
 from anyio.lowlevel import EventLoopToken
 
-from ..engine.executor import InProcess, UnitHandle, local_store
+from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
 from ..engine.loops import backend_options
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
@@ -146,7 +146,7 @@ async def _serve(job: WorkerSetup, channel: _Channel) -> None:
     link = ParentLink(channel, stopper, gate)
     token = anyio.lowlevel.current_token()
     threading.Thread(target=_watch_stdin, args=(token, link), daemon=True).start()
-    await InProcess().run(link, job.run_setup(local_store, stopper, gate))
+    await InProcess().run(link, RunSetup.made(job, local_store, stopper, gate))
 
 
 def _report(exc: BaseException) -> None:

@@ -30,7 +30,6 @@ from .._errors import WorkerProcessError, unwrap_group
 from ..engine.executor import RunSetup, WorkSource
 from ..engine.units import Place
 from ..engine.wire import (
-    WorkerSetup,
     decode_checkpoint,
     decode_commit,
     decode_place,
@@ -58,9 +57,8 @@ def setup_message(
     """
     limits = setup.gate.config if setup.gate is not None else LimitConfig()
     worker = replace(
-        WorkerSetup.of(setup, workers=workers, concurrency=concurrency, threads=threads),
-        limits=limits.share(parts, concurrency).to_dict(), headers=setup.headers,
-        stall_after=setup.stall_after, input_path=setup.input_path,
+        setup.shared, workers=workers, concurrency=concurrency, threads=threads,
+        limits=limits.share(parts, concurrency).to_dict(),
     )  # fmt: skip
     return line(worker.to_dict())
 
@@ -90,8 +88,8 @@ class Processes:
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
         p = self.processes
-        slots, lanes = shares(setup.workers, p), shares(setup.concurrency, p)
-        threads = shares(setup.threads, p)
+        slots, lanes = shares(setup.shared.workers, p), shares(setup.shared.concurrency, p)
+        threads = shares(setup.shared.threads, p)
         spawned = list(self._spawned)
         try:
             children: list[_Child] = []
