@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,22 @@ def _tool(name: str) -> str:
 def test_ruff_is_clean() -> None:
     result = subprocess.run(
         [_tool("ruff"), "check", "asyncproc", "tests", "benchmarks"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def test_ruff_format_is_clean(tmp_path: Path) -> None:
+    """The code and the README's Python examples are formatted as ruff formats them."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for n, block in enumerate(PYTHON_BLOCK.findall(readme)):
+        (tmp_path / f"readme_block_{n}.py").write_text(block)
+    targets = ["asyncproc", "tests", "benchmarks", str(tmp_path)]
+    result = subprocess.run(
+        [_tool("ruff"), "format", "--check", *targets],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -126,3 +126,67 @@ def test_moving_from_the_older_tools_example(workdir: Path) -> None:
         "Nightly load",
         99,
     )
+
+
+STORY = "Your own processor: run it, kill it, resume it, retry the failures"
+EXIT_COMMENT = re.compile(r"#\s*exit (\d+)")
+
+
+def _story_commands(block: str) -> list[tuple[str, int]]:
+    """Each command line of a story block with the exit code its comment promises."""
+    commands = []
+    for line in block.splitlines():
+        command, _, comment = line.partition("  # ")
+        promised = EXIT_COMMENT.search("# " + comment)
+        commands.append((command, int(promised.group(1)) if promised else 0))
+    return commands
+
+
+def _run_story_block(block: str, cwd: Path) -> None:
+    for command, promised in _story_commands(block):
+        proc = _run(["bash", "-c", command], cwd)
+        assert proc.returncode == promised, f"{command}\n{proc.stdout}{proc.stderr}"
+
+
+def _fixed(source: str) -> str:
+    """The processor with its two `if` lines deleted, as the README tells the reader."""
+    lines = source.splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.strip().startswith("if "))
+    return "".join(lines[:at] + lines[at + 2 :])
+
+
+def _story_expected(cwd: Path) -> bytes:
+    items = text_items((cwd / "data" / "sample_input.txt").read_bytes())
+    return expected_jsonl((i, {"line": s, "shout": s.upper()}) for i, s in enumerate(items))
+
+
+def test_your_own_processor_story(workdir: Path) -> None:
+    """The newcomer's story runs as written: crash, resume with one failure, fix, retry."""
+    (source,) = blocks(STORY, "python")
+    crash_and_resume, retry = blocks(STORY, "bash")
+    (workdir / "shout.py").write_text(source)
+    _run_story_block(crash_and_resume, workdir)
+    failed = (workdir / "shouts.failed.jsonl").read_text().splitlines()
+    assert len(failed) == 1 and "mentions a crash" in failed[0], failed
+    expected = _story_expected(workdir)
+    partial = (workdir / "shouts.jsonl").read_bytes().splitlines(keepends=True)
+    assert partial == [r for r in expected.splitlines(keepends=True) if b"CRASH" not in r]
+    (workdir / "shout.py").write_text(_fixed(source))
+    _run_story_block(retry, workdir)
+    assert (workdir / "shouts.jsonl").read_bytes() == expected
+    assert not (workdir / "shouts.failed.jsonl").exists()
+
+
+GITHUB_SLUG_DROPS = re.compile(r"[^\w\- ]")
+
+
+def _slug(heading: str) -> str:
+    return GITHUB_SLUG_DROPS.sub("", heading.strip().lower()).replace(" ", "-")
+
+
+def test_contents_links_name_real_headings() -> None:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    headings = {_slug(h) for h in re.findall(r"^#{2,3} (.+)$", text, re.MULTILINE)}
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert links and sorted(set(links) - headings) == []
+    assert text.index(f"## {STORY}") < len("\n".join(text.splitlines()[:150]))
