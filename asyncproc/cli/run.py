@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import click
@@ -20,6 +20,7 @@ from ..runs.failures import first_failure
 from .group import format_option, processor_arg_option, setup_logging, storage_values
 from .progress import observer_for
 
+FC = TypeVar("FC", bound=Callable[..., Any])
 EXIT_ITEMS_FAILED = 4  # the run finished, but some items failed (see the failed-items file)
 
 
@@ -30,6 +31,14 @@ def _headers(values: Sequence[str]) -> dict[str, str]:
     from ..processors.http import parse_headers
 
     return parse_headers(values)
+
+
+def defaulted(flag: str, help: str, metavar: str | None = None) -> Callable[[FC], FC]:
+    """A flag whose default is the run option of its name (``DEFAULTS``), shown in --help."""
+    default = getattr(DEFAULTS, flag.removeprefix("--").replace("-", "_"))
+    return click.option(
+        flag, type=type(default), default=default, show_default=True, metavar=metavar, help=help
+    )
 
 
 def concurrency_value(value: str) -> int | str:
@@ -76,13 +85,7 @@ def concurrency_value(value: str) -> int | str:
     help="Work units processed at once; may change on a resume "
     "[default: by input size, at most 8; as planned on a resume].",
 )
-@click.option(
-    "--processes",
-    type=int,
-    default=DEFAULTS.processes,
-    show_default=True,
-    help="Worker processes on this machine, each with its own event loop.",
-)
+@defaulted("--processes", "Worker processes on this machine, each with its own event loop.")
 @click.option(
     "--engine",
     type=click.Choice(["local", "processes", "dask"]),
@@ -124,65 +127,25 @@ def concurrency_value(value: str) -> int | str:
     type=int,
     help="Worker threads for a plain `def` processor [default: the concurrency].",
 )
-@click.option(
-    "--batch-size",
-    type=int,
-    default=DEFAULTS.batch_size,
-    show_default=True,
-    help="Committed items per checkpoint, per work unit.",
-)
-@click.option(
-    "--processor",
-    default=DEFAULTS.processor,
-    show_default=True,
-    help="Built-in name, module:function or path/to/file.py:function.",
-)
+@defaulted("--batch-size", "Committed items per checkpoint, per work unit.")
+@defaulted("--processor", "Built-in name, module:function or path/to/file.py:function.")
 @processor_arg_option
 @format_option
-@click.option(
-    "--retries",
-    type=int,
-    default=DEFAULTS.retries,
-    show_default=True,
-    help="Extra attempts per failing item, with exponential backoff.",
-)
+@defaulted("--retries", "Extra attempts per failing item, with exponential backoff.")
 @click.option("--timeout", type=float, help="Seconds allowed per attempt.")
-@click.option(
-    "--commit-interval",
-    type=float,
-    default=DEFAULTS.commit_interval,
-    show_default=True,
-    help="Commit at least this often (seconds), even mid-batch.",
-)
+@defaulted("--commit-interval", "Commit at least this often (seconds), even mid-batch.")
 @click.option(
     "--max-failures",
     metavar="N|P%",
     help="Stop cleanly once more than N items (or P% of items done) failed.",
 )
-@click.option(
-    "--early-stop",
-    type=int,
-    default=DEFAULTS.early_stop,
-    show_default=True,
-    metavar="N",
-    help="Stop if the first N items of this invocation all fail (0: never).",
-)
-@click.option(
+@defaulted("--early-stop", "Stop if the first N items of this invocation all fail (0: never).", "N")
+@defaulted(
     "--stall-warning",
-    type=float,
-    default=DEFAULTS.stall_warning,
-    show_default=True,
-    metavar="SECONDS",
-    help="Warn when one item has held back its unit this long, then at doubling intervals "
-    "(0: never).",
+    "Warn when one item has held back its unit this long, then at doubling intervals (0: never).",
+    "SECONDS",
 )
-@click.option(
-    "--grace",
-    type=float,
-    default=DEFAULTS.grace,
-    show_default=True,
-    help="Seconds in-flight items get to finish after Ctrl-C or SIGTERM.",
-)
+@defaulted("--grace", "Seconds in-flight items get to finish after Ctrl-C or SIGTERM.")
 @click.option(
     "--simulate-crash",
     type=int,
