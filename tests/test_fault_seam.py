@@ -69,6 +69,8 @@ def test_a_bad_fault_spec_is_one_line(source: Path, tmp_path: Path) -> None:
     args = ("run", "--input", source, "--output", tmp_path / "out.jsonl")
     bad = run_cli(*args, env={"ASYNCPROC_CRASH_AT": "segment_write:x"})
     refused(bad, 2, "ASYNCPROC_CRASH_AT", "segment_write:x", "unset it")
+    typo = run_cli(*args, env={"ASYNCPROC_CRASH_AT": "segment_wrote:1"})
+    refused(typo, 2, "'segment_wrote' is not a fault point")
     assert not (tmp_path / "out.jsonl").exists()
 
 

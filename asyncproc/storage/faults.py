@@ -61,6 +61,8 @@ def _parse(spec: str) -> dict[str, tuple[int, str | None]]:
         count, _, error = rest.partition(":")
         if (count and not count.isdigit()) or (error and not hasattr(errno, error)):
             raise ValueError(f"bad fault spec {part!r}: write name:n or name:n:ERRNO")
+        if name not in POINTS:
+            raise ValueError(f"{name!r} is not a fault point (see POINTS in storage/faults.py)")
         armed[name] = (int(count or "1"), error or None)
     return armed
 
