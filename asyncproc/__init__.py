@@ -28,6 +28,7 @@ from ._errors import (
     RunLockedError,
     RunNotFoundError,
     SimulatedCrash,
+    UnsafeLinkError,
     UntrustedDirectoryError,
     WorkerProcessError,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "SimulatedCrash",
     "Summary",
     "UnitView",
+    "UnsafeLinkError",
     "UntrustedDirectoryError",
     "WorkerProcessError",
     "__version__",

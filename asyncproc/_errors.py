@@ -7,6 +7,7 @@
     │   └── ProcessorLoadError      the processor cannot be imported or called
     ├── InputError                  the input is missing, a directory or unreadable
     ├── OutputError                 the output cannot be written
+    │   └── UnsafeLinkError         a symlink on its way another user may have planted
     ├── CheckpointError             run state on disk cannot be used
     │   ├── CorruptCheckpointError  a record failed to parse or verify
     │   └── UntrustedDirectoryError another user could write the checkpoint directory
@@ -66,6 +67,12 @@ class OutputError(AsyncprocError):
     """The output path cannot be written."""
 
     exit_code = 2
+
+
+@public
+class UnsafeLinkError(OutputError):
+    """A symlink in a sticky, world-writable directory, owned by neither us nor the
+    directory's owner, is on the way to the output (the kernel's protected_symlinks)."""
 
 
 @public

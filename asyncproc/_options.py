@@ -8,7 +8,7 @@ from enum import StrEnum
 from pathlib import PurePath
 from typing import Any
 
-from ._errors import ConfigError, named, option
+from ._errors import ConfigError, named, option, speaking_cli
 from ._public import public
 
 DEFAULT_CHECKPOINT = ".asyncproc"  # under the current directory, or beside the output for `run`
@@ -207,6 +207,23 @@ class Options:
             for key in RESULT_OPTIONS
             if _plain(stored.get(key)) != _plain(mine[key])
         ]
+
+    def to_add(self, stored: dict[str, Any]) -> str:
+        """What to change to get a stored run's result-changing options, as the caller
+        spells them: ``add --processor p.py:work``; the output kind follows the output."""
+        mine = self.to_dict()
+        wanted = [key for key in RESULT_OPTIONS if _plain(stored.get(key)) != _plain(mine[key])]
+        steps: list[str] = []
+        for key in wanted:
+            value = stored.get(key)
+            if key == "processor_args" and isinstance(value, dict) and speaking_cli():
+                pairs = [option(key, f"{k}={v}") for k, v in value.items()]
+                steps.append(f"add {' '.join(pairs)}" if pairs else f"leave out {named(key)}")
+            elif key == "output_kind":
+                steps.append(f"name the output *.{value}")
+            else:
+                steps.append(f"add {option(key, _plain(value))}")
+        return ", ".join(steps)
 
 
 def _plain(value: Any) -> Any:

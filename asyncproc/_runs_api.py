@@ -29,12 +29,16 @@ def runs_in(
     return Runs(Path(checkpoint_dir), (FILE_RUNS, KEYED_RUNS))
 
 
-def places(checkpoint_dir: str | os.PathLike[str] | Location | None) -> Places:
-    """The directory given; or the default one and those of the run index (for the CLI)."""
+def places(
+    checkpoint_dir: str | os.PathLike[str] | Location | None, *, everywhere: bool = True
+) -> Places:
+    """The directory given; or the default one and those of the run index (for the CLI):
+    every run the index knows (``everywhere``), or those started from here."""
     if checkpoint_dir is not None:
         return Places([runs_in(checkpoint_dir)], explicit=True)
-    found = distinct([Path(DEFAULT_CHECKPOINT), *index.checkpoint_dirs()])
-    return Places([runs_in(path) for path in found], explicit=False)
+    noted = index.checkpoint_dirs(started_here=not everywhere)
+    found = distinct([Path(DEFAULT_CHECKPOINT), *noted])
+    return Places([runs_in(path) for path in found], explicit=False, everywhere=everywhere)
 
 
 @public

@@ -27,6 +27,11 @@ CLI_TIMEOUT = 60.0
 # every command it starts; a test arms faults by passing the variable itself.
 os.environ.pop("ASYNCPROC_CRASH_AT", None)
 
+ANOTHER_USER = 65534  # nobody: owns the files "another user" planted
+root_only = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: files of another user are made with os.chown"
+)
+
 SUMMARY_KEYS = (
     "run_id",
     "status",
@@ -139,7 +144,9 @@ def run_ok(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None) 
 
 
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("asyncproc: error:")]
+    """The closing lines of a failed or stopped command (a stop is no error, so it says so)."""
+    closing = ("asyncproc: error:", "asyncproc: interrupted")
+    return [line for line in stderr.splitlines() if line.startswith(closing)]
 
 
 # -- building inputs and expected outputs ----------------------------------------------

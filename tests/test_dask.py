@@ -343,7 +343,7 @@ def test_sigint_stops_the_tasks_gracefully_and_the_run_resumes(
     wait_until(lambda: "%" in (tmp_path / "stderr").read_text(), "a first commit", proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130, (tmp_path / "stderr").read_text()
-    assert "interrupted by SIGINT" in (tmp_path / "stderr").read_text()
+    assert "interrupted by you (SIGINT, Ctrl-C)" in (tmp_path / "stderr").read_text()
     gate.touch()
     done = run_cli(*args, check=0)
     assert '"resumed": true' in done.stdout

@@ -151,7 +151,7 @@ def test_list_and_status_say_where_they_looked_and_find_runs_elsewhere(
     tmp_path: Path, _private_run_index: Path
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
-    empty = run_cli("list", check=0, cwd=tmp_path)
+    empty = run_cli("list", "--all", check=0, cwd=tmp_path)
     assert "no runs under .asyncproc (the default) and in the run index" in empty.stdout
     run_id, ck = _crashed_run(tmp_path, elsewhere)
     assert index.index_path() == _private_run_index / "asyncproc" / "runs.jsonl"
@@ -159,12 +159,12 @@ def test_list_and_status_say_where_they_looked_and_find_runs_elsewhere(
 
     here = tmp_path / "somewhere-else"
     here.mkdir()
-    listed = run_cli("list", "--json", check=0, cwd=here)
+    listed = run_cli("list", "--all", "--json", check=0, cwd=here)
     (entry,) = json.loads(listed.stdout)
     assert (entry["run_id"], entry["checkpoint_dir"]) == (run_id, str(ck.resolve()))
-    table = run_cli("list", check=0, cwd=here)
+    table = run_cli("list", "--all", check=0, cwd=here)
     assert "1 more checkpoint directory from the run index" in table.stderr, table.stderr
-    status = run_cli("status", "--json", check=0, cwd=here)
+    status = run_cli("status", "--all", "--json", check=0, cwd=here)
     assert json.loads(status.stdout)["run_id"] == run_id
     assert f"run {run_id} is under {ck.resolve()}" in status.stderr
     shown = run_cli("show", "--run-id", run_id, "--json", check=0, cwd=here)

@@ -44,6 +44,7 @@ EXPECTED = {
     "RunStatus",
     "RunView",
     "UnitView",
+    "UnsafeLinkError",
     "UntrustedDirectoryError",
     "SimulatedCrash",
     "Summary",

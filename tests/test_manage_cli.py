@@ -163,7 +163,7 @@ def test_show_unfinished_run_has_shards_eta_and_options(runs: dict[str, Any]) ->
     assert shown["eta_s"] is not None and shown["eta_s"] > 0
     assert shown["items_per_s"] > 0
     table = run_cli("show", runs["crashed"], "--checkpoint", runs["ck"], check=0).stdout
-    assert "shards" in table and f"0-{shard['end']}" in table and "ETA" in table
+    assert "units" in table and f"0-{shard['end']}" in table and "ETA" in table
 
 
 def test_show_completed_run(runs: dict[str, Any]) -> None:

@@ -193,6 +193,8 @@ def test_graceful_stop_commits_and_resumes(
     assert re.search(r"same command|resume", errors[0], re.IGNORECASE), describe(
         done, "the last line should say how to resume"
     )
+    who = "you (SIGINT, Ctrl-C)" if signum == signal.SIGINT else "SIGTERM"
+    assert errors[0].startswith(f"asyncproc: interrupted by {who}; "), describe(done)
     assert not (tmp_path / "out" / "result.json").exists()
     committed = _assert_stopped_with_valid_checkpoint(tmp_path)
     # The item that touched the marker was in flight: a graceful stop lets it finish

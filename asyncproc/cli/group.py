@@ -17,6 +17,7 @@ from typing import Any, TextIO, TypeVar
 import click
 
 from .._errors import AsyncprocError
+from .printable import PrintableFormatter
 
 # command name -> module under asyncproc.cli defining a click command of that name
 COMMANDS = {
@@ -81,7 +82,7 @@ def setup_logging(quiet: bool) -> None:
     logger = logging.getLogger("asyncproc")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("asyncproc: %(message)s"))
+        handler.setFormatter(PrintableFormatter("asyncproc: %(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False

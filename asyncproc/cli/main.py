@@ -15,17 +15,21 @@ from typing import Any
 
 import click
 
-from .._errors import AsyncprocError, cli_messages
+from .._errors import AsyncprocError, Interrupted, cli_messages
 from ..storage import faults
 from .group import cli
+from .printable import printable
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 THREADS_MAY_FINISH = 1.0  # seconds non-daemon threads get to end before the exit
 
 
-def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"asyncproc: error: {message}\n")
+CTRL_C = "interrupted by you (Ctrl-C); run the same command again to go on"
+
+
+def _fail(message: str, code: int, *, kind: str = "error: ") -> int:
+    sys.stderr.write(f"asyncproc: {kind}{printable(message)}\n")
     return code
 
 
@@ -77,7 +81,8 @@ def _not_held_by_threads(code: int) -> int:
     if not held:
         return code
     sys.stderr.write(
-        f"asyncproc: not waiting for thread(s) {', '.join(held)} started by the processor\n"
+        f"asyncproc: not waiting for thread(s) {printable(', '.join(held))} started by the "
+        "processor\n"
     )
     sys.stdout.flush()
     sys.stderr.flush()
@@ -89,14 +94,16 @@ def _guarded(call: Callable[[], Any]) -> int:
         result = call()
     except click.exceptions.Abort as exc:  # Ctrl-C or end of input at a prompt
         if isinstance(exc.__context__, KeyboardInterrupt):
-            return _fail("interrupted", EXIT_INTERRUPTED)
+            return _fail(CTRL_C, EXIT_INTERRUPTED, kind="")
         return _fail("no answer; nothing was done", 1)
     except click.ClickException as exc:
         return _fail(exc.format_message().replace("\n", " "), exc.exit_code)
+    except Interrupted as exc:  # the user's own stop is no error
+        return _fail(str(exc), exc.exit_code, kind="")
     except AsyncprocError as exc:
         return _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        return _fail("interrupted; run the same command again to resume", EXIT_INTERRUPTED)
+        return _fail(CTRL_C, EXIT_INTERRUPTED, kind="")
     except OSError as exc:
         return _fail(f"{exc}; fix the cause and run the same command again to resume", 1)
     return result if isinstance(result, int) else 0

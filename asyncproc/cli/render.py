@@ -11,6 +11,7 @@ from rich.text import Text
 from ..engine.observer import fmt_duration
 from ..runs.views import RunView, iso
 from ..storage.records import RunStatus
+from .printable import printable
 
 STATUS_STYLE = {
     "damaged": "bold magenta",
@@ -20,6 +21,11 @@ STATUS_STYLE = {
     "merged": "cyan",
     "completed": "green",
 }
+
+
+def cell(text: object) -> Text:
+    """A table cell from data: printable, and plain text (``[...]`` is never markup)."""
+    return Text(printable(text))
 
 
 def _when(ts: float | None) -> str:
@@ -49,9 +55,10 @@ def runs_table(views: list[RunView], *, several: bool = False) -> Table:
         table.add_column(column, no_wrap=column not in ("input", "description", "checkpoint"))
     for view in views:
         table.add_row(
-            view.run_id, _status(view), *((view.description or "",) if described else ()),
-            view.input, _progress(view), str(view.failed), _when(view.started_at),
-            fmt_duration(view.duration), *((str(view.checkpoint_dir),) if several else ()),
+            cell(view.run_id), _status(view),
+            *((cell(view.description or ""),) if described else ()), cell(view.input),
+            _progress(view), str(view.failed), _when(view.started_at),
+            fmt_duration(view.duration), *((cell(view.checkpoint_dir),) if several else ()),
         )  # fmt: skip
     return table
 
@@ -62,16 +69,16 @@ def _facts(view: RunView) -> Table:
     facts.add_column()
     eta = view.eta
     rows: list[tuple[str, str | Text]] = [
-        ("run", view.run_id), ("status", _status(view)),
-        *((("description", view.description),) if view.description else ()),
-        ("input", view.input),
-        ("output", view.output), ("progress", _progress(view)), ("failed", str(view.failed)),
+        ("run", cell(view.run_id)), ("status", _status(view)),
+        *((("description", cell(view.description)),) if view.description else ()),
+        ("input", cell(view.input)),
+        ("output", cell(view.output)), ("progress", _progress(view)), ("failed", str(view.failed)),
         ("started", _when(view.started_at)), ("ended", _when(view.ended_at)),
         ("last activity", _when(view.updated_at)), ("duration", fmt_duration(view.duration)),
         ("throughput", f"{view.throughput:.1f} items/s"),
         ("concurrency limit", "-" if view.concurrency_limit is None
          else str(view.concurrency_limit)),
-        ("ETA", "-" if eta is None else fmt_duration(eta)), ("held by", view.holder or "-"),
+        ("ETA", "-" if eta is None else fmt_duration(eta)), ("held by", cell(view.holder or "-")),
     ]  # fmt: skip
     for name, value in rows:
         facts.add_row(name, value)
@@ -84,13 +91,13 @@ def _options(view: RunView) -> Table:
     table.add_column()
     for key in sorted(view.options):
         if key != "loaders":  # a keyed run's loaders have a table of their own
-            table.add_row(key, repr(view.options[key]))
+            table.add_row(cell(key), cell(repr(view.options[key])))
     return table
 
 
-def _shards(view: RunView) -> Table:
-    table = Table(title="shards")
-    for column in ("shard", "range", "items", "done", "failed", "attempts", "checkpoint"):
+def _units(view: RunView) -> Table:
+    table = Table(title="units")
+    for column in ("unit", "range", "items", "done", "failed", "attempts", "checkpoint"):
         table.add_column(column)
     for s in view.units:
         table.add_row(
@@ -110,8 +117,9 @@ def _loaders(view: RunView) -> Table:
         total = c.get("total_items")
         percent = f"{100.0 * c['processed'] / total:.1f}%" if total else "-"
         error = (c.get("error") or "-").splitlines()[0]
-        table.add_row(name, c.get("status", "-"), str(c["processed"]), str(c["failed"]),
-                      "-" if total is None else str(total), percent, error)  # fmt: skip
+        table.add_row(cell(name), cell(c.get("status", "-")), str(c["processed"]),
+                      str(c["failed"]), "-" if total is None else str(total), percent,
+                      cell(error))  # fmt: skip
     return table
 
 
@@ -123,7 +131,7 @@ def _failures(failures: list[dict[str, Any]]) -> Table:
         error = f"{entry.get('error_type', '')}: {entry.get('error', '')}"
         where = entry["index"] if "index" in entry else entry.get("key")
         item = repr(entry["item"])[:80] if "item" in entry else "-"
-        table.add_row(str(where), item, error)
+        table.add_row(cell(where), cell(item), cell(error))
     return table
 
 
@@ -132,7 +140,7 @@ def run_detail(view: RunView, failures: list[dict[str, Any]], options: bool) -> 
     if options:
         parts.append(_options(view))
     if view.units:
-        parts.append(_shards(view))
+        parts.append(_units(view))
     if view.kind == "keyed":
         parts.append(_loaders(view))
     if failures:

@@ -18,6 +18,7 @@ from ..engine.loops import LoopChoice, backend_options
 from ..engine.summary import Summary
 from ..runs.failures import first_failure
 from .group import format_option, processor_arg_option, setup_logging, storage_values
+from .printable import printable
 from .progress import observer_for
 
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -204,15 +205,15 @@ def closing_line(summary: Summary, quiet: bool) -> int:
     where = f"run {summary.run_id}, checkpoint directory {summary.checkpoint_dir}"
     if not summary.failed:
         if not quiet:
-            sys.stderr.write(f"asyncproc: done: {summary.processed} items into "
-                             f"{summary.output} ({where})\n")  # fmt: skip
+            sys.stderr.write(printable(f"asyncproc: done: {summary.processed} items into "
+                                       f"{summary.output} ({where})") + "\n")  # fmt: skip
         return 0
     failed_file = summary.failed_items_file or "?"
-    sys.stderr.write(
+    sys.stderr.write(printable(
         f"asyncproc: {summary.failed} of {summary.total_items} items failed; first: "
         f"{_first(Path(failed_file))}; failed items in {failed_file} ({where}); process "
-        "them again with --retry-failed\n"
-    )
+        "them again with --retry-failed"
+    ) + "\n")  # fmt: skip
     return EXIT_ITEMS_FAILED
 
 

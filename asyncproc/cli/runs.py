@@ -23,6 +23,7 @@ from ..runs.views import RunView
 from ..storage.location import Location
 from ..storage.records import RunStatus
 from .group import storage_values
+from .printable import printable
 from .render import run_detail, runs_table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,21 +90,30 @@ def _console() -> Console:
 
 def _warn(lines: list[str]) -> None:
     for line in lines:
-        sys.stderr.write(f"asyncproc: {line}\n")
+        sys.stderr.write(f"asyncproc: {printable(line)}\n")
+
+
+def _all_option(fn: F) -> F:
+    return click.option(
+        "--all", "everywhere", is_flag=True,
+        help="Without --checkpoint: every run of the run index, not only those started here.",
+    )(fn)  # fmt: skip
 
 
 @click.command(name="list")
 @_checkpoint_option
+@_all_option
 @_json_option
-def list_command(checkpoint_dir: Location | None, as_json: bool) -> None:
-    """List the runs, newest first: under --checkpoint DIR, else here and in the run index."""
-    where = places(checkpoint_dir)
+def list_command(checkpoint_dir: Location | None, everywhere: bool, as_json: bool) -> None:
+    """List the runs, newest first: under --checkpoint DIR, else those started here
+    (./.asyncproc, and beside their outputs), or every run in the run index (--all)."""
+    where = places(checkpoint_dir, everywhere=everywhere)
     views, problems = where.views()
     _warn([*problems, f"runs {where.where()}"])
     if as_json:
         _emit_json([v.to_json() for v in views])
     elif not views:
-        click.echo(f"no runs {where.where()}")
+        click.echo(printable(f"no runs {where.where()}"))
     else:
         _console().print(runs_table(views, several=len({v.checkpoint_dir for v in views}) > 1))
 
@@ -121,7 +131,7 @@ def show_command(
     run_id: str | None, run_id_option: str | None, checkpoint_dir: Location | None, as_json: bool,
     limit: int,
 ) -> None:  # fmt: skip
-    """Show RUN_ID in detail: options, shards or loaders, throughput, ETA, recent failures."""
+    """Show RUN_ID in detail: options, work units or loaders, throughput, ETA, recent failures."""
     wanted = str(_one_run_id(run_id, run_id_option))
     runs = places(checkpoint_dir).runs_of(wanted)
     view = runs.view(wanted)
@@ -141,26 +151,28 @@ def _print_detail(
 @click.argument("run_id", required=False)
 @_run_id_option
 @_checkpoint_option
+@_all_option
 @_json_option
 @click.option(
     "--watch", type=float, is_flag=False, flag_value=2.0, default=None, metavar="[SECONDS]",
     help="Refresh every SECONDS (default 2) until the run stops; Ctrl-C to quit.",
 )  # fmt: skip
 def status_command(
-    run_id: str | None, run_id_option: str | None, checkpoint_dir: Location | None, as_json: bool,
-    watch: float | None,
+    run_id: str | None, run_id_option: str | None, checkpoint_dir: Location | None,
+    everywhere: bool, as_json: bool, watch: float | None,
 ) -> None:  # fmt: skip
     """The merged status of a run going on now (default: the newest unfinished run).
 
-    Read-only and safe while the run works: it reads the shard checkpoints and never
-    takes the run's lock. Without --checkpoint it looks here and in the run index, and
-    says where it found the run. --watch refreshes until no process holds the run any
-    more; with --json, one JSON document per refresh.
+    Read-only and safe while the run works: it reads the unit checkpoints and never
+    takes the run's lock. Without --checkpoint it looks at the runs started here (every
+    run in the run index with --all, or when given RUN_ID), and says where it found the
+    run. --watch refreshes until no process holds the run any more; with --json, one
+    JSON document per refresh.
     """
     if watch is not None and not watch > 0:
         raise ConfigError(f"--watch must be a positive number of seconds, got {watch}")
     wanted = _one_run_id(run_id, run_id_option, required=False)
-    where = places(checkpoint_dir)
+    where = places(checkpoint_dir, everywhere=everywhere or wanted is not None)
     view = where.current() if wanted is None else where.view(wanted)
     if not where.explicit:
         _warn([f"run {view.run_id} is under {view.checkpoint_dir} (looked {where.where()})"])
@@ -208,7 +220,7 @@ def delete_command(
     runs = places(checkpoint_dir).runs_of(run_id)
     view = runs.view(run_id)
     if not yes and not click.confirm(
-        f"Delete run {run_id} under {view.checkpoint_dir} ({_what(view)})?", err=True
+        printable(f"Delete run {run_id} under {view.checkpoint_dir} ({_what(view)})?"), err=True
     ):
         sys.stderr.write(f"asyncproc: kept run {run_id}\n")
         return 1

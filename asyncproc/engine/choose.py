@@ -29,6 +29,7 @@ from .._options import Options, auto_workers
 from ..runs.locks import output_lock
 from ..runs.remote import find_resumable, new_run_dir, run_at
 from ..runs.rundir import RunDir, failed_items_path
+from ..storage.links import resolve_safely
 from ..storage.location import Location
 from ..storage.records import InputIdentity, Manifest, RunStatus
 from .sources import change_in, plan_input
@@ -58,11 +59,20 @@ class Wanted:
 
 
 def check_output(output: Path, input_path: Path) -> None:
-    """Refuse an output that cannot be written, or whose writing would destroy the input.
+    """Refuse an output that cannot be written, or whose writing would destroy the input
+    or could be read or rewritten by someone else.
 
     The run writes the output and ``<stem>.failed.jsonl`` beside it (and removes the
-    latter when nothing failed): neither may be the input, by any name.
+    latter when nothing failed): neither may be the input, by any name. A symlink on the
+    way is followed only by the kernel's rule (:func:`resolve_safely`), and the file at
+    the end may not belong to another user (:func:`require_mine`).
     """
+    try:
+        target = resolve_safely(output)
+    except OSError as exc:  # a link loop, a folder we may not search
+        raise OutputError(
+            f"output {output} cannot be reached ({exc.strerror}); choose another " + named("output")
+        ) from None
     if _same_file(output, input_path):
         raise ConfigError(f"output {output} is the input; choose another {named('output')}")
     failed = failed_items_path(output)
@@ -77,6 +87,22 @@ def check_output(output: Path, input_path: Path) -> None:
     parent = output.parent
     if not parent.is_dir():
         raise OutputError(f"output directory {parent} does not exist; create it first")
+    require_mine(target)
+    require_mine(failed_items_path(target))
+
+
+def require_mine(path: Path) -> None:
+    """Refuse to replace a file another user owns: they could rewrite what is published
+    (root would otherwise hand the new file to them, keeping the old owner)."""
+    try:
+        owner = os.stat(path, follow_symlinks=False).st_uid
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if owner != os.geteuid():
+        raise OutputError(
+            f"{path} belongs to uid {owner}, who could rewrite what this run "
+            f"publishes; remove it or choose another {named('output')}"
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -154,6 +180,11 @@ def existing(checkpoint_dir: Location, wanted: Wanted) -> Chosen | None:
         return _finished(run, manifest, wanted)
     require_unchanged(manifest.input, run.run_id, "since", wanted.input.options)
     differences = wanted.options.result_differences(manifest.options)
+    if differences and wanted.include_completed:
+        raise ConfigError(
+            f"run {run.run_id} was started with other options ({'; '.join(differences)}); "
+            f"a retry uses the run's: {wanted.options.to_add(manifest.options)}"
+        )
     if differences:
         raise IncompatibleRunError(
             f"run {run.run_id} was started with other options ({'; '.join(differences)}); "

@@ -120,7 +120,7 @@ class Coordinator:
             check_output(req.output.path, req.input.local or req.output.path.parent)
         else:
             check_remote_output(req.output, req.input)
-        resolved = req.options.resolved(req.input.pure, req.output.pure)
+        resolved = req.options.resolved(req.input.given, req.output.given)
         options = replace(resolved, processor=processor.spec)
         wanted = Wanted(req.input, req.output, options, req.new_run, req.resume, req.retry_failed)
         with _held(req.output):  # for the whole run: one writer per output
@@ -302,7 +302,8 @@ class Coordinator:
             )))  # fmt: skip
         elif self._all_failed_so_far():
             self._stopper.request(StopReason(None, (
-                f"the first {self._committed_here} items all failed (last error: "
+                f"the first {self.request.options.early_stop} items all failed "
+                f"({self._committed_here} tried so far, none succeeded; last error: "
                 f"{self._last_error}); to go on regardless, give {option('early_stop', 0)}"
             )))  # fmt: skip
 

@@ -15,6 +15,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
+from .._errors import OutputError, again
 from ..runs.rundir import failed_items_path
 from ..storage.faults import crashpoint
 from ..storage.protocol import TEMP_SUFFIX, Storage
@@ -77,10 +78,11 @@ def publish(path: Path, chunks: Iterable[bytes], as_array: bool, *, private: boo
     The temporary file has a name of its own (``.<name>.<random>.tmp``), created
     exclusively and never through a symlink, so no other writer and nothing planted
     there can share or redirect it. An existing file's permission bits (and, where
-    allowed, its owner) are kept; a new one gets the umask's, or owner-only for
-    ``private`` data. On any error the temporary file is removed, and the error names
-    ``path``. Leftovers of a crashed publish are removed first: the caller holds the
-    output's lock, so no live writer owns them.
+    allowed, its group) are kept; a new one gets the umask's, or owner-only for
+    ``private`` data. A file another user owns is never replaced (:class:`OutputError`):
+    they could rewrite what is published. On any error the temporary file is removed,
+    and the error names ``path``. Leftovers of a crashed publish are removed first: the
+    caller holds the output's lock, so no live writer owns them.
     """
     directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -107,6 +109,11 @@ def _kept(path: Path) -> os.stat_result | None:
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
+    if st.st_uid != os.geteuid():
+        raise OutputError(
+            f"{path} belongs to uid {st.st_uid}, who could rewrite what this run publishes; "
+            f"remove it and {again()}"
+        )
     return st if stat.S_ISREG(st.st_mode) else None
 
 
@@ -125,10 +132,9 @@ def _write_temp(
 
 def _keep_permissions(fd: int, old: os.stat_result) -> None:
     os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o777)
-    mine = os.fstat(fd)
-    if (mine.st_uid, mine.st_gid) != (old.st_uid, old.st_gid):
-        with suppress(PermissionError):  # only root may give a file away
-            os.fchown(fd, old.st_uid, old.st_gid)
+    if os.fstat(fd).st_gid != old.st_gid:
+        with suppress(PermissionError):  # a group we are not in: only root may
+            os.fchown(fd, -1, old.st_gid)
 
 
 def _sweep(directory: int, name: str) -> None:

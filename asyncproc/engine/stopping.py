@@ -79,10 +79,16 @@ class Stopper:
                         "%s: finishing the items in flight (up to %gs), then committing; "
                         "send it again to stop at once", name, self.grace,
                     )  # fmt: skip
-                    self.request(StopReason(signum, f"interrupted by {name}"))
+                    self.request(StopReason(signum, f"interrupted by {_who(signum)}"))
                 else:
                     log.warning("%s again: stopping now", name)
                     self.hard_stop()
+
+
+def _who(signum: int) -> str:
+    """What stopped the run, in the user's words: a SIGINT is most often their Ctrl-C."""
+    name = signal.Signals(signum).name
+    return f"you ({name}, Ctrl-C)" if signum == signal.SIGINT else name
 
 
 def _serve_signals_off_the_loop(probe: LoopProbe) -> None:

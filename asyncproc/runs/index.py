@@ -4,8 +4,9 @@
 list`` in another directory would see nothing. Every run therefore notes where it lives
 in ``$XDG_STATE_HOME/asyncproc/runs.jsonl`` (``~/.local/state/asyncproc/runs.jsonl``
 when ``XDG_STATE_HOME`` is unset): one JSON line per invocation, ``{"run_id",
-"checkpoint_dir", "at"}``. ``list``, ``status``, ``show`` and ``delete`` without
-``--checkpoint`` look there too.
+"checkpoint_dir", "cwd", "at"}``. Without ``--checkpoint``, ``list`` and ``status`` look
+at the runs started from the current directory (``cwd``), or at every run with
+``--all``; ``show`` and ``delete``, given a run id, look at every run.
 
 The index is a convenience, never a source of truth: writing it never fails a run (a
 problem is logged once), lines that do not parse are skipped, directories that no
@@ -42,7 +43,7 @@ def index_path() -> Path:
 def note(run_id: str, checkpoint_dir: Path) -> None:
     """Record that ``run_id`` lives under ``checkpoint_dir``; never raises."""
     line = orjson.dumps({"run_id": run_id, "checkpoint_dir": str(checkpoint_dir.resolve()),
-                         "at": round(time.time(), 3)}) + b"\n"  # fmt: skip
+                         "cwd": _cwd(), "at": round(time.time(), 3)}) + b"\n"  # fmt: skip
     path = index_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -76,8 +77,20 @@ def _compact(path: Path) -> None:
     os.replace(temporary, path)
 
 
-def checkpoint_dirs() -> list[Path]:
-    """Checkpoint directories of recent runs that still exist, most recent first."""
+def _cwd() -> str | None:
+    """The current directory, as runs started from it are noted; None if it is gone."""
+    try:
+        return str(Path.cwd().resolve())
+    except OSError:  # the current directory was removed
+        return None
+
+
+def checkpoint_dirs(started_here: bool = False) -> list[Path]:
+    """Checkpoint directories of recent runs that still exist, most recent first; only
+    those of runs started from the current directory when ``started_here``."""
+    here = _cwd() if started_here else None
+    if started_here and here is None:
+        return []
     try:
         raw = index_path().read_bytes()
     except OSError:
@@ -88,7 +101,9 @@ def checkpoint_dirs() -> list[Path]:
             entry = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
-        where = entry.get("checkpoint_dir") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or (started_here and entry.get("cwd") != here):
+            continue
+        where = entry.get("checkpoint_dir")
         if isinstance(where, str) and os.path.isabs(where):
             found.setdefault(Path(where), None)
     return [p for p in found if p.is_dir()]

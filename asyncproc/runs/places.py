@@ -1,9 +1,10 @@
 """Where run management looks: the directory given, or the default and the run index.
 
-``asyncproc run`` keeps runs beside its output, so a bare ``asyncproc list`` in another
-directory must look further than ``./.asyncproc``: it also reads the checkpoint
-directories of recent runs from the per-user run index (:mod:`.index`), and says where it
-looked. Given ``--checkpoint DIR``, only DIR is read.
+``asyncproc run`` keeps runs beside its output, so ``asyncproc list`` must look further
+than ``./.asyncproc``: it also reads, from the per-user run index (:mod:`.index`), the
+checkpoint directories of the runs started from the current directory (or of every
+recent run, ``--all``), and says where it looked. Given ``--checkpoint DIR``, only DIR is
+read.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ AnyRuns: TypeAlias = "Runs | RemoteRuns"  # a local checkpoint directory, or one
 class Places:
     """The checkpoint directories one command reads, the first being the one named."""
 
-    def __init__(self, places: Sequence[AnyRuns], explicit: bool) -> None:
-        self.places, self.explicit = list(places), explicit
+    def __init__(self, places: Sequence[AnyRuns], explicit: bool, everywhere: bool = True) -> None:
+        self.places, self.explicit, self.everywhere = list(places), explicit, everywhere
 
     @property
     def first(self) -> AnyRuns:
@@ -39,9 +40,14 @@ class Places:
         if self.explicit:
             return f"under {first}"
         others = len(self.places) - 1
+        more = f"{others} more checkpoint director{'y' if others == 1 else 'ies'}"
         index = f"the run index ({index_path()})"
-        tail = f"and {others} more checkpoint director{'y' if others == 1 else 'ies'} from "
-        return f"under {first} (the default) {tail if others else 'and in '}{index}"
+        if self.everywhere:
+            return (
+                f"under {first} (the default) {f'and {more} from' if others else 'and in'} {index}"
+            )
+        where = f"{more} of runs started here" if others else "in the runs started here"
+        return f"under {first} (the default) and {where} (from {index_path()}; --all: every run)"
 
     def views(self) -> tuple[list[RunView], list[str]]:
         """Every run of every place, newest first, and the problems met."""

@@ -15,7 +15,7 @@ import io
 import os
 from collections.abc import Mapping
 from functools import cached_property
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, BinaryIO
 
 from .._errors import ConfigError
@@ -59,7 +59,7 @@ class Location:
             self.local: Path | None = None
         else:
             self.local = Path(text)  # as given: messages and local code see what was asked
-            self.url = str(self.local.resolve())
+            self.url = os.path.realpath(self.local)  # a link loop is reported where used
 
     def __repr__(self) -> str:
         return f"Location({self.url!r})"
@@ -94,6 +94,12 @@ class Location:
     def pure(self) -> PurePosixPath:
         """The path part, for its name and suffix."""
         return PurePosixPath(self.url.split("://", 1)[-1])
+
+    @property
+    def given(self) -> PurePath:
+        """The path as the caller gave it (a link's name, not its target's): its suffix
+        is the one that chooses a format."""
+        return self.local if self.local is not None else self.pure
 
     @property
     def name(self) -> str:
