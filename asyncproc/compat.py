@@ -4,6 +4,8 @@ Change the import line and nothing else::
 
     from asyncproc.compat import CheckpointManager, LoaderCheckpoint, checkpoint_loader
 
+(and ``checkpoint_zaak_loader``, ``with_checkpoint`` where the older code used them).
+
 These are sync, thread-safe classes with the older names and methods, over the native
 async keyed layer (``asyncproc.CheckpointManager``, ``asyncproc.checkpointed``): same
 runs, same on-disk format, same ``asyncproc list`` / ``show`` / ``delete``. They live
@@ -12,12 +14,18 @@ in their own module because ``asyncproc.CheckpointManager`` and
 """
 
 from .keyed.compat import CheckpointManager, LoaderCheckpoint
-from .keyed.compat_decorator import CheckpointContext, checkpoint_loader, with_checkpoint
+from .keyed.compat_decorator import (
+    CheckpointContext,
+    checkpoint_loader,
+    checkpoint_zaak_loader,
+    with_checkpoint,
+)
 
 __all__ = [
     "CheckpointContext",
     "CheckpointManager",
     "LoaderCheckpoint",
     "checkpoint_loader",
+    "checkpoint_zaak_loader",
     "with_checkpoint",
 ]

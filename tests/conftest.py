@@ -391,3 +391,34 @@ def s3_bucket(s3_server: Any) -> str:
     """One bucket for the session; tests keep apart by their own prefixes."""
     name: str = s3_server.bucket()
     return name
+
+
+# -- files of another user: only root can make them ----------------------------------------
+
+NEEDS_ROOT = "needs root: only root can give a file to another user (os.chown)"
+
+
+def give_to_another_user(path: Path) -> int:
+    """Make ``path`` belong to another user (:data:`ANOTHER_USER`); its uid. Only root can:
+    for a developer who is not root, the test is skipped here, saying why (a test that
+    needs another user's files throughout is marked :data:`root_only` instead)."""
+    if os.geteuid() != 0:
+        pytest.skip(NEEDS_ROOT)
+    os.chown(path, ANOTHER_USER, ANOTHER_USER)
+    return ANOTHER_USER
+
+
+def take_back(path: Path) -> None:
+    """Give ``path`` back to whoever runs the tests (after :func:`give_to_another_user`)."""
+    os.chown(path, os.geteuid(), os.getegid())
+
+
+def another_group() -> int:
+    """A group other than our own primary one that we may give our files to: any group for
+    root, else one of our supplementary groups; skips the test when there is none."""
+    if os.geteuid() == 0:
+        return 4242
+    groups = [g for g in os.getgroups() if g != os.getegid()]
+    if not groups:
+        pytest.skip("needs a second group to give a file to (or root)")
+    return groups[0]

@@ -16,8 +16,10 @@ import anyio
 import orjson
 import pytest
 from conftest import numbered_lines, text_items, write_lines
-from unitkit import fresh_unit, run_unit
+from unitkit import OneUnit, fresh_unit, run_unit
 
+from asyncproc.engine.executor import UnitHandle
+from asyncproc.engine.unit import FEED_LOW_WATER, UnitRun, window
 from asyncproc.engine.units import UnitSpec
 from asyncproc.storage.localfs import LocalStorage
 from asyncproc.storage.records import UnitCheckpoint
@@ -80,3 +82,66 @@ def test_a_stalled_commit_lets_lanes_run_on(capped: bool, tmp_path: Path) -> Non
     raw = (run_dir / "segments" / segment.name).read_bytes()[: segment.length]
     records = [orjson.loads(line) for line in raw.splitlines()]
     assert records == [{"index": i, "result": s} for i, s in enumerate(items)]
+
+
+class HeldSecond(OneUnit):
+    """A one-unit work source that keeps its running unit and holds its second commit
+    until every task of the run is blocked while the unit still has lines to hand out."""
+
+    unit: UnitRun | None = None
+    durable_then = calls_then = -1
+
+    def running(self, unit_id: int, handle: UnitHandle) -> None:
+        assert isinstance(handle, UnitRun)
+        self.unit = handle
+
+    def store(self, spec: UnitSpec, calls: list[int]) -> UnitStore:
+        held = self
+
+        class Store(UnitStore):
+            def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
+                if len(held.commits) == 1:  # the second commit: one is durable
+                    held.durable_then = held.commits[0].checkpoint.next_index
+                    anyio.from_thread.run(held.settled, calls)
+                super().commit(data, checkpoint)
+
+        return Store(LocalStorage(Path(spec.run_dir)), spec.unit_id)
+
+    async def settled(self, calls: list[int]) -> None:
+        """Every task blocked, the unit holding lines and its feeder resting (it waits for
+        room only above its low-water mark): a lane that could run on would not be."""
+        unit = self.unit
+        assert unit is not None
+        with anyio.fail_after(30):
+            while True:
+                await anyio.wait_all_tasks_blocked()
+                if len(unit.lines) > FEED_LOW_WATER:
+                    break
+                await anyio.sleep(0.001)  # the feeder reads in a thread
+        self.calls_then = calls[0]
+
+
+def test_lanes_stop_one_window_past_the_last_durable_commit(tmp_path: Path) -> None:
+    """While a commit is being made durable, its items are not: a SIGKILL then redoes them,
+    so the window (what a kill may redo) runs from the last commit that returned."""
+    items = 20 * ITEMS
+    source = write_lines(tmp_path / "input.txt", numbered_lines(items))
+    calls = [0]
+
+    async def work(item: str) -> str:
+        calls[0] += 1
+        await anyio.lowlevel.checkpoint()
+        return item
+
+    run_dir = tmp_path / "run_test"
+    fresh = fresh_unit(run_dir, source, BATCH)
+    unit = HeldSecond(fresh.spec, fresh.start)
+    final = anyio.run(run_unit, unit, work, 4, lambda spec: unit.store(spec, calls))
+    assert final.next_index == items and calls[0] == items
+    limit = window(4, BATCH)
+    assert unit.durable_then >= BATCH and unit.calls_then >= 0
+    assert unit.commits[1].checkpoint.next_index > unit.durable_then  # the held cut
+    assert unit.calls_then == unit.durable_then + limit, (
+        f"lanes ran to {unit.calls_then}, not one window ({limit}) past the last durable "
+        f"commit ({unit.durable_then})"
+    )

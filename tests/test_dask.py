@@ -350,21 +350,63 @@ def test_sigint_stops_the_tasks_gracefully_and_the_run_resumes(
     assert (tmp_path / "out.jsonl").read_bytes() == clean_output(tmp_path, source)
 
 
+# Every call is logged, says the task has begun, and waits for a gate file.
+HELD = """
+import os, pathlib, time
+
+STARTED, GATE, CALLS = pathlib.Path({started!r}), pathlib.Path({gate!r}), {calls!r}
+
+
+def work(item):
+    fd = os.open(CALLS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.write(fd, (item + "\\n").encode())
+    os.close(fd)
+    STARTED.touch()
+    deadline = time.monotonic() + 60
+    while not GATE.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {{"item": item}}
+"""
+REATTACH = "asyncproc-reattach"
+
+
+def _task_on_scheduler(dask_scheduler: Any, key: str) -> tuple[str, int] | None:
+    """The scheduler's view of ``key``: its state and how many clients want it."""
+    task = dask_scheduler.tasks.get(key)
+    return None if task is None else (task.state, len(task.who_wants))
+
+
 def test_the_same_key_from_two_clients_is_one_task(tmp_path: Path, cluster: Any) -> None:
     """What lets a restarted coordinator reattach: a second client asking for a unit's key
-    while the first still holds it gets that task's result, not a second run."""
+    while the first's task is still running gets that task's result, not a second run.
+
+    The task is held (its processor waits for a gate file) until the scheduler shows it
+    running and wanted by both clients: the two submissions overlapped on one task."""
     source = write_lines(tmp_path / "in.txt", numbered_lines(500))
-    processor = tmp_path / "ref.py"
-    processor.write_text(REFERENCE)
+    started, gate, calls = tmp_path / "started", tmp_path / "gate", tmp_path / "calls"
+    processor = tmp_path / "held.py"
+    processor.write_text(HELD.format(started=str(started), gate=str(gate), calls=str(calls)))
     args = unit_task(tmp_path, source, f"{processor}:work")
     address = cluster.scheduler_address
     with (
         distributed.Client(address, set_as_default=False) as first,
         distributed.Client(address, set_as_default=False) as second,
     ):
-        mine = first.submit(run_unit, args, key="asyncproc-reattach")
-        theirs = second.submit(run_unit, args, key="asyncproc-reattach")
+        mine = first.submit(run_unit, args, key=REATTACH)
+        wait_until(started.exists, "the first client's task to begin")
+        theirs = second.submit(run_unit, args, key=REATTACH)
+
+        def both_want_it() -> bool:
+            seen = first.run_on_scheduler(_task_on_scheduler, key=REATTACH)
+            assert seen is None or seen[0] in {"processing", "waiting", "released"}, seen
+            return bool(seen == ("processing", 2))
+
+        wait_until(both_want_it, "one running task wanted by both clients")
+        assert not mine.done() and not theirs.done()
+        gate.touch()
         results = {mine.result(), theirs.result()}
     assert len(results) == 1
     (final,) = results
     assert len(UnitCheckpoint.from_bytes(final.encode(), "final").segments) == 1
+    logged = calls.read_text().splitlines()
+    assert sorted(Counter(logged).values()) == [1] * 500, "an item was run twice"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
 import types
 from pathlib import Path
 
+import anyio
 import pytest
 
 import asyncproc
@@ -86,6 +89,33 @@ def test_no_public_attribute_is_left_out_of_all() -> None:
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
     assert public <= set(asyncproc.__all__), sorted(public - set(asyncproc.__all__))
+
+
+def _defined_here(value: object) -> bool:
+    """A class or function of this package (not a dependency's, re-exported), found again
+    under its own module and name: what pickling across processes and the docs rely on."""
+    if not isinstance(value, type | types.FunctionType):
+        return False
+    module = value.__module__
+    if module != "asyncproc" and not module.startswith("asyncproc."):
+        return False
+    found: object = sys.modules[module]
+    for part in value.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is value
+
+
+def test_exported_objects_claim_the_public_package() -> None:
+    assert not _defined_here(anyio.Event), "the check must refuse a dependency's class"
+    assert not _defined_here(functools.partial(asyncproc.run_file)), "and a non-function"
+
+    def stranger() -> None: ...
+
+    stranger.__module__, stranger.__qualname__ = "asyncprocx", "run_file"
+    assert not _defined_here(stranger), "and a look-alike module"
+    for name in asyncproc.__all__:
+        if name != "__version__":
+            assert _defined_here(getattr(asyncproc, name)), name
 
 
 def test_exported_objects_say_they_live_in_asyncproc() -> None:

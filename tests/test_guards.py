@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import (
+    another_group,
     cli_command,
     describe,
     expected_array,
@@ -124,10 +125,11 @@ def test_an_existing_output_keeps_its_permissions(tmp_path: Path) -> None:
     output = tmp_path / "result.json"
     output.write_bytes(b"old\n")
     output.chmod(0o640)
-    os.chown(output, 0, 4242)
+    group = another_group()
+    os.chown(output, -1, group)
     run_ok("run", "--input", source, "--output", output, "--checkpoint", tmp_path / "ck")
     st = output.stat()
-    assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_gid == 4242, oct(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_gid == group, oct(st.st_mode)
     assert output.read_bytes() == expected_text_stats_array(source.read_bytes())
     fresh = tmp_path / "fresh.json"
     run_ok("run", "--input", source, "--output", fresh, "--checkpoint", tmp_path / "ck2")

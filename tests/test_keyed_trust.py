@@ -18,14 +18,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import CLI_TIMEOUT, describe
+from conftest import CLI_TIMEOUT, describe, give_to_another_user, take_back
 
 import asyncproc
 from asyncproc.compat import CheckpointManager as CompatManager
 from asyncproc.compat import LoaderCheckpoint as CompatLoader
 from asyncproc.keyed.records import KEYED_MANIFEST, KeyedRunRecord
 
-NOBODY = 65534  # another user
 BAD_IDS = ("../../x", "/etc", "..", "run_20260101_000000/../..")
 
 
@@ -91,12 +90,15 @@ async def test_native_manager_refuses_a_checkpoint_dir_others_can_write(tmp_path
         await load()
     assert calls == [], "the decorated loader never ran"
 
-    ck.chmod(0o700)
-    os.chown(ck, NOBODY, NOBODY)
-    assert ck.stat().st_uid == NOBODY
+
+async def test_native_manager_refuses_a_checkpoint_dir_of_another_user(tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    ck.mkdir(mode=0o700)
+    other = give_to_another_user(ck)
+    assert ck.stat().st_uid == other
     with pytest.raises(asyncproc.UntrustedDirectoryError) as refused:
         await asyncproc.CheckpointManager(ck).start_run()
-    _names_python_arguments(_one_line(refused.value, f"belongs to uid {NOBODY}"))
+    _names_python_arguments(_one_line(refused.value, f"belongs to uid {other}"))
     assert list(ck.iterdir()) == [], "nothing was created in the refused directory"
 
 
@@ -119,14 +121,28 @@ async def test_native_manager_refuses_to_resume_a_run_dir_others_can_write(
             await manager.start_run({"db": "prod"}, run_id=run_id)
         _one_line(refused.value, *words, f"chmod go-w {folder}")
         folder.chmod(0o700)
-    os.chown(run_dir, NOBODY, NOBODY)
-    with pytest.raises(asyncproc.UntrustedDirectoryError, match=f"belongs to uid {NOBODY}"):
-        await manager.start_run({"db": "prod"})  # the newest incomplete run is chosen
-    os.chown(run_dir, 0, 0)
     assert _snapshot(run_dir) == before, "a refused run was not touched"
     run = await manager.start_run({"db": "prod"})
     assert run.resumed and run.run_id == run_id
     assert (await run.loader("load")).is_processed("k29")
+    await run.complete()
+
+
+async def test_native_manager_refuses_to_resume_a_run_dir_of_another_user(
+    tmp_path: Path,
+) -> None:
+    ck = tmp_path / "ck"
+    run_id = await _interrupted_run(ck)
+    run_dir = ck / run_id
+    before = _snapshot(run_dir)
+    manager = asyncproc.CheckpointManager(ck, shards=2)
+    other = give_to_another_user(run_dir)
+    with pytest.raises(asyncproc.UntrustedDirectoryError, match=f"belongs to uid {other}"):
+        await manager.start_run({"db": "prod"})  # the newest incomplete run is chosen
+    take_back(run_dir)
+    assert _snapshot(run_dir) == before, "a refused run was not touched"
+    run = await manager.start_run({"db": "prod"})
+    assert run.resumed and run.run_id == run_id
     await run.complete()
 
 
@@ -148,13 +164,13 @@ def test_compat_manager_refuses_a_run_dir_of_another_user(tmp_path: Path) -> Non
     run_id = manager.start_new_run("first")
     CompatLoader(manager, "load").mark_processed("k0")
     manager.close()
-    os.chown(ck / run_id, NOBODY, NOBODY)
-    assert (ck / run_id).stat().st_uid == NOBODY
+    other = give_to_another_user(ck / run_id)
+    assert (ck / run_id).stat().st_uid == other
     again = CompatManager(ck)
     try:
         with pytest.raises(asyncproc.UntrustedDirectoryError) as refused:
             again.resume_run()
-        _one_line(refused.value, "run directory", f"belongs to uid {NOBODY}")
+        _one_line(refused.value, "run directory", f"belongs to uid {other}")
         assert again.current_run_id is None
     finally:
         again.close()

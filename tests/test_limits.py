@@ -6,6 +6,7 @@ synchronisation; time enters only where the promise is about time (a pause).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -27,6 +28,7 @@ from asyncproc.limits.gate import (
     Gate,
     LimitConfig,
     Pacer,
+    Recent,
     cost_function,
     gated,
     llm_tokens,
@@ -167,6 +169,26 @@ def test_adaptive_absorbs_a_lasting_shift_it_did_not_cause() -> None:
     assert aimd.limit == 64  # ...then took it as the new usual latency and grew
 
 
+def test_recent_rejections_are_widespread_only_when_most_calls_are_rejected() -> None:
+    recent = Recent()
+    recent.rejection(0.0)
+    assert recent.widespread()  # nothing succeeded yet: a service still down
+    steady, now = Recent(), 0.0
+    for _ in range(200):  # 32 calls in flight, 20 ms each: a success every 0.6 ms
+        now += 0.02 / 32
+        steady.success(0.02, now)
+    overrun, outage = copy.copy(steady), copy.copy(steady)
+    overrun.rejection(now)  # an overrun while the others succeed: isolated
+    assert not overrun.widespread()
+    for k in range(64):  # slow start's worst, two round trips: a rejection per success
+        overrun.success(0.02, now + (k + 1) * 0.02 / 32)
+        overrun.rejection(now + (k + 1) * 0.02 / 32)
+        assert not overrun.widespread()
+    for k in range(64):  # an outage: every call rejected, at the same pace
+        outage.rejection(now + (k + 1) * 0.02 / 32)
+    assert outage.widespread()  # within two round trips
+
+
 # -- the gate -----------------------------------------------------------------------------
 
 
@@ -253,6 +275,7 @@ async def test_rejections_are_retried_without_counting_and_bounded(
 
 
 async def test_retry_after_pauses_the_whole_pool(tmp_path: Path) -> None:
+    """A rejection before any call succeeded (a service still down) pauses every lane."""
     source = write_lines(tmp_path / "in.txt", [str(i) for i in range(60)])
     starts: list[float] = []
     rejected_at: list[float] = []
@@ -276,6 +299,36 @@ async def test_retry_after_pauses_the_whole_pool(tmp_path: Path) -> None:
     assert during == [], "calls started while the pool was paused"
     out = (tmp_path / "out.jsonl").read_bytes()
     assert out == expected_jsonl((i, {"n": i}) for i in range(60))
+
+
+async def test_an_isolated_rejection_waits_alone_and_the_pool_goes_on(tmp_path: Path) -> None:
+    """A 429 + Retry-After for one call while the others succeed (a concurrency overrun)
+    shrinks the limit; only its item waits out the Retry-After."""
+    source = write_lines(tmp_path / "in.txt", [str(i) for i in range(400)])
+    starts: list[tuple[float, str]] = []
+    rejected_at: list[float] = []
+
+    async def call(item: str) -> dict[str, Any]:
+        now = anyio.current_time()
+        starts.append((now, item))
+        if item == "100" and not rejected_at:
+            rejected_at.append(now)
+            raise RetryAfter(0.5)
+        await anyio.sleep(0.001)
+        return {"n": int(item)}
+
+    summary = await asyncproc.process_file(
+        source, tmp_path / "out.jsonl", call, concurrency="auto", max_concurrency=16,
+        retries=0, quiet=True, checkpoint_dir=tmp_path / "ck",
+    )  # fmt: skip
+    assert summary.processed == 400 and summary.failed == 0 and summary.rejected == 1
+    rejected = rejected_at[0]
+    again = [t for t, item in starts if item == "100" and t > rejected]
+    assert len(again) == 1 and again[0] >= rejected + 0.5, "the item did not wait its turn"
+    during = [item for t, item in starts if rejected < t < rejected + 0.5 and item != "100"]
+    assert during, "no call started while the rejected item waited: the pool paused"
+    out = (tmp_path / "out.jsonl").read_bytes()
+    assert out == expected_jsonl((i, {"n": i}) for i in range(400))
 
 
 async def test_rate_and_cost_from_python(tmp_path: Path) -> None:

@@ -119,7 +119,16 @@ def test_moving_from_the_older_tools_example(workdir: Path) -> None:
     path.write_text(source, encoding="utf-8")
     proc = _run([sys.executable, str(path)], workdir)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["99", "1", "99.0"]
+    lines = proc.stdout.splitlines()
+    assert "99 1 99.0" in lines, lines  # among the older tool's own lines, as it printed them
+    for said in (
+        "Started new run: ",
+        "Progress: 25/100 (25.0%)",
+        "Failed to process item z-13: malformed zaak",
+        "Final Progress for load_zaken: 99/100 (99.0%)",
+        " completed successfully",
+    ):
+        assert any(said in line for line in lines), (said, lines)  # fmt: skip
     (run,) = _runs(workdir, "checkpoints")
     assert (run["status"], run["description"], run["processed"]) == (
         "completed",

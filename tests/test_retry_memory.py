@@ -1,18 +1,16 @@
 """A retry's memory is bounded by its window, not by the number of failed items.
 
 In process, a spy holds the retry's first commit and counts processor calls: lanes must
-stop exactly one window past what that commit took, and the feeder's queue must stay
-under its low-water mark plus one block. In a subprocess, the peak RSS of a retry of
-50,000 failed items must be close to that of a retry of 5,000 (the retry that kept
-every item and outcome in memory took 530 MB against 83 MB).
+stop exactly one window past the last durable commit (none yet: the start), and the
+feeder's queue must stay under its low-water mark plus one block. In a subprocess, the
+peak RSS of a retry of 50,000 failed items must be close to that of a retry of 5,000
+(the retry that kept every item and outcome in memory took 530 MB against 83 MB).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import anyio
@@ -51,24 +49,39 @@ def _input_and_letters(tmp_path: Path, n: int) -> tuple[Path, Path]:
 
 
 class HeldStore(UnitStore):
-    """Holds its first commit until the lanes have run as far as the window lets them."""
+    """Holds its first commit until the lanes have run as far as the window lets them.
+
+    Then, on the run's event loop, it waits until every task is blocked while items are
+    queued and the feeder rests (it waits for room only above its low-water mark): a
+    lane that could run past the window would be runnable, so the calls counted then
+    are all the lanes will make while the commit is held. No sleep proves the negative.
+    """
 
     def __init__(self, storage: MemoryStorage, calls: list[int], limit: int) -> None:
         super().__init__(Subfolder(storage, "retry/"), UNIT.unit_id)
         self.calls, self.limit = calls, limit
         self.first_cut: int | None = None
         self.calls_while_held = -1
-        self.reached = threading.Event()
+        self.queued_while_held = -1
+        self.retry: RetryRun | None = None
 
     def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
         if self.first_cut is None:
             self.first_cut = checkpoint.next_index
-            deadline = time.monotonic() + 30
-            while self.calls[0] < self.first_cut + self.limit and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(0.1)  # room for lanes that would run past the window to do so
-            self.calls_while_held = self.calls[0]
+            anyio.from_thread.run(self._settled)
         super().commit(data, checkpoint)
+
+    async def _settled(self) -> None:
+        retry = self.retry
+        assert retry is not None and self.first_cut is not None
+        with anyio.fail_after(30):
+            while True:
+                await anyio.wait_all_tasks_blocked()
+                reached = self.calls[0] >= self.limit  # nothing durable yet: from 0
+                if reached and len(retry.queue) > FEED_LOW_WATER:
+                    break  # everyone blocked, with work queued and the feeder resting
+                await anyio.sleep(0.001)  # the feeder reads in a thread, or lanes still run
+        self.calls_while_held, self.queued_while_held = self.calls[0], len(retry.queue)
 
 
 def test_lanes_stop_one_window_past_a_held_commit(tmp_path: Path) -> None:
@@ -88,14 +101,16 @@ def test_lanes_stop_one_window_past_a_held_commit(tmp_path: Path) -> None:
     reader = LetterReader(failed, 0, size, source, source.stat().st_size)
     retry = RetryRun(reader, start, size, store, pipeline, lanes=LANES, batch_size=BATCH,
                      commit_interval=60, fingerprint="f")  # fmt: skip
+    store.retry = retry
     try:
         final = anyio.run(retry.run)
     finally:
         reader.close()
 
     assert store.first_cut is not None and store.first_cut >= BATCH
-    assert store.calls_while_held == store.first_cut + retry.limit, (
-        "lanes did not stop one window past the commit being made"
+    assert store.queued_while_held > FEED_LOW_WATER, "the lanes had items left to take"
+    assert store.calls_while_held == retry.limit, (
+        "lanes did not stop one window past the last durable commit (the start)"
     )
     assert retry.peak == retry.limit < LETTERS // 2, (retry.peak, retry.limit)
     assert retry.peak_queue <= FEED_LOW_WATER + BLOCK_ITEMS, retry.peak_queue

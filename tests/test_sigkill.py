@@ -197,10 +197,13 @@ def test_sigkill_at_random_moments_then_resume(tmp_path: Path) -> None:
     calls = _calls(log)
     assert set(calls) == set(items), f"seed {seed}: some item was never processed"
     print(f"seed {seed}: {len(calls) - ITEMS} calls beyond one per item, {kills} kills")
-    # A kill redoes at most what lanes may hold beyond the durable prefix, per shard
-    # (README, "Guarantees"): max(4 x lanes, 64) + batch + min(7 x batch, 8192).
-    lanes = CONCURRENCY // WORKERS
-    window = max(4 * lanes, 64) + BATCH + min(7 * BATCH, 8192)
+    # What a kill may redo, from the design (README, "Guarantees"): the items lanes had
+    # taken past each running unit's last durable checkpoint. Lanes take an item of a
+    # unit only while fewer than its window, max(4 x concurrency, 64) + batch_size +
+    # min(7 x batch_size, 8192), are past that checkpoint; concurrency is the run's whole
+    # lane pool (every lane may work on any unit), not a per-worker share; and at most
+    # --workers units run at once. Every other call happens once.
+    window = max(4 * CONCURRENCY, 64) + BATCH + min(7 * BATCH, 8192)
     bound = ITEMS + kills * WORKERS * window
     assert len(calls) <= bound, (
         f"seed {seed}: {len(calls)} processor calls for {ITEMS} items after {kills} kills "

@@ -22,10 +22,12 @@ from conftest import (
     cli_command,
     describe,
     expected_text_stats_array,
+    give_to_another_user,
     numbered_lines,
     run_cli,
     run_ok,
     summary_of,
+    take_back,
     write_lines,
 )
 from faultkit import (
@@ -41,7 +43,6 @@ from faultkit import (
 from asyncproc.storage.records import SegmentRef
 
 SECRET = b'{"index": 0, "secret": "TOP SECRET"}\n'
-NOBODY = 65534  # another user
 
 
 def _job(tmp_path: Path, items: int = 60) -> tuple[list[Any], Path, bytes]:
@@ -200,21 +201,33 @@ def test_checkpoint_and_run_directories_others_can_write_arerefused(tmp_path: Pa
     args, output, clean = _job(tmp_path)
     ck = tmp_path / "ck"
     ck.mkdir()
-    os.chown(ck, NOBODY, NOBODY)
-    refused(run_cli(*args), 2, f"belongs to uid {NOBODY}", "--checkpoint")
-    os.chown(ck, 0, 0)
     ck.chmod(0o777)
     refused(run_cli(*args), 2, "writable by others", f"chmod go-w {ck}")
     ck.chmod(0o700)
 
     _crashed(args)
     run_dir = only_run_dir(ck)
-    os.chown(run_dir, NOBODY, NOBODY)
-    refused(run_cli(*args), 2, "run directory", f"belongs to uid {NOBODY}")
-    os.chown(run_dir, 0, 0)
     (run_dir / "segments").chmod(0o777)
     refused(run_cli(*args), 2, "segments", "writable by others")
     (run_dir / "segments").chmod(0o700)
+    run_ok(*args)
+    assert output.read_bytes() == clean
+
+
+def test_checkpoint_and_run_directories_of_another_user_arerefused(tmp_path: Path) -> None:
+    args, output, clean = _job(tmp_path)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    other = give_to_another_user(ck)
+    refused(run_cli(*args), 2, f"belongs to uid {other}", "--checkpoint")
+    take_back(ck)
+    ck.chmod(0o700)
+
+    _crashed(args)
+    run_dir = only_run_dir(ck)
+    give_to_another_user(run_dir)
+    refused(run_cli(*args), 2, "run directory", f"belongs to uid {other}")
+    take_back(run_dir)
     run_ok(*args)
     assert output.read_bytes() == clean
 
@@ -227,9 +240,9 @@ def test_a_checkpoint_directory_planted_in_a_shared_directory_isrefused(tmp_path
     source = write_lines(tmp_path / "input.txt", numbered_lines(10))
     planted = shared / ".asyncproc"
     planted.mkdir()
-    os.chown(planted, NOBODY, NOBODY)
+    other = give_to_another_user(planted)
     proc = run_cli("run", "--input", source, "--output", shared / "out.json")
-    refused(proc, 2, str(planted), f"belongs to uid {NOBODY}")
+    refused(proc, 2, str(planted), f"belongs to uid {other}")
     assert not (shared / "out.json").exists()
 
 

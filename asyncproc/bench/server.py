@@ -7,13 +7,15 @@ JSON body of a POST), unless a limit says no, with **429 and** ``Retry-After``:
 
 - a token bucket (``--rate`` per second, ``--burst`` deep): ``Retry-After`` is the
   time until the next token, in decimal seconds;
-- a cap on requests in flight (``--max-in-flight``): ``Retry-After: 0``;
+- a cap on requests in flight (``--max-in-flight``): ``Retry-After: 0``, or
+  ``--overrun-retry-after`` (many APIs answer an overrun with ``Retry-After: 1``);
 - an outage (``--outage-seconds`` long, starting at request ``--outage-after``):
   ``Retry-After`` the whole seconds left, at least 1.
 
 A last path segment ``status-404`` (or any status) is answered with that status;
 ``/headers/<id>`` echoes the ``Authorization`` header. ``GET /_stats`` returns the
-counters (requests and successes per path, rejections, the most in flight), ``POST
+counters (requests and successes per path, rejections, the most in flight, the requests
+that arrived while a ``Retry-After`` it gave was still running), ``POST
 /_config`` changes the limits (JSON, the option names with ``_``), ``POST /_reset``
 clears the counters. ``"hold_from": N`` holds requests for ids >= N until it is
 unset; ``GET /_held?count=K`` answers once K requests are held (for tests that must
@@ -34,7 +36,7 @@ from typing import Any
 from aiohttp import web
 
 DEFAULTS: dict[str, Any] = {
-    "latency": 0.0, "rate": None, "burst": 1.0, "max_in_flight": None,
+    "latency": 0.0, "rate": None, "burst": 1.0, "max_in_flight": None, "overrun_retry_after": "0",
     "outage_after": None, "outage_seconds": 0.0, "hold_from": None,
 }  # fmt: skip
 
@@ -52,6 +54,8 @@ class Limits:
     def reset(self) -> None:
         self.requests, self.ok, self.rejected = Counter[str](), Counter[str](), 0
         self.in_flight = self.most_in_flight = self.seen = self.held = 0
+        self.waited_until = -math.inf  # the latest end of a Retry-After this server gave
+        self.arrived_while_waited = 0  # requests that came in before it ended
         self.first_ok: float | None = None
         self.last_ok: float | None = None
         self.outage_until: float | None = None
@@ -66,12 +70,19 @@ class Limits:
     def refusal(self, now: float) -> str | None:
         """The Retry-After of a rejection, or None: the request may go on."""
         self.seen += 1
+        self.arrived_while_waited += now < self.waited_until
+        refused = self._refused(now)
+        if refused is not None:
+            self.waited_until = max(self.waited_until, now + float(refused))
+        return refused
+
+    def _refused(self, now: float) -> str | None:
         outage = self._outage(now)
         if outage is not None:
             return outage
         cap = self.config["max_in_flight"]
         if cap is not None and self.in_flight >= cap:
-            return "0"
+            return str(self.config["overrun_retry_after"])
         return self._bucket(now)
 
     def _outage(self, now: float) -> str | None:
@@ -113,6 +124,7 @@ class Limits:
             "requests": sum(self.requests.values()), "ok": sum(self.ok.values()),
             "rejected": self.rejected, "most_in_flight": self.most_in_flight,
             "held": self.held, "ok_span_s": self._span(), "by_path": dict(self.requests),
+            "arrived_while_waited": self.arrived_while_waited,
             "ok_by_path": dict(self.ok),
         }  # fmt: skip
 
@@ -217,6 +229,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, help="token bucket: requests per second")
     parser.add_argument("--burst", type=float, default=1.0, help="token bucket depth")
     parser.add_argument("--max-in-flight", type=int, help="requests answered at once")
+    parser.add_argument(
+        "--overrun-retry-after",
+        default="0",
+        help="the Retry-After of a request over --max-in-flight",
+    )
     parser.add_argument("--outage-after", type=int, help="an outage starts at this request")
     parser.add_argument("--outage-seconds", type=float, default=0.0)
     parser.add_argument("--exit-on-eof", action="store_true", help="stop when stdin closes")

@@ -237,8 +237,8 @@ def _what(view: RunView) -> str:
 
 @click.command(name="cleanup")
 @click.option(
-    "--keep", type=click.IntRange(min=0), required=True,
-    help="How many of the newest finished runs to keep.",
+    "--keep", type=click.IntRange(min=0), default=5, show_default=True,
+    help="How many of the newest finished runs to keep (5, as the older loader tool's CLI).",
 )  # fmt: skip
 @_checkpoint_option
 @click.option("--dry-run", is_flag=True, help="Only print what would be removed.")

@@ -5,8 +5,9 @@ finish them in any order. :class:`Ordering` keeps each result until everything b
 it has finished, appends it to the *ordered prefix* (output records and dead letters in
 two byte buffers), and marks a :class:`Point` every ``batch_size`` ordered items. A
 commit cuts the prefix at a point (:meth:`Ordering.cut`); whatever was ordered after
-that point stays for the next commit. ``durable`` counts the items already cut, so
-``taken - durable`` is how far lanes have run ahead of the last commit: the window.
+that point stays for the next commit. ``durable`` counts the items whose commit has
+returned (:meth:`Ordering.made_durable`), so ``taken - durable`` is how far lanes have
+run ahead of the last durable commit: the window, and what a crash may redo.
 
 Results that finish far ahead of their turn are copied to their exact size: orjson
 over-allocates what it returns (4 KiB for a 60-byte record), which, held for long,
@@ -48,9 +49,9 @@ class Ordering:
     """Results in any order in, an ordered prefix cut at batch boundaries out."""
 
     __slots__ = (
-        "_batch", "_dead", "_dead_base", "_ends", "_failed", "_failed_cut", "_mark_at",
-        "_ok", "_ok_cut", "_out", "_out_base", "_parked", "_parked_dead", "durable",
-        "marks", "next", "offset", "taken",
+        "_batch", "_cut_to", "_dead", "_dead_base", "_ends", "_failed", "_failed_cut",
+        "_mark_at", "_ok", "_ok_cut", "_out", "_out_base", "_parked", "_parked_dead",
+        "durable", "marks", "next", "offset", "taken",
     )  # fmt: skip
 
     def __init__(self, batch_size: int, offset: int) -> None:
@@ -59,7 +60,8 @@ class Ordering:
         self._batch = batch_size
         self.taken = 0  # sequence numbers handed to lanes
         self.next = 0  # the first sequence number not yet ordered
-        self.durable = 0  # the first sequence number not yet cut
+        self.durable = 0  # the first sequence number not yet durable (see made_durable)
+        self._cut_to = 0  # the first sequence number not yet cut
         self.offset = offset  # input offset just past the last ordered item
         self._ok = self._failed = self._ok_cut = self._failed_cut = 0
         self._out, self._dead = bytearray(), bytearray()
@@ -81,7 +83,7 @@ class Ordering:
 
     @property
     def in_flight(self) -> int:
-        """Items handed out and not yet cut: what a commit has not made durable."""
+        """Items handed out and not yet durable: what a crash now would redo."""
         return self.taken - self.durable
 
     @property
@@ -157,20 +159,29 @@ class Ordering:
 
     def cut(self, point: Point) -> Cut:
         """Take the ordered prefix up to ``point`` (a mark, or :meth:`here`)."""
-        if not self.durable <= point.next <= self.next:
+        if not self._cut_to <= point.next <= self.next:
             raise ValueError(f"cannot cut at item {point.next}: not ordered or already cut")
         out = self._take(self._out, point.out_len - self._out_base)
         dead = self._take(self._dead, point.dead_len - self._dead_base)
         self._out_base, self._dead_base = point.out_len, point.dead_len
         ok, failed = point.ok - self._ok_cut, point.failed - self._failed_cut
         self._ok_cut, self._failed_cut = point.ok, point.failed
-        self.durable = point.next
+        self._cut_to = point.next
         while self.marks and self.marks[0].next <= point.next:
             self.marks.popleft()
         if point.next == self.next:
             # Everything ordered is cut (an interval commit, the end): boundaries restart.
             self._mark_at = point.next + self._batch
         return Cut(point, out, dead, ok, failed)
+
+    def made_durable(self, point: Point) -> None:
+        """The commit of the cut up to ``point`` returned: its items are durable now.
+
+        Only then does the window move. While a commit is being made durable its items
+        are not, and a crash redoes them: lanes measure how far they run ahead from the
+        last commit that returned, so a crash redoes at most one window per unit.
+        """
+        self.durable = point.next
 
     @staticmethod
     def _take(buffer: bytearray, size: int) -> bytes:

@@ -98,7 +98,7 @@ class Pipeline:
             if cancelled(exc):
                 raise
             if isinstance(exc, RetryAfter):  # from a call outside the gate: not a failure
-                self.gate.note_rejection(exc)  # pauses the pool, gates every further call
+                await self.gate.rejected_outside(exc)  # gates every further call
                 return await self.attempt(item)
             return await retry(self._gated, item, exc, self.retries)
 
@@ -127,7 +127,7 @@ class Pipeline:
         attempts = 0 if stage == DECODE else 1
         if stage == CALL:
             if isinstance(error, RetryAfter):  # from a call outside the gate: not a failure
-                self.gate.note_rejection(error)  # pauses the pool, gates every further call
+                await self.gate.rejected_outside(error)  # gates every further call
                 value, retry_error, attempts = await self.attempt(item)
             else:
                 value, retry_error, attempts = await retry(self._gated, item, error, self.retries)

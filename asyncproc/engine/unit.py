@@ -225,6 +225,7 @@ class UnitRun:
         data = {self._out_name: cut.out, self._dead_name: cut.dead}
         await anyio.to_thread.run_sync(self._store.commit, data, checkpoint)
         self._durable = checkpoint
+        self.order.made_durable(point)
         self._wake()  # the window moved: lanes may take more of this unit's items
         self._on_commit(Commit(
             self.unit_id, cut.ok, cut.failed, checkpoint, self.claimed, self.last_error

@@ -43,6 +43,16 @@ DEFAULT_INTERVAL = 25
 NO_RUN = "no active run: call start_new_run() or resume_run() first"
 
 
+def say(line: str, message: str, *args: object, level: int = logging.INFO) -> None:
+    """Through logging when the program configured it; else ``line`` on stdout, the one
+    line the older tool printed (its users watch for them, and an unconfigured logger
+    would drop INFO)."""
+    if log.hasHandlers():
+        log.log(level, message, *args)
+    else:
+        print(line, flush=True)
+
+
 def as_key(item_id: object) -> Key:
     """The older tool took any id; keys are str or int, so anything else becomes its str."""
     if isinstance(item_id, str) or (isinstance(item_id, int) and not isinstance(item_id, bool)):
@@ -66,6 +76,7 @@ class CheckpointManager:
         self._bridge: Bridge | None = None
         self._run: KeyedRun | None = None
         self._flushers: dict[str, Flusher] = {}
+        self._completed: str | None = None  # the current run, completed: reopened on use
         self._lock = threading.RLock()
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -81,7 +92,11 @@ class CheckpointManager:
             description=run_description or "Data loading run",
         ))  # fmt: skip
         self._enter(run)
-        log.info("started new run %s under %s", run.run_id, self.checkpoint_dir)
+        say(f"🚀 Started new run: {run.run_id}", "started new run %s under %s", run.run_id,
+            self.checkpoint_dir)  # fmt: skip
+        if config:
+            summary = self._format_config_summary(config)
+            say(f"📋 Saved configuration: {summary}", "run %s config: %s", run.run_id, summary)
         return run.run_id
 
     def resume_run(self, run_id: str | None = None) -> str | None:
@@ -91,7 +106,8 @@ class CheckpointManager:
             return None
         self._leave()
         self._enter(self._call(partial(self._native.start_run, info.config, run_id=info.run_id)))
-        log.info("resuming run %s under %s", info.run_id, self.checkpoint_dir)
+        say(f"📂 Resuming run: {info.run_id}", "resuming run %s under %s", info.run_id,
+            self.checkpoint_dir)  # fmt: skip
         return info.run_id
 
     def _resumable(self, run_id: str | None) -> KeyedRunInfo | None:
@@ -101,7 +117,8 @@ class CheckpointManager:
         if run_id is None:
             found = next((r for r in runs if r.status is not RunStatus.COMPLETED), None)
             if found is None:
-                log.info("no incomplete run under %s", self.checkpoint_dir)
+                say("No incomplete runs found", "no incomplete run under %s",
+                    self.checkpoint_dir)  # fmt: skip
             return found
         named = next((r for r in runs if r.run_id == run_id), None)
         if named is None or named.status is RunStatus.COMPLETED:
@@ -111,10 +128,14 @@ class CheckpointManager:
         return named
 
     def complete_run(self) -> None:
-        """Save every loader and mark the current run completed."""
+        """Save every loader and mark the current run completed. It stays current, as
+        with the older tool: a loader opened afterwards reopens it (it stays completed)."""
         with self._lock:
             if self._run is not None:
                 self._end(self._run.complete)
+                self._completed = self.current_run_id
+                say(f"🎉 Run {self.current_run_id} completed successfully",
+                    "run %s completed", self.current_run_id)  # fmt: skip
 
     def close(self) -> None:
         """Save every loader and release the current run, leaving it resumable."""
@@ -141,6 +162,15 @@ class CheckpointManager:
             log.warning("config incompatible with run %s: %s", self.current_run_id, difference)
         return not differences
 
+    @staticmethod
+    def _format_config_summary(config: dict[str, Any]) -> str:
+        """A config on one line, for a message: ``key=value`` for each key that is set
+        (not None, False, 0 or ""), in the config's order; ``default settings`` if none
+        is. The older tool's main module prints it."""
+        shown = [f"{key}={value}" for key, value in config.items()
+                 if value is not None and value not in (False, "")]  # fmt: skip
+        return ", ".join(shown) if shown else "default settings"
+
     def list_runs(self) -> list[dict[str, Any]]:
         """Every keyed run here, newest first: run_id, start_time, status, description,
         config."""
@@ -161,7 +191,7 @@ class CheckpointManager:
             except RunLockedError as exc:
                 log.warning("kept run %s: %s", info["run_id"], exc)
                 continue
-            log.info("removed old run %s", info["run_id"])
+            say(f"🗑️ Cleaned up old run: {info['run_id']}", "removed old run %s", info["run_id"])
 
     def get_run_summary(self) -> dict[str, Any]:
         """The current run: status, start, config, description, and each loader's status,
@@ -184,11 +214,15 @@ class CheckpointManager:
         """Save the loader's marks and record it as completed."""
         loader = self.native_loader(loader_name)
         self._call(partial(loader.set_status, LoaderStatus.COMPLETED))
+        say(f"✅ Marked {loader_name} as completed", "loader %s completed", loader_name)
 
     def mark_loader_failed(self, loader_name: str, error_message: str) -> None:
         """Save the loader's marks and record it as failed with ``error_message``."""
         loader = self.native_loader(loader_name)
         self._call(partial(loader.set_status, LoaderStatus.FAILED, str(error_message)))
+        first = str(error_message).split("\n", 1)[0]
+        say(f"❌ Marked {loader_name} as failed: {first}", "loader %s failed: %s", loader_name,
+            first, level=logging.WARNING)  # fmt: skip
 
     def is_loader_completed(self, loader_name: str) -> bool:
         """Whether the current run recorded ``loader_name`` as completed."""
@@ -205,9 +239,7 @@ class CheckpointManager:
     def native_loader(self, name: str, interval: int = DEFAULT_INTERVAL) -> NativeLoader:
         """The async loader ``name`` of the current run, opened (and flushed) once."""
         with self._lock:
-            run = self._run
-            if run is None:
-                raise RunError(NO_RUN)
+            run = self._run if self._run is not None else self._reopen()
             loader = self._call(partial(run.loader, name, interval=interval))
             if name not in self._flushers:
                 self._flushers[name] = Flusher(self._bridge_now(), loader)
@@ -236,13 +268,25 @@ class CheckpointManager:
 
     def _enter(self, run: KeyedRun) -> None:
         with self._lock:
-            self._run, self.current_run_id = run, run.run_id
+            self._run, self.current_run_id, self._completed = run, run.run_id, None
+
+    def _reopen(self) -> KeyedRun:
+        """The current run, completed by :meth:`complete_run`, opened again to be used."""
+        run_id = self._completed
+        if run_id is None or run_id != self.current_run_id:
+            raise RunError(NO_RUN)
+        info = self._info()
+        config = info.config if info is not None else {}
+        run = self._call(partial(self._native.start_run, config, run_id=run_id, completed=True))
+        self._run = run
+        return run
 
     def _leave(self) -> None:
-        """Release the current run, if any, leaving it interrupted (resumable)."""
+        """Release the current run, if any, leaving it interrupted (resumable); a run
+        reopened after :meth:`complete_run` is completed again."""
         with self._lock:
             if self._run is not None:
-                self._end(self._run.close)
+                self._end(self._run.complete if self._completed else self._run.close)
 
     def _end(self, finish: Callable[[], Awaitable[None]]) -> None:
         for flusher in self._flushers.values():
@@ -304,6 +348,10 @@ class LoaderCheckpoint:
         if self._native.status is LoaderStatus.FAILED:  # being run again
             self._native.status, self._native.error = LoaderStatus.IN_PROGRESS, None
         self.current_batch = 0
+        done = self._native.stats().processed
+        if done:
+            say(f"📂 Loaded {loader_name} progress: {done} items processed",
+                "loader %s: %d items processed before", loader_name, done)  # fmt: skip
 
     def is_processed(self, item_id: object) -> bool:
         """Whether ``item_id`` was marked processed (in this run, before or after a resume)."""

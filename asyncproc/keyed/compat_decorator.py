@@ -1,4 +1,5 @@
-"""The older tool's decorators, ``with_checkpoint`` and ``checkpoint_loader``, over the keyed layer.
+"""The older tool's decorators (``with_checkpoint``, ``checkpoint_loader``,
+``checkpoint_zaak_loader``) over the keyed layer.
 
 The decorated function is called with ``checkpoint_manager=`` (a
 :class:`~.compat.CheckpointManager` with a current run; none: no checkpointing) and
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from .._errors import ConfigError
-from .compat import DEFAULT_INTERVAL, CheckpointManager, LoaderCheckpoint, as_key
+from .compat import DEFAULT_INTERVAL, CheckpointManager, LoaderCheckpoint, as_key, say
 from .decorator import ItemsReport, LoaderContext
 
 log = logging.getLogger("asyncproc")
@@ -35,13 +37,55 @@ def _default_total(items: Any) -> int:
     return len(items) if hasattr(items, "__len__") else 0
 
 
+def _say_progress(name: str, done: int, total: int, failed: int, final: bool = False) -> None:
+    """The older tool's progress line (see :func:`~.compat.say`)."""
+    percent = 100.0 * done / total if total else 0.0
+    line = (f"📊 Final Progress for {name}: " if final else "    📊 Progress: ") + (
+        f"{done}/{total} ({percent:.1f}%)"
+    )
+    say(line, "%s%s: %d/%d (%.1f%%), %d failed", "final progress of " if final else "", name,
+        done, total, percent, failed)  # fmt: skip
+    if final and failed:
+        say(f"⚠️ {failed} items failed during processing", "%s: %d items failed", name, failed,
+            level=logging.WARNING)  # fmt: skip
+
+
 def _log_stats(name: str, checkpoint: LoaderCheckpoint, final: bool = False) -> None:
     stats = checkpoint.get_progress_stats()
-    log.info(
-        "%s%s: %d/%d (%.1f%%), %d failed", "final progress of " if final else "", name,
-        stats["processed_count"], stats["total_items"], stats["completion_percentage"],
-        stats["failure_count"],
-    )  # fmt: skip
+    _say_progress(name, stats["processed_count"], stats["total_items"],
+                  stats["failure_count"], final)  # fmt: skip
+
+
+def _say_failed(item_id: Any, error: BaseException) -> None:
+    message = f"Failed to process item {item_id}: {error}"
+    say(f"    ❌ {message}", "%s", message, level=logging.WARNING)
+
+
+class _Telling:
+    """Wraps a loader's item function to print, as the older tool did, each failure and
+    the progress after every ``interval``-th success (marks follow in the native layer)."""
+
+    def __init__(self, context: CheckpointContext, fn: Callable[[Any], Any]) -> None:
+        self.context, self.fn = context, fn
+        self.lock = threading.Lock()
+        checkpoint = context.checkpoint
+        self.done = 0 if checkpoint is None else checkpoint.get_progress_stats()["processed_count"]
+        self.succeeded = 0
+
+    def __call__(self, item: Any) -> Any:
+        try:
+            value = self.fn(item)
+        except Exception as exc:
+            _say_failed(self.context.get_item_id(item), exc)
+            raise
+        checkpoint, interval = self.context.checkpoint, self.context.checkpoint_interval
+        with self.lock:
+            self.succeeded += 1
+            if checkpoint is not None and self.succeeded % interval == 0:
+                stats = checkpoint.get_progress_stats()
+                _say_progress(self.context.loader_name, self.done + self.succeeded,
+                              stats["total_items"], stats["failure_count"])  # fmt: skip
+        return value
 
 
 class CheckpointContext:
@@ -102,7 +146,7 @@ class CheckpointContext:
             native, lambda item: as_key(self.get_item_id(item)), manager.current_run_id or ""
         )
         report = manager.call(partial(
-            context.process_items, items, process_func, concurrency=concurrency
+            context.process_items, items, _Telling(self, process_func), concurrency=concurrency
         ))  # fmt: skip
         self.processed_count += report.succeeded
         self.failed_count += report.failed
@@ -117,7 +161,7 @@ class CheckpointContext:
             try:
                 process_func(item)
             except Exception as exc:
-                log.warning("failed to process item %s: %s", self.get_item_id(item), exc)
+                _say_failed(self.get_item_id(item), exc)
                 return False
             return True
 
@@ -190,3 +234,15 @@ def checkpoint_loader(
 ) -> Callable[[Callable[..., R]], Callable[..., R]]:
     """``with_checkpoint`` for items that carry their key in an ``id`` attribute."""
     return with_checkpoint(checkpoint_interval, get_item_id=lambda item: item.id)
+
+
+def _zaak_key(item: Any) -> str:
+    return f"{item.nummer}_{item.id}"
+
+
+def checkpoint_zaak_loader(
+    checkpoint_interval: int = DEFAULT_INTERVAL,
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """``with_checkpoint`` for zaken: a zaak's key is ``<nummer>_<id>``, as the older tool's
+    zaak loaders recorded it (so their runs resume where they stopped)."""
+    return with_checkpoint(checkpoint_interval, get_item_id=_zaak_key)

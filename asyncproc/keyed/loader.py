@@ -169,8 +169,8 @@ class LoaderCheckpoint:
             if key in self._done:
                 return False
             self._done.add(key)
-            self._failed.pop(key, None)
-            self._shards[shard_of(key, len(self._shards))].add_key(key)
+            was_failing = self._failed.pop(key, None) is not None
+            self._shards[shard_of(key, len(self._shards))].add_key(key, was_failing)
             due = self._count_mark()
         self._told()
         return due
@@ -182,9 +182,10 @@ class LoaderCheckpoint:
         error_type, message = _error_parts(error)
         failure = KeyFailure(key, error_type, message, time.time())
         with self._mutex:
+            new = key not in self._failed
             self._failed[key] = failure
             self._recent.append(failure)
-            self._shards[shard_of(key, len(self._shards))].add_failure(failure)
+            self._shards[shard_of(key, len(self._shards))].add_failure(failure, new)
             due = self._count_mark()
         self._told()
         return due

@@ -215,16 +215,18 @@ class CheckpointManager:
         run_id: str | None = None,
         new_run: bool = False,
         description: str | None = None,
+        completed: bool = False,
     ) -> KeyedRun:
         """Resume ``run_id``, else the newest incomplete run, else start a new one.
 
         ``new_run=True`` always starts a new run. Resuming with another ``config`` is
         refused with every difference listed. ``description`` says what a new run is for
-        (``asyncproc list`` shows it); a resumed run keeps its own.
+        (``asyncproc list`` shows it); a resumed run keeps its own. A completed run is
+        refused unless ``completed=True`` (the older tool's manager kept using it).
         """
         wanted = normalise(config)
         stack = ExitStack()
-        choose = partial(self._choose, wanted, run_id, new_run, stack, description)
+        choose = partial(self._choose, wanted, run_id, new_run, stack, description, completed)
         try:
             run = await anyio.to_thread.run_sync(choose)
         except BaseException:
@@ -235,7 +237,7 @@ class CheckpointManager:
 
     def _choose(
         self, config: dict[str, Any], run_id: str | None, new_run: bool, stack: ExitStack,
-        description: str | None,
+        description: str | None, completed: bool,
     ) -> KeyedRun:  # fmt: skip
         make_checkpoint_dir(self.checkpoint_dir)
         with directory_lock(self.checkpoint_dir):
@@ -243,7 +245,7 @@ class CheckpointManager:
             if path is None:
                 return self._create(config, stack, description)
             stack.enter_context(RunDir(path).locked())
-            record = self._verified(path, config)
+            record = self._verified(path, config, completed)
             record = replace(record, status=RunStatus.RUNNING, error=None, updated_at=time.time())
             _write(path, record)
             return KeyedRun(path, record, stack, resumed=True)
@@ -262,9 +264,9 @@ class CheckpointManager:
         latest = self.latest_incomplete()
         return None if latest is None else run_path(self.checkpoint_dir, latest.run_id)
 
-    def _verified(self, path: Path, config: dict[str, Any]) -> KeyedRunRecord:
+    def _verified(self, path: Path, config: dict[str, Any], completed: bool) -> KeyedRunRecord:
         record = read_record(path)
-        if record.status is RunStatus.COMPLETED:
+        if record.status is RunStatus.COMPLETED and not completed:
             raise RunError(f"run {record.run_id} is already completed; start a new run instead")
         differences = config_differences(record.config, config)
         if differences:

@@ -1,6 +1,9 @@
 """One shard of a keyed loader: acknowledged keys and failures, on the engine's protocol.
 
-A :class:`KeyShard` buffers key lines and failure lines in memory; :meth:`snapshot`
+A :class:`KeyShard` buffers key lines and failure lines in memory, and counts keys
+once: its checkpoint's ``processed`` is the keys acknowledged, ``failed`` the keys
+failing now (a key that failed twice counts once, and not at all once it succeeds), so
+progress never passes 100% when failed keys are retried across runs; :meth:`snapshot`
 takes them (on the event loop, no awaiting) and :meth:`commit` makes them durable in a
 worker thread through :class:`UnitStore`: segments fsynced first, then the checkpoint
 that records their committed lengths. Loading reads only committed bytes, so a torn
@@ -94,18 +97,21 @@ class KeyShard:
 
     # -- buffering (on the loop) --------------------------------------------------------
 
-    def add_key(self, key: Key) -> None:
+    def add_key(self, key: Key, was_failing: bool = False) -> None:
+        """A key done; ``was_failing``: it had failed (in this run or before a resume)."""
         self._keys += orjson.dumps(key)
         self._keys += b"\n"
         self._new_keys += 1
+        self._new_fails -= was_failing
 
-    def add_failure(self, failure: KeyFailure) -> None:
+    def add_failure(self, failure: KeyFailure, new: bool = True) -> None:
+        """A key failed; ``new``: it was not failing already (each key counts once)."""
         self._fails += failure.to_line()
-        self._new_fails += 1
+        self._new_fails += new
 
     @property
     def dirty(self) -> bool:
-        return bool(self._new_keys or self._new_fails)
+        return bool(self._keys or self._fails)
 
     def snapshot(self) -> Pending:
         """Take the buffered lines and build the checkpoint that will cover them."""

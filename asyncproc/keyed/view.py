@@ -2,9 +2,9 @@
 
 Read-only and lock-free like file views: the run record, each loader's record and each
 loader shard's newest good checkpoint. ``processed`` counts acknowledged keys;
-``failed`` counts recorded failures (a key that failed and later succeeded on a resume
-counts in both). ``total_items`` is the sum of the totals given to
-``set_total_items`` (a loader without one counts its processed keys).
+``failed`` counts the keys failing now, each once (a key that failed and later
+succeeded on a resume counts as processed only). ``total_items`` is the sum of the
+totals given to ``set_total_items`` (a loader without one counts its processed keys).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Lanes call through the gate only when something needs it (a rate, ``--concurrenc
 auto``, or the first :class:`~asyncproc.RetryAfter` a processor raised): with no limits
 the hot path is the plain call, unchanged. Through the gate, a call
 
-1. waits out a pool-wide pause (a ``Retry-After``): nobody starts a call until then;
+1. waits out a pool-wide pause (a ``Retry-After`` while most calls are rejected):
+   nobody starts a call until then;
 2. waits for a concurrency slot: ``limit`` calls at once, and after a pause a *ramp*
    that starts at one call (a probe) and grows by one per success (slow start), so a
    service that is still down costs one rejection per pause, not one per lane;
@@ -20,6 +21,14 @@ building up), times 0.5 the first time (slow start overshoots by up to twice) an
 slower service, a client loop short of CPU) reaches the usual latency within a few
 hundred calls and stops the cutting (the idea of Netflix's gradient limiter). It never
 grows while the run does not use it (fewer calls in flight than the limit).
+
+A rejection pauses the pool only when rejections are *widespread*: most of the calls
+that ended over the last round trip or so (a time-decayed count, :class:`Recent`) were
+rejected, as in an outage or with an empty token bucket, or nothing has succeeded yet. An
+isolated one (a concurrency overrun, answered with ``Retry-After: 1`` by many APIs,
+while the other calls succeed) only cuts the adaptive limit, and its item alone waits
+out the ``Retry-After``: pausing every lane for a second there is what collapsed
+``--concurrency auto`` to a tenth of the service's rate.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ LATENCY_FALL_ALPHA = 0.5  # and when it is lower (a cold start's first calls are
 BASELINE_ALPHA = 0.005  # weight of a higher sample in the reference latency
 MAX_REJECTIONS = 100  # an item rejected this often in a row fails (the service is broken)
 EARLY = 0.0005  # a pacing slot this close is taken at once (the loop's timers are coarser)
+WIDESPREAD = 0.75  # share of recently ended calls rejected that pauses the pool
+MIN_WINDOW = 0.005  # s: the shortest memory of "recent" (a round trip, at least this)
 
 Cost = Callable[[Any], float]
 PYTHON_COST = "python"  # what the manifest records for a cost function given from Python
@@ -167,6 +178,38 @@ class Adaptive:
         return self.smoothed
 
 
+class Recent:
+    """Calls that ended lately, succeeded or rejected: counts that fade by ``e`` per round
+    trip (the usual latency of a success), so "recent" means the last round trip or so,
+    whatever the service's speed, at O(1) per call."""
+
+    __slots__ = ("_at", "latency", "ok", "rejected")
+
+    def __init__(self) -> None:
+        self.ok = self.rejected = 0.0
+        self.latency: float | None = None
+        self._at = -math.inf
+
+    def success(self, latency: float, now: float) -> None:
+        self._fade(now)
+        self.ok += 1.0
+        self.latency = latency if self.latency is None else _toward(self.latency, latency,
+                                                                    LATENCY_ALPHA)  # fmt: skip
+
+    def rejection(self, now: float) -> None:
+        self._fade(now)
+        self.rejected += 1.0
+
+    def widespread(self) -> bool:
+        """Whether most recent calls were rejected (always, before any success)."""
+        return self.rejected >= WIDESPREAD * (self.ok + self.rejected)
+
+    def _fade(self, now: float) -> None:
+        window = max(MIN_WINDOW, self.latency or 0.0)
+        keep = math.exp(-(now - self._at) / window) if now > self._at else 1.0
+        self.ok, self.rejected, self._at = self.ok * keep, self.rejected * keep, now
+
+
 def _toward(average: float, sample: float, rise: float) -> float:
     alpha = rise if sample > average else LATENCY_FALL_ALPHA
     return average + alpha * (sample - average)
@@ -245,6 +288,7 @@ class Gate:
         self.ramp = math.inf  # calls allowed at once while ramping up after a pause
         self.paused_until = -math.inf
         self.rejections = self.pauses = 0
+        self.recent = Recent()
         self.on_pause: Callable[[float], None] | None = None  # tell the other processes
         self.activate: Callable[[], None] = _nothing  # the pipeline's: use the gate from now on
         self.remote: dict[int, tuple[int, int]] = {}  # other processes: limit, rejections
@@ -334,30 +378,42 @@ class Gate:
             self._release()  # whatever happens, the slot is given back
 
     def _succeeded(self, latency: float) -> None:
+        now = anyio.current_time()
+        self.recent.success(latency, now)
         if self.adaptive is not None:
-            self.adaptive.success(latency, self.in_flight, anyio.current_time())
+            self.adaptive.success(latency, self.in_flight, now)
         if self.ramp != math.inf:
             self.ramp += 1
             if self.ramp >= self.limit:
                 self.ramp = math.inf
 
-    def rejected_call(self, error: RetryAfter) -> None:
-        """A call that entered was rejected: note it, then free its slot."""
+    def rejected_call(self, error: RetryAfter) -> bool:
+        """A call that entered was rejected: note it, then free its slot. Whether the pool
+        paused (else its item alone waits, :meth:`back_off`)."""
         try:
-            self.note_rejection(error)
+            return self.note_rejection(error)
         finally:
             self._release()
 
-    def note_rejection(self, error: RetryAfter) -> None:
-        """The service said slow down: cut the adaptive limit, pause for ``seconds``, and
-        from now on route every call through the gate."""
+    def note_rejection(self, error: RetryAfter) -> bool:
+        """The service said slow down: cut the adaptive limit, from now on route every call
+        through the gate, and, if most recent calls were rejected, pause the pool for
+        ``seconds``. Whether it paused."""
         self.rejections += 1
         self.activate()
         now = anyio.current_time()
+        self.recent.rejection(now)
         if self.adaptive is not None:
             self.adaptive.cut(now)
-        if error.seconds:
+        if error.seconds and self.recent.widespread():
             self.pause(error.seconds)
+            return True
+        return False
+
+    async def rejected_outside(self, error: RetryAfter) -> None:
+        """A call made outside the gate was rejected: note it, and back off."""
+        if not self.note_rejection(error):
+            await back_off(error, 1)
 
     def pause(self, seconds: float, *, forward: bool = True) -> None:
         """Start no call for ``seconds``, then ramp up from one call at a time."""
@@ -390,12 +446,12 @@ def gated(call: Callable[[Any], Any], gate: Gate) -> Callable[[Any], Any]:
             try:
                 value = await call(item)
             except RetryAfter as exc:
-                gate.rejected_call(exc)
+                paused = gate.rejected_call(exc)
                 rejections += 1
                 if rejections >= MAX_REJECTIONS:
                     raise ItemError(f"rejected {rejections} times in a row, last: {exc}") from exc
-                if not exc.seconds:  # no pause asked: this item alone backs off a little
-                    await anyio.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.02 * rejections))
+                if not paused:  # the pool goes on: this item alone backs off
+                    await back_off(exc, rejections)
                 continue
             except BaseException:
                 gate.done(started, ok=False)
@@ -404,3 +460,12 @@ def gated(call: Callable[[Any], Any], gate: Gate) -> Callable[[Any], Any]:
             return value
 
     return limited
+
+
+async def back_off(error: RetryAfter, rejections: int) -> None:
+    """One item's wait after a rejection the pool did not pause for: its ``Retry-After``,
+    else a little, growing with its rejections in a row."""
+    if error.seconds:
+        await anyio.sleep(error.seconds)
+    else:
+        await anyio.sleep(random.uniform(0.5, 1.0) * min(2.0, 0.02 * rejections))

@@ -189,6 +189,7 @@ class OrderingMachine(RuleBasedStateMachine):
         event("cut everything ordered" if point.next == self.o.next else "cut part")
         event(f"cut with {len(self.o.marks)} marks")
         assert self.o.cut(point) == self.model.cut(point.next)
+        self.o.made_durable(point)  # the caller's commit returned
 
     @rule()
     def save(self) -> None:
@@ -315,6 +316,8 @@ class Grid:
             self.base = point.next
         before = o.durable
         cut = o.cut(point)
+        assert o.durable == before, "durable before its commit returned"
+        o.made_durable(point)  # the caller's commit returned
         assert o.durable == point.next >= before
         assert o.in_flight == o.taken - o.durable
         return cut
@@ -408,6 +411,8 @@ def test_one_finish_can_reach_several_boundaries() -> None:
 def test_a_cut_at_a_mark_keeps_the_boundaries() -> None:
     o = ordered(3, [b"r"] * 7)  # marks at 3 and 6, and item 6 ordered past them
     cut = o.cut(o.marks[0])
+    assert o.durable == 0, "not durable until its commit returns"
+    o.made_durable(cut.point)
     assert (cut.point.next, cut.out, o.durable) == (3, b"rrr", 3)
     assert not o.finish(o.take(), 8, b"r", False)
     assert o.finish(o.take(), 9, b"r", False)
@@ -439,10 +444,15 @@ def test_a_cut_while_items_are_in_flight_takes_only_the_prefix() -> None:
         o.finish(seq, 10 * (seq + 1), b"<%d>" % seq, failed)
     first = o.cut(o.here())
     assert first == Cut(Point(2, 3, 3, 1, 1, 20), b"<0>", b"<1>", 1, 1)
+    assert (o.durable, o.in_flight) == (0, 5), "a commit in progress redoes its items"
+    o.made_durable(first.point)
     assert (o.next, o.durable, o.in_flight, o.complete) == (2, 2, 3, False)
     o.finish(2, 30, b"<2>", True)
     assert (o.next, o.offset, o.complete, o.in_flight) == (5, 50, True, 3)
-    assert o.cut(o.here()) == Cut(Point(5, 9, 6, 3, 2, 50), b"<3><4>", b"<2>", 2, 1)
+    last = o.cut(o.here())
+    assert last == Cut(Point(5, 9, 6, 3, 2, 50), b"<3><4>", b"<2>", 2, 1)
+    assert o.in_flight == 3
+    o.made_durable(last.point)
     assert o.in_flight == 0
 
 
@@ -453,6 +463,7 @@ def test_cutting_again_at_the_same_point_takes_nothing() -> None:
     mark = o.marks[0]
     assert o.cut(mark).out == b"ab"
     assert o.cut(mark) == Cut(mark, b"", b"", 0, 0)
+    o.made_durable(mark)
     assert (o.durable, bytes(o._out)) == (2, b"c")
 
 

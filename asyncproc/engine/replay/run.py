@@ -234,6 +234,7 @@ class RetryRun:
         data = {self._out_name: cut.out, self._dead_name: cut.dead}
         await anyio.to_thread.run_sync(self._commit_durably, data, checkpoint)
         self._durable = checkpoint
+        self.order.made_durable(cut.point)
         self.committed += cut.ok + cut.failed
         self.ready.fire()  # the window moved: lanes may take more items
 
