@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 
 from ._errors import ConfigError, named, option
-from ._options import DEFAULT_MAX_CONCURRENCY, Options
+from ._options import DEFAULT_CHECKPOINT, DEFAULT_MAX_CONCURRENCY, Options
 from ._public import public
 from .engine.coordinator import Coordinator, Request
 from .engine.executor import Executor
@@ -17,6 +17,7 @@ from .engine.loops import backend_options, running_loop
 from .engine.observer import LogProgress, Silent
 from .engine.summary import Summary
 from .processors.loading import Fn
+from .runs.store import RunStore, run_store
 from .storage.location import Location
 
 ENGINES = ("local", "processes", "dask")
@@ -41,8 +42,8 @@ def _request(
 
     extra = {k: options.pop(k) for k in list(options) if k in _REQUEST_KEYS}
     storage = dict(options.pop("storage_options", None) or {})
-    if extra.get("checkpoint_dir") is not None:
-        extra["checkpoint_dir"] = Location(extra["checkpoint_dir"], storage)
+    out = Location(output, storage)
+    extra["run_store"] = _run_store(extra.pop("checkpoint_dir", None), out, storage)
     engine, scheduler = options.pop("engine", None), options.pop("scheduler", None)
     _auto_concurrency(options)
     if callable(options.get("cost")):
@@ -65,7 +66,17 @@ def _request(
         extra["executor"] = executor
     if engine == "dask":
         _refuse_limits_on_dask(opts, bool(extra.get("headers")))
-    return Request(Location(input, storage), Location(output, storage), processor, opts, **extra)
+    return Request(Location(input, storage), out, processor, opts, **extra)
+
+
+def _run_store(where: Any, output: Location, storage: dict[str, Any]) -> RunStore:
+    """The checkpoint directory, chosen here once: a path, a URL, or a :class:`Storage`
+    (memory with its fault tools, say); by default ``.asyncproc`` beside the output."""
+    if where is None:
+        return run_store(output.parent.child(DEFAULT_CHECKPOINT))
+    if isinstance(where, (str, os.PathLike)):
+        return run_store(Location(where, storage))
+    return run_store(where)
 
 
 def _executor(engine: str | None, scheduler: str | None, processes: int) -> Executor | None:

@@ -17,16 +17,18 @@ from .runs.remote import RemoteRuns
 from .runs.views import RunView
 from .storage.location import Location
 
+KINDS = (FILE_RUNS, KEYED_RUNS)
+
 
 def runs_in(
     checkpoint_dir: str | os.PathLike[str] | Location = DEFAULT_CHECKPOINT,
 ) -> Runs | RemoteRuns:
-    """The file and keyed runs under ``checkpoint_dir``; file runs only under a URL."""
-    if isinstance(checkpoint_dir, Location):
-        if not checkpoint_dir.is_local:
-            return RemoteRuns(checkpoint_dir)
-        checkpoint_dir = checkpoint_dir.path
-    return Runs(Path(checkpoint_dir), (FILE_RUNS, KEYED_RUNS))
+    """The file and keyed runs under ``checkpoint_dir``, a folder or a URL."""
+    if not isinstance(checkpoint_dir, Location):
+        checkpoint_dir = Location(checkpoint_dir)
+    if checkpoint_dir.local is None:
+        return RemoteRuns(checkpoint_dir, KINDS)
+    return Runs(checkpoint_dir.local, KINDS)
 
 
 def places(

@@ -2,8 +2,9 @@
 
 Each contender is a whole process (interpreter start, imports, planning, checkpoints and
 the merge included), timed from here around spawn to exit, its peak RSS read from
-``wait4``. The baseline is ``../shared/baselines/bare_pool.py`` (a worker pool fed by a
-bounded queue, a reorder buffer, batched writes, no checkpoints), run on the same loop as
+``wait4``, after one unmeasured warm-up each (bytecode cached, as a pip install has it).
+The baseline is ``../shared/baselines/bare_pool.py`` (a worker pool fed by a bounded
+queue, a reorder buffer, batched writes, no checkpoints), run on the same loop as
 asyncproc: asyncio on both sides, then uvloop on both (the baseline through a shim that
 installs uvloop's policy before running it unchanged). Contenders alternate within each
 repeat; the table shows medians and the median of the per-repeat ratios. Both write
@@ -84,11 +85,16 @@ def make_input(folder: Path, items: int) -> Path:
     return path
 
 
+# As installed by pip, with bytecode cached: without it every start compiles asyncproc's
+# modules from source (about 0.1 s here), which no installed copy pays.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def timed(argv: list[str], errors: Path) -> Measured:
     """Wall time and peak RSS of one whole process."""
     with errors.open("wb") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=CHILD_ENV)
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -122,7 +128,7 @@ def measure_case(
     outs = {"asyncproc": folder / "asyncproc.jsonl", "bare": folder / "bare.jsonl"}
     ck = folder / "ck"
     runs: dict[str, list[Measured]] = {"asyncproc": [], "bare": []}
-    for repeat in range(repeats):
+    for repeat in range(-1, repeats):  # -1: a warm-up that fills the bytecode caches
         for out in outs.values():
             out.unlink(missing_ok=True)
         shutil.rmtree(ck, ignore_errors=True)
@@ -131,11 +137,13 @@ def measure_case(
             "bare": bare_argv(case, loop, baseline, inp, outs["bare"]),
         }
         for name, argv in argvs.items():
-            runs[name].append(timed(argv, folder / "stderr.txt"))
-            got = runs[name][-1]
+            got = timed(argv, folder / "stderr.txt")
+            if repeat < 0:
+                continue
+            runs[name].append(got)
             log(f"{case.name} [{loop}] repeat {repeat + 1}: {name} {got.seconds:.3f} s, "
                 f"{got.rss_mib:.1f} MiB")  # fmt: skip
-        if repeat == 0 and outs["asyncproc"].read_bytes() != outs["bare"].read_bytes():
+        if repeat < 0 and outs["asyncproc"].read_bytes() != outs["bare"].read_bytes():
             raise SystemExit(f"{case.name}: the outputs differ; the comparison is void")
     return runs
 

@@ -12,8 +12,14 @@ reads the manifest: a kill counts as *after a split* when the killed attempt had
 committing (a checkpoint written since it started, so a resume's re-cut was behind it)
 and the manifest then listed more units than at that moment.
 
+With ``--damage P`` (0.2 unless given), after each crash one digit in the committed bytes
+of a random segment is changed with probability P, as a disk might: the line stays valid
+JSON, so only the segment's CRC tells. The resume must not publish it: the damaged unit
+goes back to its newest checkpoint that checks out, and the output is still the clean one.
+
     python benchmarks/soak.py --kills 300
     python benchmarks/soak.py --kills 300 --skewed
+    python benchmarks/soak.py --kills 300 --damage 0.5
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -34,7 +41,7 @@ import orjson
 
 from asyncproc._errors import AsyncprocError
 from asyncproc.storage.faults import POINTS
-from asyncproc.storage.records import Manifest
+from asyncproc.storage.records import Manifest, UnitCheckpoint
 
 PROCESSOR = """
 import anyio
@@ -66,6 +73,7 @@ class Tally:
     kills_with_new_units: int = 0  # the manifest listed more units than planned
     kills_after_split: int = 0  # ... more than when the killed attempt began committing
     crash_points: int = 0
+    damaged: int = 0  # digits changed in committed segment bytes
     resumes: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -135,6 +143,41 @@ def _sigkill(argv: list[str], checkpoint: Path, wait: float, tally: Tally) -> in
     return -9
 
 
+_DIGIT = re.compile(rb"[0-9]")
+
+
+def _committed(checkpoint: Path) -> list[tuple[Path, int]]:
+    """Every (segment, committed length) a readable checkpoint names, non-empty ones."""
+    found = []
+    for slot in checkpoint.glob("run_*/units/*.ckpt"):
+        try:
+            state = UnitCheckpoint.from_bytes(slot.read_bytes(), str(slot))
+        except (OSError, AsyncprocError):
+            continue
+        segments = slot.parent.parent / "segments"
+        found += [(segments / ref.name, ref.length) for ref in state.segments if ref.length]
+    return found
+
+
+def _damage(checkpoint: Path, rng: random.Random, tally: Tally) -> None:
+    """Change one digit in the committed bytes of a random segment (in place)."""
+    committed = _committed(checkpoint)
+    rng.shuffle(committed)
+    for segment, length in committed:
+        try:
+            with segment.open("r+b") as fh:
+                raw = fh.read(length)
+                found = _DIGIT.search(raw, rng.randrange(len(raw))) or _DIGIT.search(raw)
+                if found is None:
+                    continue
+                fh.seek(found.start())
+                fh.write(b"%d" % ((int(found.group()) + rng.randint(1, 9)) % 10))
+        except OSError:
+            continue
+        tally.damaged += 1
+        return
+
+
 def _one_attempt(
     argv: list[str], checkpoint: Path, rng: random.Random, tally: Tally, max_wait: float
 ) -> int:
@@ -144,13 +187,16 @@ def _one_attempt(
 
 
 def _episode(
-    work: Path, n: int, rng: random.Random, clean: bytes, tally: Tally, max_wait: float
+    work: Path, n: int, rng: random.Random, clean: bytes, tally: Tally, knobs: tuple[float, float]
 ) -> None:
     output, checkpoint = work / f"out{n}.jsonl", work / f"ck{n}"
     argv = _command(work, output, checkpoint)
+    max_wait, damage = knobs
     for _ in range(200):
         if _one_attempt(argv, checkpoint, rng, tally, max_wait) == 0:
             break
+        if rng.random() < damage:
+            _damage(checkpoint, rng, tally)
         tally.resumes += 1
     else:
         raise SystemExit(f"episode {n} did not finish after 200 attempts")
@@ -187,6 +233,10 @@ def main() -> int:
         "--max-wait", type=float, default=None,
         help="longest wait before a SIGKILL, in seconds [default: 1.0; 1.5 with --skewed]",
     )  # fmt: skip
+    parser.add_argument(
+        "--damage", type=float, default=0.2,
+        help="chance, after each crash, of changing a digit of a committed segment",
+    )  # fmt: skip
     args = parser.parse_args()
     rng, tally = random.Random(args.seed), Tally()
     max_wait = args.max_wait or (1.5 if args.skewed else 1.0)
@@ -195,11 +245,11 @@ def main() -> int:
         work = Path(tmp)
         clean = _prepare(work, args.items, args.skewed)
         while tally.kills + tally.crash_points < args.kills:
-            _episode(work, tally.episodes, rng, clean, tally, max_wait)
+            _episode(work, tally.episodes, rng, clean, tally, (max_wait, args.damage))
     print(f"seed {args.seed}, {time.monotonic() - started:.0f} s, {args.items} items per run"
           f"{', skewed' if args.skewed else ''}")  # fmt: skip
     print(f"episodes {tally.episodes}, SIGKILLs {tally.kills}, crash points {tally.crash_points}, "
-          f"resumes {tally.resumes}")  # fmt: skip
+          f"resumes {tally.resumes}, committed digits changed {tally.damaged}")  # fmt: skip
     print(f"SIGKILLs with more units than planned {tally.kills_with_new_units}, "
           f"after a split recorded by the killed attempt {tally.kills_after_split}")  # fmt: skip
     print(f"items lost {tally.lost}, duplicated {tally.duplicated}, "

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from conftest import describe, error_lines, run_cli, run_dirs, summary_of
 
-from asyncproc.runs.rundir import RunDir
+from asyncproc.runs.rundir import local_run
 from asyncproc.storage.records import Manifest, UnitCheckpoint
 
 ITEMS = 3000
@@ -91,7 +91,7 @@ def load_problems(run_dir: Path) -> dict[int, tuple[str, ...]]:
     """What loading each shard's newest good checkpoint had to skip."""
     manifest = read_manifest(run_dir)
     return {
-        s.unit_id: RunDir(run_dir).unit_store(s.unit_id).load().problems for s in manifest.units
+        s.unit_id: local_run(run_dir).unit_store(s.unit_id).load().problems for s in manifest.units
     }
 
 

@@ -41,11 +41,11 @@ class Gate:
         gate = self
 
         class StalledStore(UnitStore):
-            def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
+            def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
                 if not gate.stalled:
                     gate.stalled = True
                     assert gate.reached.wait(timeout=30), "the lanes never got ahead"
-                super().commit(data, checkpoint)
+                return super().commit(data, checkpoint)
 
         return StalledStore(LocalStorage(Path(spec.run_dir)), spec.unit_id)
 
@@ -99,11 +99,11 @@ class HeldSecond(OneUnit):
         held = self
 
         class Store(UnitStore):
-            def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
+            def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
                 if len(held.commits) == 1:  # the second commit: one is durable
                     held.durable_then = held.commits[0].checkpoint.next_index
                     anyio.from_thread.run(held.settled, calls)
-                super().commit(data, checkpoint)
+                return super().commit(data, checkpoint)
 
         return Store(LocalStorage(Path(spec.run_dir)), spec.unit_id)
 

@@ -35,13 +35,14 @@ from faultkit import (
     only_run_dir,
     read_checkpoint,
     read_manifest,
+    refused,
     slot_files,
     unit_end,
     unit_end_index,
     write_module,
 )
 
-from asyncproc.storage.records import UnitCheckpoint, seal
+from asyncproc.storage.records import UnitCheckpoint, seal, unseal
 
 CRASH_AFTER = 1500
 
@@ -188,6 +189,27 @@ def _segment_missing(half: HalfDone) -> str:
     return "start"
 
 
+def flip_digit(segment: Path, low: int, high: int) -> None:
+    """Change one digit in ``segment[low:high]`` to another: the line stays valid JSON."""
+    raw = bytearray(segment.read_bytes())
+    at = next(k for k in range((low + high) // 2, high) if chr(raw[k]).isdigit())
+    raw[at] = ord("1") if raw[at] != ord("1") else ord("2")
+    segment.write_bytes(bytes(raw))
+    orjson.loads(raw[raw.rfind(b"\n", 0, at) + 1 : raw.find(b"\n", at)])  # still JSON
+
+
+def _digit_flipped_newest_batch(half: HalfDone) -> str:
+    (new_ref,), (old_ref,) = half.new_state.segments, half.old_state.segments
+    flip_digit(half.out_segment(half.new_state), old_ref.length, new_ref.length)
+    return "older"
+
+
+def _digit_flipped_older_batch(half: HalfDone) -> str:
+    (old_ref,) = half.old_state.segments
+    flip_digit(half.out_segment(half.old_state), 0, old_ref.length)
+    return "start"
+
+
 DAMAGE: dict[str, Callable[[HalfDone], str]] = {
     "zero-length-newest": _zero_length,
     "truncated-newest": _truncated,
@@ -198,6 +220,8 @@ DAMAGE: dict[str, Callable[[HalfDone], str]] = {
     "both-checkpoints-missing-segments-present": _both_checkpoints_missing,
     "segment-shorter-than-checkpoint": _segment_shorter,
     "segment-missing": _segment_missing,
+    "digit-flipped-in-newest-batch": _digit_flipped_newest_batch,
+    "digit-flipped-in-older-batch": _digit_flipped_older_batch,
 }
 
 
@@ -257,3 +281,64 @@ def test_corrupt_manifest_needs_new_run(damage: str, job: Job, tmp_path: Path) -
     assert fresh["run_id"] != half.run_dir.name, fresh
     assert fresh["processed"] == ITEMS, fresh
     assert half.output.read_bytes() == job.clean
+
+
+def test_schema_2_checkpoints_still_resume(job: Job, tmp_path: Path) -> None:
+    """A checkpoint written before segments had a CRC is read, its bytes trusted by length."""
+    half = HalfDone(job, tmp_path)
+    for slot in half.run_dir.glob("units/*.ckpt"):
+        data = unseal(slot.read_bytes(), slot.name)
+        for key in ("segments", "dead_segments"):
+            data[key] = [{"name": r["name"], "length": r["length"]} for r in data[key]]
+        slot.write_bytes(seal({**data, "schema": 2}))
+
+    resumed = run_cli(*half.args, env=half.env("resume"))
+    assert resumed.returncode == 0, describe(resumed, "a schema-2 checkpoint should resume")
+    assert half.output.read_bytes() == job.clean
+    calls = half.log.with_suffix(".resume.log").read_text(encoding="utf-8").splitlines()
+    assert len(calls) <= ITEMS - CRASH_AFTER + 300, "schema-2 checkpoints were not used"
+
+
+DAMAGING = """
+import os
+
+from pathlib import Path
+
+
+async def work(item):
+    # On the last item, change one digit the run committed long ago, once.
+    mark = Path(os.environ["DAMAGE_MARK"])
+    if item.startswith("line 002999 ") and not mark.exists():
+        (segment,) = Path(os.environ["DAMAGE_CK"]).glob("run_*/segments/0000.*.out")
+        with segment.open("r+b") as fh:
+            head = fh.read(1000)
+            at = next(k for k in range(500, 1000) if chr(head[k]).isdigit())
+            fh.seek(at)
+            fh.write(b"1" if head[at] != ord("1") else b"2")
+        mark.write_text(segment.name)
+    return {
+        "original": item,
+        "length": len(item),
+        "word_count": len(item.split()),
+        "uppercase": item.upper(),
+    }
+"""
+
+
+def test_damage_found_at_the_merge_stops_then_resumes(job: Job, tmp_path: Path) -> None:
+    """Bytes changed after the run loaded them are caught by the merge: nothing published,
+    one line naming the segment; the same command then redoes the unit and finishes."""
+    processor = write_module(tmp_path / "damaging.py", DAMAGING)
+    output, ck, mark = tmp_path / "out.json", tmp_path / "ck", tmp_path / "damaged"
+    args = job_args(job.source, output, ck, "--processor", f"{processor}:work")
+    args[args.index("--workers") + 1] = "1"
+    env = {"DAMAGE_CK": str(ck), "DAMAGE_MARK": str(mark)}
+
+    line = refused(run_cli(*args, env=env), 1, mark.read_text(), "run the same command")
+    assert str(ck) in line, line
+    assert not output.exists(), "a damaged segment was published"
+
+    resumed = run_cli(*args, env=env)
+    assert resumed.returncode == 0, describe(resumed, "the rerun should redo the unit")
+    assert output.read_bytes() == job.clean
+    assert re.search(r"unit\D{0,3}0\b.*CRC", resumed.stderr), describe(resumed)

@@ -29,6 +29,7 @@ from asyncproc.engine.choose import Wanted, new_run
 from asyncproc.engine.merge import committed_chunks
 from asyncproc.engine.units import UnitSpec, first_checkpoint
 from asyncproc.engine.wire import WorkerSetup, encode_checkpoint
+from asyncproc.runs.store import run_store
 from asyncproc.storage.localfs import LocalStorage
 from asyncproc.storage.location import Location
 from asyncproc.storage.records import UnitCheckpoint
@@ -209,7 +210,7 @@ def unit_task(tmp_path: Path, source: Path, processor: str) -> dict[str, Any]:
     out, ck = tmp_path / "out.jsonl", tmp_path / "ck"
     ck.mkdir()
     options = Options(processor=processor, workers=1).resolved(source, out)
-    chosen = new_run(Location(ck), Wanted(Location(source), Location(out), options))
+    chosen = new_run(run_store(ck), Wanted(Location(source), Location(out), options))
     unit, manifest = chosen.manifest.units[0], chosen.manifest
     spec = UnitSpec(
         run_id=chosen.run.run_id, run_dir=str(chosen.run.path), unit_id=unit.unit_id,

@@ -31,10 +31,10 @@ from conftest import (
 )
 from faultkit import assert_no_traceback, only_run_dir, state_left
 
-from asyncproc.engine.replay.state import Subfolder
-from asyncproc.runs.rundir import RunDir
+from asyncproc.runs.rundir import local_run
 from asyncproc.storage.faults import CRASH_EXIT, RETRY_POINTS
 from asyncproc.storage.records import UnitCheckpoint
+from asyncproc.storage.subfolder import Subfolder
 from asyncproc.storage.unitstore import UnitStore
 
 ITEMS = 1000
@@ -141,7 +141,7 @@ def _failed_run(job: Job, tmp_path: Path) -> tuple[Callable[..., list[str]], Pat
 
 def _retry_checkpoint(run_dir: Path) -> UnitCheckpoint | None:
     """The retry's newest good checkpoint, as a resume would load it."""
-    return UnitStore(Subfolder(RunDir(run_dir).storage, "retry/"), 0).load().checkpoint
+    return UnitStore(Subfolder(local_run(run_dir).storage, "retry/"), 0).load().checkpoint
 
 
 def test_retry_points_are_all_covered() -> None:

@@ -21,12 +21,13 @@ from conftest import CLI_TIMEOUT, EXIT_ITEMS_FAILED, cli_command, run_cli, summa
 
 from asyncproc.engine.pipeline import Pipeline
 from asyncproc.engine.replay.run import BLOCK_ITEMS, LetterReader, RetryRun
-from asyncproc.engine.replay.state import UNIT, Subfolder
+from asyncproc.engine.replay.state import UNIT
 from asyncproc.engine.unit import FEED_LOW_WATER, window
 from asyncproc.engine.units import first_checkpoint
 from asyncproc.processors.loading import load_processor
 from asyncproc.storage.memory import MemoryStorage
 from asyncproc.storage.records import DeadLetter, UnitCheckpoint
+from asyncproc.storage.subfolder import Subfolder
 from asyncproc.storage.unitstore import UnitStore
 
 LETTERS = 20_000
@@ -65,11 +66,11 @@ class HeldStore(UnitStore):
         self.queued_while_held = -1
         self.retry: RetryRun | None = None
 
-    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
+    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
         if self.first_cut is None:
             self.first_cut = checkpoint.next_index
             anyio.from_thread.run(self._settled)
-        super().commit(data, checkpoint)
+        return super().commit(data, checkpoint)
 
     async def _settled(self) -> None:
         retry = self.retry

@@ -18,11 +18,12 @@ from conftest import describe, logging_processor, run_cli, run_ok
 from faultkit import assert_no_traceback
 
 import asyncproc
-from asyncproc.engine.replay.state import PLAN, RetryPlan, Subfolder
+from asyncproc.engine.replay.state import PLAN, RetryPlan
 from asyncproc.engine.sources import publish_object
 from asyncproc.storage.faults import CRASH_EXIT
 from asyncproc.storage.location import Location
 from asyncproc.storage.records import UnitCheckpoint
+from asyncproc.storage.subfolder import Subfolder
 from asyncproc.storage.unitstore import UnitStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -21,7 +21,7 @@ from unitkit import OneUnit, run_unit, spec_from_manifest
 
 from asyncproc._errors import AsyncprocError
 from asyncproc.engine.unit import Commit
-from asyncproc.runs.rundir import RunDir
+from asyncproc.runs.rundir import local_run
 from asyncproc.storage.records import Manifest, UnitCheckpoint
 
 ITEMS = 1200
@@ -59,7 +59,7 @@ def _half_done(tmp_path: Path) -> tuple[list[Any], Path, Manifest, UnitCheckpoin
     run_dir = only_run_dir(tmp_path / "stale" / "ck")
     manifest = read_manifest(run_dir)
     assert len(manifest.units) == 1, manifest.units
-    start = RunDir(run_dir).unit_store(0).load().checkpoint
+    start = local_run(run_dir).unit_store(0).load().checkpoint
     assert start is not None and start.next_index >= 300, start
     assert start.offset < manifest.input.size, start
     segments = set(os.listdir(run_dir / "segments"))

@@ -40,7 +40,7 @@ from v2kit import (
     write_processor,
 )
 
-from asyncproc.runs.rundir import RunDir
+from asyncproc.runs.rundir import local_run
 from asyncproc.storage.faults import CRASH_EXIT
 from asyncproc.storage.records import Manifest, SegmentRef, UnitCheckpoint
 
@@ -165,7 +165,7 @@ def _stale_attempt(run_dir: Path, good: UnitCheckpoint, end: int, end_index: int
         processed=good.processed + end_index - good.next_index, attempts=good.attempts + 1,
         segments=(*good.segments, SegmentRef(name, len(bogus))), updated_at=time.time(),
     )  # fmt: skip
-    store = RunDir(run_dir).unit_store(0)
+    store = local_run(run_dir).unit_store(0)
     (run_dir / store.slot_name(stale.generation)).write_bytes(stale.to_bytes())
     return stale.generation
 
@@ -186,14 +186,14 @@ def test_a_checkpoint_past_a_split_is_refused_and_the_older_slot_used(
     split_at, old_end, old_end_index = _the_split(manifest)
     start, end, _, split_index = extents(manifest)[0]
     assert (start, end) == (0, split_at)
-    good = RunDir(run_dir).unit_store(0).load(0, split_at).checkpoint
+    good = local_run(run_dir).unit_store(0).load(0, split_at).checkpoint
     assert good is not None and good.generation >= 1, f"unit 0 never committed: {good}"
     assert good.offset <= split_at, good
 
     generation = _stale_attempt(run_dir, good, old_end, old_end_index)
     # Nothing is wrong with the stale checkpoint but where it ends: without the plan's
     # end it would be loaded, bogus records and all.
-    unbounded = RunDir(run_dir).unit_store(0).load().checkpoint
+    unbounded = local_run(run_dir).unit_store(0).load().checkpoint
     assert unbounded is not None and unbounded.generation == generation, unbounded
 
     before = len(calls(log))

@@ -18,7 +18,7 @@ from pathlib import Path
 from conftest import CLI_TIMEOUT, cli_command, logging_processor, run_dirs
 
 from asyncproc._errors import CheckpointError
-from asyncproc.runs.rundir import RunDir
+from asyncproc.runs.rundir import local_run
 from asyncproc.storage.records import Manifest
 
 Arg = str | os.PathLike[str]
@@ -95,7 +95,7 @@ def committed(run_dir: Path) -> set[int]:
     done: set[int] = set()
     for unit_id, (start, end, first, _) in extents(manifest).items():
         try:
-            loaded = RunDir(run_dir).unit_store(unit_id).load(start, end).checkpoint
+            loaded = local_run(run_dir).unit_store(unit_id).load(start, end).checkpoint
         except CheckpointError:  # a checkpoint being replaced right now: read it next time
             continue
         if loaded is not None:

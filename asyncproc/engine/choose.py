@@ -27,8 +27,8 @@ from .._errors import (
 )
 from .._options import Options, auto_workers
 from ..runs.locks import output_lock
-from ..runs.remote import find_resumable, new_run_dir, run_at
 from ..runs.rundir import RunDir, failed_items_path
+from ..runs.store import RunStore, find_resumable
 from ..storage.links import resolve_safely
 from ..storage.location import Location
 from ..storage.records import InputIdentity, Manifest, RunStatus
@@ -153,7 +153,7 @@ def require_unchanged(
     )
 
 
-def existing(checkpoint_dir: Location, wanted: Wanted) -> Chosen | None:
+def existing(store: RunStore, wanted: Wanted) -> Chosen | None:
     """The run to go on with, checked against the input and the options; None for a new run.
 
     Without ``--resume`` it is the newest run of this input into this output: an
@@ -162,11 +162,11 @@ def existing(checkpoint_dir: Location, wanted: Wanted) -> Chosen | None:
     after it completed is then never redone.
     """
     if wanted.resume:
-        run: RunDir | None = run_at(checkpoint_dir, wanted.resume)
+        run: RunDir | None = store.run(wanted.resume)
     elif wanted.new_run:
         return None
     else:
-        run = find_resumable(checkpoint_dir, *_pair(wanted), completed=True)
+        run = find_resumable(store, *_pair(wanted), completed=True)
     if run is None:
         return None
     manifest = run.read()
@@ -232,15 +232,9 @@ def _stale(manifest: Manifest, wanted: Wanted) -> str | None:
     differences = wanted.options.result_differences(manifest.options)
     if differences:
         return f"with other options ({'; '.join(differences)})"
-    if not _output_exists(wanted.output) or not manifest.summary:
+    if not wanted.output.exists() or not manifest.summary:
         return "its output is gone"
     return None
-
-
-def _output_exists(output: Location) -> bool:
-    if output.is_local:
-        return output.path.is_file()
-    return bool(output.fs.exists(output.key))
 
 
 def planned_workers(options: Options, size: int) -> int:
@@ -248,12 +242,12 @@ def planned_workers(options: Options, size: int) -> int:
     return options.workers or max(options.processes, auto_workers(size))
 
 
-def new_run(checkpoint_dir: Location, wanted: Wanted) -> Chosen:
+def new_run(store: RunStore, wanted: Wanted) -> Chosen:
     """Plan the input into a new run directory: the index first, then the manifest."""
     fmt = str(wanted.options.format or "text")
     planned = plan_input(wanted.input, partial(planned_workers, wanted.options), fmt)
     workers = planned_workers(wanted.options, planned.identity.size)
-    run = new_run_dir(checkpoint_dir)
+    run = store.new_run()
     run.write_index(planned.index)
     now = time.time()
     manifest = Manifest(

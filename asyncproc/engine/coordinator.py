@@ -22,26 +22,25 @@ import anyio
 
 from .._errors import (
     AsyncprocError,
+    ConfigError,
     FailureLimitError,
     Interrupted,
-    OutputError,
     RunError,
     SimulatedCrash,
     again,
+    named,
     option,
     unwrap_group,
 )
-from .._options import DEFAULT_CHECKPOINT, Options
+from .._options import Options
 from ..limits.gate import Cost, Gate, LimitConfig
 from ..processors.loading import Fn, Processor, load_processor
-from ..runs import index
-from ..runs.remote import directory_lock, output_lease, run_url
-from ..runs.rundir import RunDir, make_checkpoint_dir
+from ..runs.rundir import RunDir
+from ..runs.store import RunStore
 from ..storage import faults
 from ..storage.faults import CRASH_EXIT
 from ..storage.location import Location
-from ..storage.records import Manifest, RunStatus, UnitPlan
-from ..storage.unitstore import UnitStore
+from ..storage.records import LineIndex, Manifest, RunStatus, UnitPlan
 from .budget import TakeBudget
 from .choose import (
     Chosen,
@@ -52,14 +51,13 @@ from .choose import (
     new_run,
     require_unchanged,
 )
-from .executor import Executor, InProcess, RunSetup, local_store
+from .executor import Executor, InProcess, RunSetup
 from .finish import finish, merge_output
 from .livelimits import publish_limits, show_limits
 from .loops import running_loop
 from .observer import LogProgress, RunObserver
-from .replay.failed import retry_failed
 from .scheduler import Scheduler
-from .sources import check_input, check_remote_output
+from .sources import check_input, check_remote_output, plan_input
 from .state import RunState, load_state, recut_state
 from .stopping import Stopper, StopReason
 from .summary import Summary
@@ -78,14 +76,13 @@ class Request:
     output: Location
     processor: str | Fn
     options: Options
-    checkpoint_dir: Location | None = None
+    run_store: RunStore  # the checkpoint directory, chosen by the caller (see runs.store)
     new_run: bool = False
     resume: str | None = None
     handle_signals: bool = False
     retry_failed: bool = False
     observer: RunObserver | None = None  # default: progress lines on the log
     executor: Executor | None = None  # default: every unit on this event loop
-    stores: Callable[[UnitSpec], UnitStore] | None = None  # default: files in the run dir
     headers: dict[str, str] | None = None  # for the http processor; never stored
     cost: Cost | None = None  # an item's cost from Python (else options.cost, a spec)
     exit_on_crash: bool = False  # --simulate-crash exits the process (CLI) instead of raising
@@ -93,7 +90,11 @@ class Request:
 
 def _held(output: Location) -> AbstractContextManager[object]:
     """The output held for the whole run: a lock file beside it, or a lease at a URL."""
-    return held_output(output.path) if output.is_local else output_lease(output)
+    if output.is_local:
+        return held_output(output.path)
+    from ..runs.remote import output_lease  # a local run never loads remote storage
+
+    return output_lease(output)
 
 
 class Coordinator:
@@ -109,8 +110,7 @@ class Coordinator:
         self._committed_here = self._failed_here = 0
         self._last_error: str | None = None
         self._gate = Gate(LimitConfig.from_options(request.options), request.cost)
-        default = request.output.parent.child(DEFAULT_CHECKPOINT)
-        self.checkpoint_dir = request.checkpoint_dir or default
+        self.store = request.run_store
 
     async def run(self) -> Summary:
         req = self.request
@@ -124,44 +124,32 @@ class Coordinator:
         options = replace(resolved, processor=processor.spec)
         wanted = Wanted(req.input, req.output, options, req.new_run, req.resume, req.retry_failed)
         with _held(req.output):  # for the whole run: one writer per output
-            checkpoint_dir = self.checkpoint_dir = self._checkpoint_dir()
+            self.store.prepare()
             async with self._executor.started():
-                summary = await self._run(checkpoint_dir, wanted, processor, options)
-        return replace(summary, checkpoint_dir=checkpoint_dir.url)
+                summary = await self._run(wanted, processor, options)
+        return replace(summary, checkpoint_dir=self.store.where)
 
-    async def _run(
-        self, checkpoint_dir: Location, wanted: Wanted, processor: Processor, options: Options
-    ) -> Summary:
+    async def _run(self, wanted: Wanted, processor: Processor, options: Options) -> Summary:
         req = self.request
         with ExitStack() as stack:
-            chosen = await anyio.to_thread.run_sync(self._choose, checkpoint_dir, wanted, stack)
+            chosen = await anyio.to_thread.run_sync(self._choose, wanted, stack)
             if chosen.manifest.status is RunStatus.COMPLETED:  # done before: say so
                 summary = replace(Summary.from_dict(chosen.manifest.summary or {}), resumed=True)
             else:
                 summary = await self._work(chosen, processor, options)
             if req.retry_failed:  # also clears what an interrupted retry left
+                from .replay.failed import retry_failed  # loaded only for --retry-failed
+
                 summary = await retry_failed(
                     chosen.run, processor, options, summary, self._gate, req.input.options
                 )
             return summary
 
-    def _checkpoint_dir(self) -> Location:
-        where = self.request.checkpoint_dir or self.request.output.parent.child(DEFAULT_CHECKPOINT)
-        if not where.is_local:
-            return where
-        path = where.path
-        try:
-            make_checkpoint_dir(path)
-        except OSError as exc:
-            raise OutputError(f"cannot create checkpoint directory {path}: {exc.strerror}") from exc
-        return where
-
-    def _choose(self, checkpoint_dir: Location, wanted: Wanted, stack: ExitStack) -> Chosen:
-        with directory_lock(checkpoint_dir):
-            chosen = existing(checkpoint_dir, wanted) or new_run(checkpoint_dir, wanted)
+    def _choose(self, wanted: Wanted, stack: ExitStack) -> Chosen:
+        with self.store.directory_lock():
+            chosen = existing(self.store, wanted) or new_run(self.store, wanted)
             stack.enter_context(chosen.run.locked())
-        if checkpoint_dir.is_local:  # so `asyncproc list` finds it anywhere
-            index.note(chosen.run.run_id, checkpoint_dir.path)
+        self.store.noted(chosen.run.run_id)  # so `asyncproc list` finds it anywhere
         return chosen
 
     # -- working ---------------------------------------------------------------------------
@@ -170,8 +158,9 @@ class Coordinator:
         run, manifest = chosen.run, chosen.manifest
         if manifest.status is RunStatus.MERGED:
             return await anyio.to_thread.run_sync(finish, run, manifest, chosen.resumed)
+        self._require_reachable(run)
         workers = self._workers(manifest, options)
-        state = await anyio.to_thread.run_sync(load_state, run, manifest)
+        state = await anyio.to_thread.run_sync(load_state, run, manifest, self._indexer(manifest))
         state = await anyio.to_thread.run_sync(recut_state, state, workers)
         self._manifest = await anyio.to_thread.run_sync(
             self._record_start, run, manifest, options, state, workers
@@ -197,6 +186,20 @@ class Coordinator:
         return await anyio.to_thread.run_sync(
             self._merge_and_finish, run, state, workers, chosen.resumed
         )
+
+    def _indexer(self, manifest: Manifest) -> Callable[[], LineIndex]:
+        """Index the input again (one read of it), for a run whose index is not its own."""
+        fmt = str(manifest.options.get("format") or "text")
+        return lambda: plan_input(self.request.input, lambda _: 1, fmt).index
+
+    def _require_reachable(self, run: RunDir) -> None:
+        """Units in other processes find the run by its path or URL: it must have one."""
+        if run.url is None and not isinstance(self._executor, InProcess):
+            raise ConfigError(
+                f"run {run.run_id} lives in {self.store.where}, which only this process can "
+                "reach; run it on this event loop (processes=1, no engine=), or give a "
+                f"{named('checkpoint_dir')} on disk or at a URL"
+            )
 
     def _workers(self, manifest: Manifest, options: Options) -> int:
         """Units worked on at once: as asked now, else as the run was planned."""
@@ -226,7 +229,7 @@ class Coordinator:
             stopping=lambda: self._stopper.reason is not None,
             on_commit=self._on_commit, splits=budget is None,
         )  # fmt: skip
-        setup = replace(self._setup(processor, options, workers), budget=budget)
+        setup = replace(self._setup(run, processor, options, workers), budget=budget)
         self._observer.started(state.plan.total_items, state.done, state.failed)
         try:
             async with anyio.create_task_group() as outer:
@@ -250,7 +253,7 @@ class Coordinator:
             return None
         return TakeBudget(options.simulate_crash)
 
-    def _setup(self, processor: Processor, options: Options, workers: int) -> RunSetup:
+    def _setup(self, run: RunDir, processor: Processor, options: Options, workers: int) -> RunSetup:
         shared = WorkerSetup(
             processor=processor.spec, processor_args=options.processor_args,
             format=str(options.format), output_kind=str(options.output_kind),
@@ -261,12 +264,14 @@ class Coordinator:
             stall_after=options.stall_warning, input_path=self._manifest.input.path,
             faults=faults.armed_spec(),
         )  # fmt: skip
-        stores = self.request.stores or local_store
-        return RunSetup.made(shared, stores, self._stopper, self._gate, processor=processor)
+        return RunSetup.made(
+            shared, lambda spec: run.unit_store(spec.unit_id, durable=spec.durable),
+            self._stopper, self._gate, processor=processor,
+        )  # fmt: skip
 
     def _spec(self, run: RunDir, options: Options, unit: UnitPlan, extent: Extent) -> UnitSpec:
         return UnitSpec(
-            run_id=run.run_id, run_dir=run_url(run), unit_id=unit.unit_id,
+            run_id=run.run_id, run_dir=run.url or "", unit_id=unit.unit_id,
             start=unit.start, end=extent.end, first_index=unit.first_index,
             end_index=extent.end_index, input_path=self._manifest.input.path,
             fingerprint=self._manifest.input.fingerprint, format=str(options.format),
@@ -315,7 +320,7 @@ class Coordinator:
 
     def _simulated_crash(self, run_id: str) -> None:
         """Stop hard, as a crash would: the CLI exits the process, Python gets an error."""
-        where = self.checkpoint_dir
+        where = self.store.where
         if not self.request.exit_on_crash:
             raise SimulatedCrash(
                 f"simulated crash after {self._committed_here} committed items in run "
@@ -344,7 +349,7 @@ class Coordinator:
 
     async def _stopped_early(self, run: RunDir, state: RunState, reason: StopReason) -> RunError:
         resume = f"{again()} to resume"
-        where = f"run {run.run_id} (checkpoint directory {self.checkpoint_dir})"
+        where = f"run {run.run_id} (checkpoint directory {self.store.where})"
         if reason.signum is None:
             await self._stopped(run, RunStatus.FAILED, reason.message)
             return FailureLimitError(

@@ -10,17 +10,18 @@ import os
 import re
 import secrets
 import stat
+import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
-from .._errors import OutputError, again
+from .._errors import CorruptCheckpointError, OutputError, again
 from ..runs.rundir import failed_items_path
 from ..storage.faults import crashpoint
 from ..storage.protocol import TEMP_SUFFIX, Storage
 from ..storage.records import SegmentRef, UnitCheckpoint
-from ..storage.unitstore import UnitStore
+from ..storage.unitstore import SEGMENTS, UnitStore
 
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -28,12 +29,31 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 def committed_chunks(
     storage: Storage, checkpoints: Iterable[UnitCheckpoint], dead: bool
 ) -> Iterator[bytes]:
-    """Every committed byte of the output (or dead-letter) segments, in the order given."""
+    """Every committed byte of the output (or dead-letter) segments, in the order given.
+
+    Each segment's CRC is checked as its bytes stream past: a mismatch raises before
+    the stream ends, so the output being written is abandoned, never published.
+    """
     for checkpoint in checkpoints:
         store = UnitStore(storage, checkpoint.unit_id)
         refs: tuple[SegmentRef, ...] = checkpoint.dead_segments if dead else checkpoint.segments
         for ref in refs:
-            yield from store.read_committed(ref)
+            crc = 0
+            for chunk in store.read_committed(ref):
+                crc = zlib.crc32(chunk, crc)
+                yield chunk
+            if ref.crc is not None and crc != ref.crc:
+                raise _damaged(storage, checkpoint.unit_id, ref)
+
+
+def _damaged(storage: Storage, unit_id: int, ref: SegmentRef) -> CorruptCheckpointError:
+    root = getattr(storage, "root", None)
+    where = f"{str(root).rstrip('/')}/{SEGMENTS}{ref.name}" if root else SEGMENTS + ref.name
+    return CorruptCheckpointError(
+        f"segment {where} of unit {unit_id} fails its CRC at the merge: its committed bytes "
+        f"changed after they were written, so nothing was published; {again()} to redo "
+        "the unit from its last checkpoint that checks out"
+    )
 
 
 def fsync_dir(path: Path) -> None:

@@ -106,13 +106,24 @@ class _RemoteReader:
 
 @asynccontextmanager
 async def open_input(spec: UnitSpec) -> AsyncIterator[AsyncBufferedReader]:
-    """The unit's input, open for reading forward: aiofiles locally, buffered remotely."""
+    """The unit's input, open for reading forward: aiofiles locally, buffered remotely.
+
+    The open itself is shielded: it runs in a worker thread, and a cancellation that
+    arrived meanwhile (another unit failing, a simulated crash) would drop the file it
+    opened without closing it.
+    """
     if not is_url(spec.input_path):
-        async with aiofiles.open(Path(spec.input_path), "rb") as fh:
+        with anyio.CancelScope(shield=True):
+            fh = await aiofiles.open(Path(spec.input_path), "rb")
+        try:
             yield fh
+        finally:
+            with anyio.CancelScope(shield=True):
+                await fh.close()
         return
     source = Location(spec.input_path, spec.storage_options)
-    remote: BinaryIO = await anyio.to_thread.run_sync(source.open_read, spec.end)
+    with anyio.CancelScope(shield=True):
+        remote: BinaryIO = await anyio.to_thread.run_sync(source.open_read, spec.end)
     try:
         yield cast(AsyncBufferedReader, _RemoteReader(remote))
     finally:

@@ -223,7 +223,7 @@ class UnitRun:
         cut = self.order.cut(point)
         checkpoint = self._checkpoint_after(previous, cut, offset)
         data = {self._out_name: cut.out, self._dead_name: cut.dead}
-        await anyio.to_thread.run_sync(self._store.commit, data, checkpoint)
+        checkpoint = await anyio.to_thread.run_sync(self._store.commit, data, checkpoint)
         self._durable = checkpoint
         self.order.made_durable(point)
         self._wake()  # the window moved: lanes may take more of this unit's items

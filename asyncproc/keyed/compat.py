@@ -27,14 +27,14 @@ from typing import Any, TypeVar
 
 from .._errors import RunError, RunLockedError
 from ..runs.manage import Runs
-from ..runs.rundir import make_checkpoint_dir, require_trusted, run_path
+from ..runs.rundir import local_run, make_checkpoint_dir, require_trusted, run_path
 from ..storage.records import RunStatus
 from .bridge import Bridge, Flusher
 from .loader import LoaderCheckpoint as NativeLoader
 from .records import Key, LoaderStatus, check_name, config_differences
 from .run import CheckpointManager as NativeManager
 from .run import KeyedRun, KeyedRunInfo, normalise
-from .view import KEYED_RUNS, keyed_view, loader_record
+from .view import KEYED_RUNS, keyed_view, loader_record, loader_storage
 
 log = logging.getLogger("asyncproc")
 T = TypeVar("T")
@@ -199,7 +199,7 @@ class CheckpointManager:
         if self.current_run_id is None:
             return {}
         self._save_all()
-        view = keyed_view(self.checkpoint_dir / self.current_run_id)
+        view = keyed_view(local_run(self.checkpoint_dir / self.current_run_id))
         loaders = {name: _loader_summary(self._live(name, counts)) for name, counts in
                    view.options["loaders"].items()}  # fmt: skip
         return {
@@ -233,7 +233,8 @@ class CheckpointManager:
             if self._run is not None and loader_name in self._flushers:
                 status = self.native_loader(loader_name).status
                 return status is LoaderStatus.COMPLETED
-        record = loader_record(self.checkpoint_dir / self.current_run_id / "loaders" / loader_name)
+        run = local_run(self.checkpoint_dir / self.current_run_id)
+        record = loader_record(loader_storage(run, loader_name), loader_name)
         return record is not None and record.status is LoaderStatus.COMPLETED
 
     def native_loader(self, name: str, interval: int = DEFAULT_INTERVAL) -> NativeLoader:

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
@@ -23,6 +30,7 @@ from .._options import DEFAULT_CHECKPOINT
 from .._public import public
 from ..engine.pipeline import Pipeline
 from ..processors.loading import load_processor
+from ..storage.protocol import Storage
 from .loader import LoaderCheckpoint, LoaderStats
 from .records import Key, check_key
 from .run import DEFAULT_SHARDS, CheckpointManager
@@ -160,10 +168,11 @@ def checkpointed(
     *,
     interval: int = 25,
     key: Callable[[Any], Key] = _default_key,
-    checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT,
+    checkpoint_dir: str | os.PathLike[str] | Storage = DEFAULT_CHECKPOINT,
     shards: int = DEFAULT_SHARDS,
     config: dict[str, Any] | None = None,
     new_run: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Callable[
     [Callable[Concatenate[LoaderContext[Any], P], Awaitable[R]]], Callable[P, Awaitable[R]]
 ]:
@@ -171,7 +180,8 @@ def checkpointed(
 
     The function gets a :class:`LoaderContext` first. A clean return completes the run;
     an exception saves progress, marks the run failed and propagates, so calling again
-    resumes and skips every acknowledged key.
+    resumes and skips every acknowledged key. ``checkpoint_dir`` may be a folder, an
+    fsspec URL (with ``storage_options``) or a storage, as for :class:`CheckpointManager`.
     """
     if interval < 1:
         raise ConfigError(f"interval must be at least 1, got {interval}")
@@ -183,7 +193,9 @@ def checkpointed(
 
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            manager = CheckpointManager(checkpoint_dir, shards=shards)
+            manager = CheckpointManager(
+                checkpoint_dir, shards=shards, storage_options=storage_options
+            )
             async with await manager.start_run(config, new_run=new_run) as run:
                 loader = await run.loader(loader_name, interval=interval)
                 return await fn(LoaderContext(loader, key, run.run_id), *args, **kwargs)

@@ -30,7 +30,6 @@ import anyio
 from .._errors import CheckpointError, ConfigError, RunError
 from .._public import public
 from ..runs.rundir import RunDir
-from ..storage.localfs import LocalStorage
 from .records import (
     LOADER_RECORD,
     Key,
@@ -41,6 +40,7 @@ from .records import (
     shard_of,
 )
 from .store import KeyShard, Pending
+from .view import loader_storage
 
 log = logging.getLogger("asyncproc")
 
@@ -68,7 +68,7 @@ def _error_parts(error: BaseException | str) -> tuple[str, str]:
 
 def _refused_link(root: Path, exc: OSError) -> BaseException:
     """A symlink met below ``root`` as one line saying what to do; other errors as they are."""
-    if exc.errno != errno.ELOOP:
+    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
         return exc
     return CheckpointError(
         f"{root / str(exc.filename)} {exc.strerror}; remove it if you did not put it there"
@@ -91,8 +91,8 @@ class LoaderCheckpoint:
             raise ConfigError(f"the checkpoint interval must be at least 1, got {interval}")
         self.name, self.interval = name, interval
         self._run_root = run_dir.path
-        self.path = run_dir.path / "loaders" / name
-        self._shards = [KeyShard(self.path, k, run_id) for k in range(shards)]
+        self._storage = loader_storage(run_dir, name)
+        self._shards = [KeyShard(self._storage, k, run_id) for k in range(shards)]
         self._done: set[Key] = set()
         self._failed: dict[Key, KeyFailure] = {}
         self._recent: deque[KeyFailure] = deque(maxlen=RECENT_FAILURES)
@@ -112,10 +112,15 @@ class LoaderCheckpoint:
     def load(self) -> None:
         """Read every shard's acknowledged keys (blocking; called from a thread).
 
-        The loader's folder is made from the run's own, owner-only and never through a
-        symlink: the shards write below it as their root, so it must not lead elsewhere.
+        Every name is walked from the run's own root, never through a symlink (on local
+        disk): a loader's folder planted to lead elsewhere is refused in one line.
         """
-        self._make_folder()
+        try:
+            self._load()
+        except OSError as exc:
+            raise _refused_link(self._run_root, exc) from exc
+
+    def _load(self) -> None:
         problems: list[str] = []
         for shard in self._shards:
             loaded = shard.load()
@@ -132,17 +137,8 @@ class LoaderCheckpoint:
         for problem in problems:
             log.warning("loader %s: %s", self.name, problem)
 
-    def _make_folder(self) -> None:
-        try:
-            LocalStorage(self._run_root).make_folder(f"loaders/{self.name}/")
-        except OSError as exc:
-            raise _refused_link(self._run_root, exc) from exc
-
     def _read_record(self) -> LoaderRecord | None:
-        try:
-            raw = LocalStorage(self.path).get(LOADER_RECORD)
-        except OSError as exc:
-            raise _refused_link(self.path, exc) from exc
+        raw = self._storage.get(LOADER_RECORD)
         return None if raw is None else LoaderRecord.from_bytes(raw, f"loader {self.name} record")
 
     # -- the older system's methods ---------------------------------------------------
@@ -259,7 +255,7 @@ class LoaderCheckpoint:
 
     async def _save_record(self, record: LoaderRecord) -> None:
         raw = record.to_bytes()
-        await anyio.to_thread.run_sync(LocalStorage(self.path).put, LOADER_RECORD, raw)
+        await anyio.to_thread.run_sync(self._storage.put, LOADER_RECORD, raw)
         self._saved_record = record
 
     def _check_open(self) -> None:

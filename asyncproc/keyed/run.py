@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from functools import partial
@@ -29,22 +30,15 @@ import orjson
 from .._errors import ConfigError, IncompatibleRunError, RunError, RunNotFoundError
 from .._options import DEFAULT_CHECKPOINT
 from .._public import public
-from ..runs import index
-from ..runs.locks import is_held
-from ..runs.rundir import (
-    RunDir,
-    directory_lock,
-    make_checkpoint_dir,
-    new_run_dir,
-    run_order,
-    run_path,
-)
+from ..runs.rundir import RunDir
+from ..runs.store import run_store
 from ..runs.views import derive_status
-from ..storage.localfs import LocalStorage
+from ..storage.location import Location
+from ..storage.protocol import Storage
 from ..storage.records import RunStatus
 from .loader import LoaderCheckpoint
 from .records import KEYED_MANIFEST, KeyedRunRecord, check_name, config_differences
-from .view import read_record
+from .view import loader_names, read_record
 
 DEFAULT_SHARDS = 8
 
@@ -76,8 +70,8 @@ def normalise(config: dict[str, Any] | None) -> dict[str, Any]:
     return plain
 
 
-def _write(path: Path, record: KeyedRunRecord) -> None:
-    LocalStorage(path).put(KEYED_MANIFEST, record.to_bytes(), point="manifest")
+def _write(run: RunDir, record: KeyedRunRecord) -> None:
+    run.storage.put(KEYED_MANIFEST, record.to_bytes(), point="manifest")
 
 
 @public
@@ -88,8 +82,8 @@ class KeyedRun:
     (with the error), a cancellation leaves it interrupted; loaders are saved first.
     """
 
-    def __init__(self, path: Path, record: KeyedRunRecord, lock: ExitStack, resumed: bool):
-        self.path, self.resumed = path, resumed
+    def __init__(self, run: RunDir, record: KeyedRunRecord, lock: ExitStack, resumed: bool):
+        self.run_dir, self.resumed = run, resumed
         self._record = record
         self._lock: ExitStack | None = lock
         self._loaders: dict[str, LoaderCheckpoint] = {}
@@ -97,6 +91,11 @@ class KeyedRun:
     @property
     def run_id(self) -> str:
         return self._record.run_id
+
+    @property
+    def path(self) -> Path:
+        """Where the run lives (a folder, or its place at a URL), for messages."""
+        return self.run_dir.path
 
     @property
     def config(self) -> dict[str, Any]:
@@ -120,7 +119,7 @@ class KeyedRun:
             raise RunError(f"run {self.run_id} has ended; start or resume a run to go on")
         if name not in self._loaders:
             loader = LoaderCheckpoint(
-                RunDir(self.path), check_name(name), self._record.shards, interval,
+                self.run_dir, check_name(name), self._record.shards, interval,
                 run_id=self.run_id,
             )  # fmt: skip
             await anyio.to_thread.run_sync(loader.load)
@@ -150,7 +149,7 @@ class KeyedRun:
             for loader in self._loaders.values():
                 await loader.close()
             self._record = replace(self._record, status=status, error=error, updated_at=time.time())
-            await anyio.to_thread.run_sync(_write, self.path, self._record)
+            await anyio.to_thread.run_sync(_write, self.run_dir, self._record)
             self._lock.close()
             self._lock = None
 
@@ -170,38 +169,44 @@ class KeyedRun:
 
 @public
 class CheckpointManager:
-    """Keyed runs under ``checkpoint_dir``: start, resume, list, complete."""
+    """Keyed runs under ``checkpoint_dir``: start, resume, list, complete.
+
+    ``checkpoint_dir`` is a local folder, an fsspec URL (``s3://bucket/ck``, with
+    ``storage_options`` for its file system) or any :class:`~asyncproc.storage.protocol.
+    Storage` (memory, say); runs are locked by a lock file on disk and by leases elsewhere.
+    """
 
     def __init__(
         self,
-        checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT,
+        checkpoint_dir: str | os.PathLike[str] | Storage = DEFAULT_CHECKPOINT,
         *,
         shards: int = DEFAULT_SHARDS,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         if shards < 1:
             raise ConfigError(f"shards must be at least 1, got {shards}")
-        self.checkpoint_dir = Path(checkpoint_dir)
+        if isinstance(checkpoint_dir, (str, os.PathLike)):
+            self.store = run_store(Location(checkpoint_dir, storage_options))
+        else:
+            self.store = run_store(checkpoint_dir)
+        self.checkpoint_dir = self.store.where
         self.shards = shards
 
     def list_runs(self) -> list[KeyedRunInfo]:
         """Every keyed run, newest first, its status derived as ``asyncproc list`` does."""
-        if not self.checkpoint_dir.is_dir():
-            return []
-        paths = [
-            p
-            for p in self.checkpoint_dir.iterdir()
-            if not p.is_symlink() and (p / KEYED_MANIFEST).is_file()
-        ]
-        return [self._info(p) for p in sorted(paths, key=lambda p: run_order(p.name), reverse=True)]
+        found = (self._info(self.store.run(i)) for i in self.store.run_ids())
+        return [info for info in found if info is not None]
 
-    def _info(self, path: Path) -> KeyedRunInfo:
-        record = read_record(path)
-        loaders_dir = path / "loaders"
-        loaders = sorted(p.name for p in loaders_dir.iterdir()) if loaders_dir.is_dir() else []
+    def _info(self, run: RunDir) -> KeyedRunInfo | None:
+        """The run as listed; None if it is no keyed run (a file run, or one being made)."""
+        try:
+            record = read_record(run)
+        except RunNotFoundError:
+            return None
         return KeyedRunInfo(
-            record.run_id, derive_status(record.status, is_held(path / "lock")),
+            record.run_id, derive_status(record.status, run.holder() is not None),
             record.created_at, record.updated_at, record.config, record.shards, record.error,
-            tuple(loaders), record.description,
+            tuple(loader_names(run)), record.description,
         )  # fmt: skip
 
     def latest_incomplete(self) -> KeyedRunInfo | None:
@@ -232,40 +237,42 @@ class CheckpointManager:
         except BaseException:
             stack.close()
             raise
-        index.note(run.run_id, self.checkpoint_dir)  # so `asyncproc list` finds it anywhere
+        self.store.noted(run.run_id)  # so `asyncproc list` finds it anywhere
         return run
 
     def _choose(
         self, config: dict[str, Any], run_id: str | None, new_run: bool, stack: ExitStack,
         description: str | None, completed: bool,
     ) -> KeyedRun:  # fmt: skip
-        make_checkpoint_dir(self.checkpoint_dir)
-        with directory_lock(self.checkpoint_dir):
-            path = self._existing(run_id, new_run)
-            if path is None:
+        self.store.prepare()
+        with self.store.directory_lock():
+            run = self._existing(run_id, new_run)
+            if run is None:
                 return self._create(config, stack, description)
-            stack.enter_context(RunDir(path).locked())
-            record = self._verified(path, config, completed)
+            stack.enter_context(run.locked())
+            record = self._verified(run, config, completed)
             record = replace(record, status=RunStatus.RUNNING, error=None, updated_at=time.time())
-            _write(path, record)
-            return KeyedRun(path, record, stack, resumed=True)
+            _write(run, record)
+            return KeyedRun(run, record, stack, resumed=True)
 
-    def _existing(self, run_id: str | None, new_run: bool) -> Path | None:
+    def _existing(self, run_id: str | None, new_run: bool) -> RunDir | None:
         if run_id is not None:
-            path = run_path(self.checkpoint_dir, run_id)
-            if not (path / KEYED_MANIFEST).is_file():
+            run = self.store.run(run_id)
+            try:
+                read_record(run)
+            except RunNotFoundError:
                 raise RunNotFoundError(
                     f"no keyed run {run_id!r} under {self.checkpoint_dir}; "
                     "see CheckpointManager.list_runs() for the run ids"
-                )
-            return path
+                ) from None
+            return run
         if new_run:
             return None
         latest = self.latest_incomplete()
-        return None if latest is None else run_path(self.checkpoint_dir, latest.run_id)
+        return None if latest is None else self.store.run(latest.run_id)
 
-    def _verified(self, path: Path, config: dict[str, Any], completed: bool) -> KeyedRunRecord:
-        record = read_record(path)
+    def _verified(self, run: RunDir, config: dict[str, Any], completed: bool) -> KeyedRunRecord:
+        record = read_record(run)
         if record.status is RunStatus.COMPLETED and not completed:
             raise RunError(f"run {record.run_id} is already completed; start a new run instead")
         differences = config_differences(record.config, config)
@@ -280,11 +287,11 @@ class CheckpointManager:
     def _create(
         self, config: dict[str, Any], stack: ExitStack, description: str | None
     ) -> KeyedRun:
-        run = new_run_dir(self.checkpoint_dir)
+        run = self.store.new_run()
         stack.enter_context(run.locked())
         now = time.time()
         record = KeyedRunRecord(
             run.run_id, RunStatus.RUNNING, now, now, config, self.shards, description=description
         )
-        _write(run.path, record)
-        return KeyedRun(run.path, record, stack, resumed=False)
+        _write(run, record)
+        return KeyedRun(run, record, stack, resumed=False)

@@ -16,12 +16,11 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import orjson
 
 from .._errors import CorruptCheckpointError
-from ..storage.localfs import LocalStorage
+from ..storage.protocol import Storage
 from ..storage.records import SegmentRef, UnitCheckpoint
 from ..storage.unitstore import UnitStore
 from .records import Key, KeyFailure
@@ -57,11 +56,11 @@ def _lines(store: UnitStore, refs: tuple[SegmentRef, ...]) -> Iterator[bytes]:
 
 
 class KeyShard:
-    """The files and the unsaved buffers of one shard of one loader."""
+    """The segments, checkpoints and unsaved buffers of one shard of one loader."""
 
-    def __init__(self, loader_dir: Path, shard_id: int, run_id: str) -> None:
+    def __init__(self, loader: Storage, shard_id: int, run_id: str) -> None:
         self.shard_id = shard_id
-        self._store = UnitStore(LocalStorage(loader_dir), shard_id)
+        self._store = UnitStore(loader, shard_id)
         self._state = UnitCheckpoint(
             run_id=run_id, unit_id=shard_id, generation=0, offset=0, next_index=0,
             processed=0, failed=0, attempts=0, segments=(), dead_segments=(),

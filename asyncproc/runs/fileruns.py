@@ -1,7 +1,7 @@
 """File runs as run management sees them: views read from the manifest and checkpoints.
 
 A view never takes a run's lock: it reads the manifest and each unit's newest good
-checkpoint (:meth:`UnitStore.load`), and asks the kernel whether the lock is held.
+checkpoint (:meth:`UnitStore.load`), and asks the run's ground who holds it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from typing import Any
 from ..storage.records import Manifest, RunStatus, UnitCheckpoint, UnitPlan
 from .failures import failures_from_file, failures_from_segments
 from .live import read_live
-from .locks import holder_text, is_held
-from .rundir import MANIFEST, RunDir, failed_items_path
+from .rundir import MANIFEST, RunDir, failed_items_path, local_run
 from .views import FINISHED, RunView, UnitView, derive_status
 
 
@@ -24,11 +23,13 @@ class FileRuns:
     marker = MANIFEST
 
     def view(self, path: Path) -> RunView:
+        return self.view_run(local_run(path))
+
+    def view_run(self, run: RunDir) -> RunView:
         """Read one run; if it moved on meanwhile (merged, say), read it again."""
-        run = RunDir(path)
         for _ in range(3):
             manifest = run.read()
-            view = _view(run, manifest)
+            view = file_view(run, manifest)
             if run.read().status is manifest.status:
                 break
         return view
@@ -40,16 +41,23 @@ class FileRuns:
             failed_file = (view.summary or {}).get("failed_items_file")
             own = failed_items_path(Path(view.output))
             return failures_from_file(own, limit) if failed_file == str(own) else []
-        run = RunDir(view.path)
+        return self.run_failures(local_run(view.path), view, limit)
+
+    def run_failures(self, run: RunDir, view: RunView, limit: int) -> list[dict[str, Any]]:
+        """Failures still in the run's segments; none once it finished (its failed-items
+        file is then beside the output, an object when the output is at a URL)."""
+        if view.status in FINISHED:
+            return []
         return failures_from_segments(run.storage, unit_checkpoints(run, run.read()), limit)
 
 
 FILE_RUNS = FileRuns()
 
 
-def _view(run: RunDir, manifest: Manifest) -> RunView:
-    held = is_held(run.path / "lock")
-    status = derive_status(manifest.status, held)
+def file_view(run: RunDir, manifest: Manifest) -> RunView:
+    """A file run as run management shows it, whatever storage it is on."""
+    held_by = run.holder()
+    status = derive_status(manifest.status, held_by is not None)
     units = () if manifest.status in FINISHED else _unit_views(run, manifest)
     processed, failed = _counts(manifest, units)
     checkpoint_times = [u.checkpoint_at for u in units if u.checkpoint_at is not None]
@@ -59,7 +67,7 @@ def _view(run: RunDir, manifest: Manifest) -> RunView:
         run_id=manifest.run_id, status=status, input=manifest.input.path,
         output=manifest.output, total_items=manifest.total_items, processed=processed,
         failed=failed, started_at=manifest.created_at, ended_at=ended, updated_at=updated,
-        options=manifest.options, holder=holder_text(run.path / "lock") if held else None,
+        options=manifest.options, holder=held_by,
         path=run.path, units=units, summary=manifest.summary,
         live=read_live(run.storage) if status is RunStatus.RUNNING else None,
         resumed_at=manifest.resumed_at, done_at_resume=manifest.done_at_resume,
@@ -88,7 +96,7 @@ def _unit_views(run: RunDir, manifest: Manifest) -> tuple[UnitView, ...]:
 
 
 def _unit_view(run: RunDir, unit: UnitPlan, end: int, items: int) -> UnitView:
-    loaded = run.unit_store(unit.unit_id).load(unit.start, end)
+    loaded = run.unit_store(unit.unit_id).load(unit.start, end, check_bytes=False)  # a view
     ck = loaded.checkpoint
     if ck is None:
         return UnitView(unit.unit_id, unit.start, end, items, 0, 0, 0, False, None, loaded.problems)
@@ -99,9 +107,10 @@ def _unit_view(run: RunDir, unit: UnitPlan, end: int, items: int) -> UnitView:
 
 
 def unit_checkpoints(run: RunDir, manifest: Manifest) -> list[UnitCheckpoint]:
-    """The newest good checkpoint of every unit that has one."""
+    """The newest good checkpoint of every unit that has one (for a view: its segments'
+    bytes are not read to check their CRCs)."""
     found = (
-        run.unit_store(unit.unit_id).load(unit.start, end).checkpoint
+        run.unit_store(unit.unit_id).load(unit.start, end, check_bytes=False).checkpoint
         for unit, end, _ in _extents(manifest)
     )
     return [c for c in found if c is not None]

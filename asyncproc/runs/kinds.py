@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+from .rundir import RunDir
 from .views import RunView
 
 
@@ -28,7 +29,15 @@ class RunKind(Protocol):
         ...
 
     def view(self, path: Path) -> RunView:
-        """Read the run without taking its lock."""
+        """Read the run in a local folder without taking its lock."""
+        ...
+
+    def view_run(self, run: RunDir) -> RunView:
+        """Read the run, on any storage, without taking its lock."""
+        ...
+
+    def run_failures(self, run: RunDir, view: RunView, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` most recent failures of a run on any storage, newest first."""
         ...
 
     def failures(self, view: RunView, limit: int) -> list[dict[str, Any]]:

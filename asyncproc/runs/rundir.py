@@ -10,17 +10,22 @@
             lock                   held by the process working on the run
             units/0000.a.ckpt      UnitCheckpoint, two generations per unit
             segments/0000.<attempt>.out|.dead
+
+A :class:`RunDir` is that layout on any storage; the ground it stands on (a lock file
+here, a lease elsewhere: :mod:`.store`) holds it. The functions below are the local
+folder's: ids claimed by ``mkdir``, ``flock``ed locks, trust in directories.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .._errors import (
     CheckpointError,
@@ -28,15 +33,14 @@ from .._errors import (
     CorruptCheckpointError,
     RunNotFoundError,
     named,
-    option,
     speaking_cli,
 )
 from ..storage.localfs import LocalStorage
 from ..storage.protocol import Storage
 from ..storage.records import LineIndex, Manifest, RunStatus
-from ..storage.unitstore import CHECKPOINTS, SEGMENTS, UnitStore
+from ..storage.unitstore import CHECKPOINTS, SEGMENTS, UnitStore, VolatileUnitStore
 from .live import LIVE
-from .locks import hold
+from .locks import hold, holder_text, is_held
 from .trust import require_private, require_private_tree
 
 MANIFEST = "manifest.json"
@@ -54,13 +58,35 @@ def failed_items_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.failed.jsonl")
 
 
-class RunDir:
-    """One run's directory and its manifest."""
+class RunGround(Protocol):
+    """What the ground under a run does besides storing: lock it, and sweep crash leftovers."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.run_id = path.name
-        self.storage: Storage = LocalStorage(path)
+    def hold(self, run: RunDir) -> AbstractContextManager[object]:
+        """Hold the run for this process (a lock file, or a lease)."""
+        ...
+
+    def holder(self, run: RunDir) -> str | None:
+        """Who holds the run now, in words; None if nobody does."""
+        ...
+
+    def sweep(self, run: RunDir) -> None:
+        """Remove what a write cut short by a crash left behind (nothing on most grounds)."""
+        ...
+
+
+class RunDir:
+    """One run's storage, its manifest, and its lock (through the ground it stands on).
+
+    ``path`` names the run in messages and views; ``url`` is where a unit's task in
+    another process finds it (None for a storage that lives only in this process).
+    """
+
+    def __init__(
+        self, storage: Storage, run_id: str, ground: RunGround, *, path: Path,
+        url: str | None = None,
+    ) -> None:  # fmt: skip
+        self.storage, self.run_id, self.ground = storage, run_id, ground
+        self.path, self.url = path, url
 
     @property
     def manifest_path(self) -> Path:
@@ -94,8 +120,9 @@ class RunDir:
             raise CorruptCheckpointError(f"run {self.run_id} has no {INDEX}")
         return LineIndex.from_bytes(raw, f"line index of run {self.run_id}")
 
-    def unit_store(self, unit_id: int) -> UnitStore:
-        return UnitStore(self.storage, unit_id)
+    def unit_store(self, unit_id: int, *, durable: bool = True) -> UnitStore:
+        kind = UnitStore if durable else VolatileUnitStore
+        return kind(self.storage, unit_id)
 
     def set_status(self, manifest: Manifest, status: RunStatus, **changes: Any) -> Manifest:
         updated = replace(manifest, status=status, updated_at=time.time(), **changes)
@@ -108,19 +135,45 @@ class RunDir:
             self.storage.remove_tree(folder)
         self.storage.delete(INDEX)
         self.storage.delete(LIVE)
-        for leftover in self.path.glob(".*.tmp"):  # a record write cut short by a crash
-            leftover.unlink(missing_ok=True)
+        self.ground.sweep(self)
+
+    def locked(self) -> AbstractContextManager[object]:
+        """Hold the run for this process until the context ends."""
+        return self.ground.hold(self)
+
+    def holder(self) -> str | None:
+        """Who holds the run now, in words; None if nobody does."""
+        return self.ground.holder(self)
+
+
+class FileGround:
+    """A run directory on local disk: an ``flock``ed lock file the OS drops with the process.
+
+    The run directory must be this user's and writable by nobody else, checked before
+    anything in it is trusted (:mod:`.trust`).
+    """
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the run for this process; the OS drops the lock if the process dies.
-
-        The run directory must be this user's and writable by nobody else, checked
-        before anything in it is trusted (:mod:`.trust`).
-        """
-        require_private_tree(self.path, "run directory", hint=f"remove {self.path}")
-        with hold(self.path / "lock", f"run {self.run_id}"):
+    def hold(self, run: RunDir) -> Iterator[None]:
+        require_private_tree(run.path, "run directory", hint=f"remove {run.path}")
+        with hold(run.path / "lock", f"run {run.run_id}"):
             yield
+
+    def holder(self, run: RunDir) -> str | None:
+        lock = run.path / "lock"
+        return holder_text(lock) if is_held(lock) else None
+
+    def sweep(self, run: RunDir) -> None:
+        for leftover in run.path.glob(".*.tmp"):  # a record write cut short by a crash
+            leftover.unlink(missing_ok=True)
+
+
+FILE_GROUND = FileGround()
+
+
+def local_run(path: Path) -> RunDir:
+    """The run in the local directory ``path`` (its id is the directory's name)."""
+    return RunDir(LocalStorage(path), path.name, FILE_GROUND, path=path, url=os.path.realpath(path))
 
 
 def see_runs(checkpoint_dir: Path) -> str:
@@ -155,7 +208,12 @@ def make_checkpoint_dir(path: Path) -> None:
 
 
 def new_run_dir(checkpoint_dir: Path) -> RunDir:
-    """Claim a fresh ``run_YYYYMMDD_HHMMSS`` directory, suffixed when the second is taken."""
+    """Claim a fresh ``run_YYYYMMDD_HHMMSS`` directory, suffixed when the second is taken.
+
+    Called under the directory lock, so run directories that never got a manifest are
+    plannings a crash cut short: they are removed first (:func:`sweep_unplanned`).
+    """
+    sweep_unplanned(checkpoint_dir)
     stamp = time.strftime("run_%Y%m%d_%H%M%S")
     for attempt in range(1, 1000):
         path = checkpoint_dir / (stamp if attempt == 1 else f"{stamp}-{attempt}")
@@ -163,8 +221,30 @@ def new_run_dir(checkpoint_dir: Path) -> RunDir:
             path.mkdir(mode=DIR_MODE)
         except FileExistsError:
             continue
-        return RunDir(path)
+        return local_run(path)
     raise CheckpointError(f"cannot create a run directory in {checkpoint_dir}")
+
+
+_PLANNING_LEFTOVER = re.compile(rf"{INDEX}|\.({INDEX}|{MANIFEST})\.[0-9a-f]{{16}}\.tmp")
+
+
+def sweep_unplanned(checkpoint_dir: Path) -> None:
+    """Remove run directories holding only what planning writes before the manifest.
+
+    Only a planning killed before its manifest leaves one (an index, temporary files):
+    planning holds the directory lock, as the caller does, so none is in progress.
+    An empty directory (an id claimed, perhaps by another tool) or one holding anything
+    else is left alone; nothing is followed.
+    """
+    for path in checkpoint_dir.iterdir():
+        if not RUN_ID.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
+            continue
+        entries = [e.name for e in path.iterdir()]
+        if entries and all(_PLANNING_LEFTOVER.fullmatch(e) for e in entries):
+            for entry in entries:
+                (path / entry).unlink(missing_ok=True)
+            with suppress(OSError):  # something appeared meanwhile: leave it
+                path.rmdir()
 
 
 def run_path(checkpoint_dir: Path, run_id: str) -> Path:
@@ -187,40 +267,7 @@ def run_path(checkpoint_dir: Path, run_id: str) -> Path:
     return path
 
 
-def run_dirs(checkpoint_dir: Path) -> list[RunDir]:
-    """Every run directory, newest first (ids sort by time); symlinks are never followed."""
-    if not checkpoint_dir.is_dir():
-        return []
-    found = [
-        RunDir(p)
-        for p in checkpoint_dir.iterdir()
-        if not p.is_symlink() and (p / MANIFEST).is_file()
-    ]
-    return sorted(found, key=lambda r: run_order(r.run_id), reverse=True)
-
-
 def run_order(run_id: str) -> tuple[str, int]:
     """Sort key of run ids: by time, then by the ``-n`` suffix of runs in the same second."""
     base, tail = run_id[:19], run_id[20:]  # run_YYYYMMDD_HHMMSS[-n]
     return base, int(tail) if tail.isdigit() else 0
-
-
-def find_resumable(
-    checkpoint_dir: Path, input_path: str, output_path: str, *, completed: bool = False
-) -> RunDir | None:
-    """The newest unfinished run of this input into this output (or newest of any status)."""
-    for run in run_dirs(checkpoint_dir):
-        try:
-            manifest = run.read()
-        except CorruptCheckpointError as exc:
-            raise CheckpointError(
-                f"{exc}; it cannot be resumed: delete it (asyncproc delete {run.run_id}) or "
-                f"start over with {option('new_run')}"
-            ) from exc
-        except RunNotFoundError:
-            continue
-        if manifest.status is RunStatus.COMPLETED and not completed:
-            continue
-        if manifest.input.path == input_path and manifest.output == output_path:
-            return run
-    return None

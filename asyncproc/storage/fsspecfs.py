@@ -7,9 +7,9 @@ does: every write is one whole object, written once.
   S3, GCS and Azure: a reader sees the old object or the new one);
 * a **segment** is a folder of immutable *part* objects, ``<name>/.part-00000000`` (an
   empty marker made when the segment is opened, exclusively) then one part per
-  non-empty :meth:`FsspecSegment.append`. A commit appends once per segment, so a
+  non-empty append (:class:`PartSink`). A commit appends once per segment, so a
   commit writes one object per segment it touches and one checkpoint PUT. Parts are
-  durable when their PUT returns, so :meth:`FsspecSegment.sync` has nothing left to do;
+  durable when their PUT returns, so a sync has nothing left to do;
   a checkpoint names committed *lengths*, and parts past them are never read;
 * :meth:`FsspecStorage.create` and each part use the store's exclusive creation
   (``mode="create"``: S3's ``If-None-Match: *``). A store that ignores it lets two
@@ -34,16 +34,14 @@ from typing import TYPE_CHECKING, Any
 from .faults import crashpoint
 from .protocol import (
     READ_CHUNK,
-    Segment,
-    SegmentState,
     ShortSegmentError,
     Storage,
     check_folder,
     check_name,
     check_range,
-    refuse_unless_open,
     split_prefix,
 )
+from .segment import SegmentSink, SegmentWriter
 
 PART = ".part-"
 PREFETCH = 16  # ranged GETs in flight while a segment is read (the merge)
@@ -54,43 +52,25 @@ def part_name(seq: int) -> str:
     return f"{PART}{seq:08d}"
 
 
-class FsspecSegment:
-    """A segment being written: each non-empty append is one new immutable part object."""
+class PartSink:
+    """A segment's side of a :class:`~.segment.SegmentWriter`: each write is one new part."""
 
-    __slots__ = ("_name", "_next", "_state", "_storage")
+    __slots__ = ("_name", "_next", "_storage")
 
     def __init__(self, storage: FsspecStorage, name: str) -> None:
         self._storage, self._name = storage, name
         self._next = 1  # part 0 is the marker made at open
-        self._state = SegmentState.OPEN
 
-    @property
-    def name(self) -> str:
-        """The segment's name inside the storage root."""
-        return self._name
-
-    def append(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         """PUT ``data`` as the next part; durable once this returns."""
-        refuse_unless_open(self._name, self._state)
-        if not data:
-            return
-        try:
-            crashpoint("segment_write")
-            self._storage.write_part(self._name, self._next, data)
-        except BaseException:
-            self._state = SegmentState.BROKEN
-            raise
+        self._storage.write_part(self._name, self._next, data)
         self._next += 1
 
-    def sync(self) -> None:
+    def flush(self) -> None:
         """Nothing to do: each part was durable when its PUT returned."""
-        refuse_unless_open(self._name, self._state)
 
-    def close(self) -> None:
-        self._state = SegmentState.CLOSED
-
-    def __repr__(self) -> str:
-        return f"FsspecSegment({self._name!r}, {self._state})"
+    def release(self) -> None:
+        """Nothing is held between PUTs."""
 
 
 class FsspecStorage:
@@ -170,7 +150,11 @@ class FsspecStorage:
         mine = [e for e in entries if self._relative(str(e["name"])) == name]
         if any(e.get("type") != "directory" for e in mine):
             return True
-        return bool(mine) and bool(list_prefix(self.fs, self._key(f"{name}/{part_name(0)}")))
+        if not mine:
+            return False
+        marker = self._key(f"{name}/{part_name(0)}")
+        found = list_prefix(self.fs, marker)  # may hold siblings (fsspec-memory ignores prefix)
+        return any(self._relative(str(k)) == f"{name}/{part_name(0)}" for k in found)
 
     def _write(self, name: str, data: bytes, *, exclusive: bool) -> bool:
         """One whole-object PUT; with ``exclusive``, False if the object exists."""
@@ -190,14 +174,14 @@ class FsspecStorage:
 
     # -- segments --------------------------------------------------------------------
 
-    def open_segment(self, name: str) -> FsspecSegment:
+    def open_segment(self, name: str) -> SegmentWriter:
         """Create the segment's marker part exclusively; FileExistsError if the name exists."""
         check_name(name)
         self._check_parents(name)
         kind, _ = self._kind(name)
         if kind != "missing" or not self._write(f"{name}/{part_name(0)}", b"", exclusive=True):
             raise FileExistsError(errno.EEXIST, "already exists", name)
-        return FsspecSegment(self, name)
+        return SegmentWriter(name, PartSink(self, name))
 
     def write_part(self, name: str, seq: int, data: bytes) -> None:
         """PUT one part of a segment, exclusively: parts are never overwritten."""
@@ -205,10 +189,15 @@ class FsspecStorage:
             raise FileExistsError(errno.EEXIST, "part already exists", f"{name}/{part_name(seq)}")
 
     def segment_size(self, name: str) -> int | None:
-        """Bytes in every part of the segment (a record's size for a record)."""
+        """Bytes in the segment's unbroken run of parts (a record's size for a record).
+
+        A part missing from the middle (lost after a crash, or removed) ends the run:
+        the parts after it do not count, so a checkpoint naming their bytes finds the
+        segment short, which is damage, instead of reading later bytes in its place.
+        """
         record, below = self._scan(check_name(name))
         if below and all(_PART_NAME.match(k) for k in below):
-            return sum(below.values())
+            return sum(size for _, size in in_sequence(name, below))
         return record
 
     def read_segment(self, name: str, start: int, length: int) -> Iterator[bytes]:
@@ -217,7 +206,7 @@ class FsspecStorage:
         record, below = self._scan(check_name(name))
         if below and not all(_PART_NAME.match(k) for k in below):
             raise IsADirectoryError(errno.EISDIR, "is a folder, not a segment", name)
-        parts = sorted((f"{name}/{k}", size) for k, size in below.items())
+        parts = in_sequence(name, below)
         if not parts and record is not None:
             parts = [(name, record)]
         have = sum(size for _, size in parts)
@@ -318,6 +307,17 @@ class FsspecStorage:
         self._folders = {n for n in self._folders if n != folder and not n.startswith(folder + "/")}
 
 
+def in_sequence(name: str, below: dict[str, int]) -> list[tuple[str, int]]:
+    """A segment's parts from the marker on, in order, up to the first one missing."""
+    parts = []
+    for seq in range(len(below)):
+        size = below.get(part_name(seq))
+        if size is None:
+            break
+        parts.append((f"{name}/{part_name(seq)}", size))
+    return parts
+
+
 def list_prefix(fs: Any, key: str) -> dict[str, Any]:
     """Every object whose key is ``key`` or starts with ``key/`` (and some ``key...``
     siblings the caller filters out), in one listing request where the store allows:
@@ -345,4 +345,4 @@ def _hidden(relative: str) -> bool:
 
 if TYPE_CHECKING:  # mypy proves that the classes keep the protocols
     _storage: type[Storage] = FsspecStorage
-    _segment: type[Segment] = FsspecSegment
+    _sink: type[SegmentSink] = PartSink

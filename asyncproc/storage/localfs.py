@@ -30,16 +30,14 @@ from .faults import crashpoint
 from .protocol import (
     READ_CHUNK,
     TEMP_SUFFIX,
-    Segment,
-    SegmentState,
     ShortSegmentError,
     Storage,
     check_folder,
     check_name,
     check_range,
-    refuse_unless_open,
     split_prefix,
 )
+from .segment import SegmentSink, SegmentWriter
 
 FILE_MODE = 0o600  # checkpoint data is raw user data
 DIR_MODE = 0o700
@@ -148,59 +146,38 @@ def _hidden(entry: str) -> bool:
     return entry.startswith(".") or entry.endswith(TEMP_SUFFIX)
 
 
-class LocalSegment:
-    """An open segment file: appends go straight to the kernel, ``sync`` is an fsync."""
+class LocalSink:
+    """A segment file's side of a :class:`~.segment.SegmentWriter`: ``flush`` is an fsync."""
 
-    __slots__ = ("_dir_fd", "_fd", "_name", "_state", "_where")
+    __slots__ = ("_dir_fd", "_fd", "_where")
 
-    def __init__(self, name: str, fd: int, dir_fd: int, where: str = "") -> None:
-        self._name, self._where = name, where or name
-        self._fd = fd
+    def __init__(self, fd: int, dir_fd: int, where: str) -> None:
+        self._fd, self._where = fd, where
         self._dir_fd: int | None = dir_fd  # fsynced once, so the new name is durable
-        self._state = SegmentState.OPEN
 
-    @property
-    def name(self) -> str:
-        """The segment's name inside the storage root."""
-        return self._name
-
-    def append(self, data: bytes) -> None:
-        """Write ``data`` at the end (not durable yet); an empty append does nothing."""
-        refuse_unless_open(self._name, self._state)
-        if not data:
-            return
+    def write(self, data: bytes) -> None:
+        """Straight to the kernel; an error names the file."""
         try:
-            crashpoint("segment_write")
             write_all(self._fd, data)
-        except BaseException as exc:
-            self._state = SegmentState.BROKEN
+        except OSError as exc:
             raise named(exc, self._where) from None
 
-    def sync(self) -> None:
+    def flush(self) -> None:
         """fsync the file, and its folder the first time so the name survives too."""
-        refuse_unless_open(self._name, self._state)
         try:
             os.fsync(self._fd)
             if self._dir_fd is not None:
                 os.fsync(self._dir_fd)
                 os.close(self._dir_fd)
                 self._dir_fd = None
-        except BaseException as exc:
-            self._state = SegmentState.BROKEN
+        except OSError as exc:
             raise named(exc, self._where) from None
 
-    def close(self) -> None:
-        """Close the file; closing twice is fine."""
-        if self._state is SegmentState.CLOSED:
-            return
-        self._state = SegmentState.CLOSED
+    def release(self) -> None:
         os.close(self._fd)
         if self._dir_fd is not None:
             os.close(self._dir_fd)
             self._dir_fd = None
-
-    def __repr__(self) -> str:
-        return f"LocalSegment({self._name!r}, {self._state})"
 
 
 class LocalStorage:
@@ -215,9 +192,15 @@ class LocalStorage:
     # -- walking ---------------------------------------------------------------------
 
     def _open_root(self, create: bool) -> int:
-        """The root folder as an fd; made (with its parents) if asked and missing."""
+        """The root folder as an fd; made (with its parents) if asked and missing.
+
+        Every folder made here is owner-only, the parents too: a checkpoint directory
+        removed while a run works comes back as private as it was made.
+        """
         if create and not self.root.is_dir():
-            self.root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            for folder in (*reversed(self.root.parents), self.root):
+                if not folder.is_dir():
+                    folder.mkdir(mode=DIR_MODE, exist_ok=True)
         return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
 
     def _step(self, parent: int, part: str, path: str, create: bool) -> int:
@@ -274,13 +257,13 @@ class LocalStorage:
 
     # -- segments --------------------------------------------------------------------
 
-    def open_segment(self, name: str) -> LocalSegment:
+    def open_segment(self, name: str) -> SegmentWriter:
         """Create a new segment file; FileExistsError if anything has that name."""
         folder, base = _split(name)
         with self._folder(folder, create=True) as dir_fd:
             fd = os.open(base, _SEGMENT, FILE_MODE, dir_fd=dir_fd)
             try:
-                return LocalSegment(name, fd, os.dup(dir_fd), str(self.root / name))
+                return SegmentWriter(name, LocalSink(fd, os.dup(dir_fd), str(self.root / name)))
             except BaseException:
                 os.close(fd)
                 raise
@@ -460,4 +443,4 @@ def _scan_folder(parent: int, entry: str, folder: str) -> Iterator[str]:
 
 if TYPE_CHECKING:  # mypy proves that the classes keep the protocols
     _storage: type[Storage] = LocalStorage
-    _segment: type[Segment] = LocalSegment
+    _sink: type[SegmentSink] = LocalSink

@@ -19,7 +19,6 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, BinaryIO
 
 from .._errors import ConfigError
-from .fsspecfs import FsspecStorage, list_prefix
 from .localfs import LocalStorage
 from .protocol import Storage
 
@@ -118,6 +117,11 @@ class Location:
         head = rest.rpartition("/")[0] or rest
         return Location(f"{scheme}://{head}", self.options)
 
+    @property
+    def shown(self) -> str:
+        """How a summary names it: the local path as given, or the URL."""
+        return str(self.local) if self.local is not None else self.url
+
     # -- the file system -------------------------------------------------------------
 
     @cached_property
@@ -147,6 +151,8 @@ class Location:
         """Everything below this folder, behind the storage protocol."""
         if self.local is not None:
             return LocalStorage(self.local)
+        from .fsspecfs import FsspecStorage  # loaded for URLs only
+
         return FsspecStorage(self.fs, self.key)
 
     def open_read(self, size: int | None = None) -> BinaryIO:
@@ -182,11 +188,19 @@ class Location:
         )
         return opened
 
+    def exists(self) -> bool:
+        """Whether a file (or an object) is there now."""
+        if self.local is not None:
+            return self.local.is_file()
+        return bool(self.fs.exists(self.key))
+
     def info(self) -> dict[str, Any]:
         """The object's size and version (``mtime_ns``); FileNotFoundError if missing."""
         if self.local is not None:
             st = self.local.stat()
             return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "type": "file"}
+        from .fsspecfs import list_prefix  # loaded for URLs only
+
         key = self.key
         found = list_prefix(self.fs, key)
         info = found.get(key)

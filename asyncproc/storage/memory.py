@@ -25,23 +25,21 @@ import errno
 import os
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from .protocol import (
     READ_CHUNK,
-    Segment,
-    SegmentState,
     ShortSegmentError,
     Storage,
     check_folder,
     check_name,
     check_range,
-    refuse_unless_open,
     split_prefix,
 )
+from .segment import SegmentSink, SegmentWriter
 
 GATE_TIMEOUT = 30.0  # a held call gives up (TimeoutError) rather than hang a test
 
@@ -132,47 +130,24 @@ def _injected(error: int | OSError, op: Op) -> OSError:
     return OSError(error, f"{os.strerror(error)} (injected at {op})")
 
 
-class MemorySegment:
-    """A segment writer over a file held by a :class:`MemoryStorage`."""
+class MemorySink:
+    """A file's side of a :class:`~.segment.SegmentWriter`; faults and holds meet it here."""
 
-    __slots__ = ("_file", "_name", "_state", "_storage")
+    __slots__ = ("_file", "_name", "_storage")
 
     def __init__(self, storage: MemoryStorage, name: str, file: _File) -> None:
-        self._storage = storage
-        self._name = name
-        self._file = file
-        self._state = SegmentState.OPEN
+        self._storage, self._name, self._file = storage, name, file
 
-    @property
-    def name(self) -> str:
-        """The segment's name inside the storage."""
-        return self._name
+    def write(self, data: bytes) -> None:
+        """Add bytes, not yet durable."""
+        self._storage._append(self._name, self._file, data)
 
-    def append(self, data: bytes) -> None:
-        """Add bytes, not yet durable; an empty append does nothing (and meets no fault)."""
-        refuse_unless_open(self._name, self._state)
-        if data:
-            self._guard(lambda: self._storage._append(self._name, self._file, data))
+    def flush(self) -> None:
+        """Everything written so far survives a crash, and so does the name."""
+        self._storage._sync(self._name, self._file)
 
-    def sync(self) -> None:
-        """Everything appended so far survives a crash, and so does the name."""
-        refuse_unless_open(self._name, self._state)
-        self._guard(lambda: self._storage._sync(self._name, self._file))
-
-    def close(self) -> None:
-        """Stop writing; closing twice is fine."""
-        self._state = SegmentState.CLOSED
-
-    def _guard(self, call: Callable[[], None]) -> None:
-        """A failed append or sync leaves the segment broken, as on a real disk."""
-        try:
-            call()
-        except BaseException:
-            self._state = SegmentState.BROKEN
-            raise
-
-    def __repr__(self) -> str:
-        return f"MemorySegment({self._name!r}, {self._state})"
+    def release(self) -> None:
+        """Nothing is held."""
 
 
 class MemoryStorage:
@@ -292,7 +267,7 @@ class MemoryStorage:
 
     # -- segments --------------------------------------------------------------------
 
-    def open_segment(self, name: str) -> MemorySegment:
+    def open_segment(self, name: str) -> SegmentWriter:
         """A new, empty segment; FileExistsError if the name exists (file or folder)."""
         after = self._enter(Op.OPEN_SEGMENT, check_name(name))
         with self._lock:
@@ -301,7 +276,7 @@ class MemoryStorage:
             file = self._files[name] = _File(b"", synced=0, durable=False)
             self._log(Op.OPEN_SEGMENT, name)
         _release(after)
-        return MemorySegment(self, name, file)
+        return SegmentWriter(name, MemorySink(self, name, file))
 
     def _append(self, name: str, file: _File, data: bytes) -> None:
         after = self._enter(Op.APPEND, name)
@@ -426,4 +401,4 @@ def _surviving(file: _File, torn: random.Random | None) -> int | None:
 
 if TYPE_CHECKING:  # mypy proves that the classes keep the protocols
     _storage: type[Storage] = MemoryStorage
-    _segment: type[Segment] = MemorySegment
+    _sink: type[SegmentSink] = MemorySink

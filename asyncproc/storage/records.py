@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 from .._errors import CorruptCheckpointError
 from .._public import public
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: segments carry a CRC-32 of their committed bytes
+READABLE_SCHEMAS = (2, 3)  # 2 has no segment CRC: such a segment is trusted by length
 
 T = TypeVar("T")
 
@@ -60,9 +61,10 @@ def unseal(raw: bytes, what: str) -> dict[str, Any]:
     stored = data.pop("checksum", None)
     if stored != _checksum(data):
         raise CorruptCheckpointError(f"{what} fails its checksum")
-    if data.get("schema") != SCHEMA_VERSION:
+    if data.get("schema") not in READABLE_SCHEMAS:
         raise CorruptCheckpointError(
-            f"{what} has schema {data.get('schema')!r}, this asyncproc reads {SCHEMA_VERSION}"
+            f"{what} has schema {data.get('schema')!r}, this asyncproc reads "
+            f"{' and '.join(map(str, READABLE_SCHEMAS))}"
         )
     return data
 
@@ -170,11 +172,10 @@ class LineIndex(Sealed):
 
     offsets: tuple[int, ...]
     indexes: tuple[int, ...]
+    # The fingerprint of the input it indexes (InputIdentity.fingerprint): an index
+    # copied in from another input is told apart. Empty in a schema-2 index.
+    fingerprint: str = ""
     schema: int = field(default=SCHEMA_VERSION)
-
-    def body(self) -> dict[str, Any]:
-        return {"offsets": list(self.offsets), "indexes": list(self.indexes),
-                "schema": self.schema}  # fmt: skip
 
     @classmethod
     def decode(cls, data: dict[str, Any], what: str) -> Self:
@@ -182,7 +183,8 @@ class LineIndex(Sealed):
         indexes = _ints(field_of(data, "indexes", list, what), "indexes", what)
         if len(offsets) != len(indexes) or not offsets or offsets[0] != 0:
             raise CorruptCheckpointError(f"{what}: offsets and indexes do not pair up")
-        return cls(offsets, indexes)
+        fingerprint = field_of(data, "fingerprint", str, what) if data["schema"] > 2 else ""
+        return cls(offsets, indexes, fingerprint)
 
 
 def _ints(values: list[Any], key: str, what: str) -> tuple[int, ...]:
@@ -193,10 +195,15 @@ def _ints(values: list[Any], key: str, what: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True, slots=True)
 class SegmentRef:
-    """A segment file and how many of its bytes are committed."""
+    """A segment file, how many of its bytes are committed, and their CRC-32.
+
+    ``crc`` is None only for a segment named by a schema-2 checkpoint (written before
+    segments had a CRC): its bytes are then trusted by their length alone.
+    """
 
     name: str
     length: int
+    crc: int | None = None
 
 
 def _segments(data: dict[str, Any], key: str, what: str) -> tuple[SegmentRef, ...]:
@@ -205,7 +212,10 @@ def _segments(data: dict[str, Any], key: str, what: str) -> tuple[SegmentRef, ..
         if not isinstance(item, dict):
             raise CorruptCheckpointError(f"{what}: {key} holds a non-object")
         name = _segment_name(field_of(item, "name", str, what), what)
-        refs.append(SegmentRef(name, field_of(item, "length", int, what)))
+        crc = None if item.get("crc") is None else field_of(item, "crc", int, what)
+        if crc is not None and not 0 <= crc < 1 << 32:
+            raise CorruptCheckpointError(f"{what}: segment {name} has CRC {crc}, not a CRC-32")
+        refs.append(SegmentRef(name, field_of(item, "length", int, what), crc))
     return tuple(refs)
 
 

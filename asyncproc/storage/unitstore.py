@@ -6,6 +6,12 @@ checkpoint that points at them replaces the older of two slots atomically. Gener
 newest one and costs one batch. All methods block; a unit calls them from a thread,
 one call per commit.
 
+Each segment named by a checkpoint carries the CRC-32 of its committed bytes, kept
+up to date as they are appended (``zlib.crc32`` over each batch, nothing read back).
+Loading reads every committed byte once to check it, so a changed byte, or an object
+store's missing part, is damage like a torn checkpoint: the older generation, or the
+unit's start, is used instead.
+
 ::
 
     units/0003.a.ckpt, units/0003.b.ckpt     UnitCheckpoint, even and odd generations
@@ -14,8 +20,9 @@ one call per commit.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .._errors import CorruptCheckpointError
 from .faults import crashpoint
@@ -38,6 +45,14 @@ class Loaded:
     problems: tuple[str, ...]
 
 
+def crc_of(chunks: Iterator[bytes]) -> int:
+    """The CRC-32 of a stream of bytes."""
+    crc = 0
+    for chunk in chunks:
+        crc = zlib.crc32(chunk, crc)
+    return crc
+
+
 class UnitStore:
     """One unit's segments and checkpoint slots in a run's storage."""
 
@@ -45,17 +60,20 @@ class UnitStore:
         self.storage = storage
         self.unit_id = unit_id
         self._segments: dict[str, Segment] = {}
+        self._written: dict[str, SegmentRef] = {}  # length and CRC of what was appended
 
     def slot_name(self, generation: int) -> str:
         return f"{CHECKPOINTS}{self.unit_id:04d}.{SLOTS[generation % 2]}.ckpt"
 
     # -- loading ---------------------------------------------------------------------
 
-    def load(self, start: int = 0, end: int | None = None) -> Loaded:
+    def load(self, start: int = 0, end: int | None = None, *, check_bytes: bool = True) -> Loaded:
         """The newest slot that parses, verifies and fits the unit's ``[start, end]``.
 
         A checkpoint past ``end`` comes from an attempt that did not know the unit was
-        split (a stale attempt still running): it is refused, never merged.
+        split (a stale attempt still running): it is refused, never merged. With
+        ``check_bytes`` (not for a mere view) the committed bytes of the chosen slot's
+        segments are read to check their CRC; the older slot is read only if that fails.
         """
         good: list[UnitCheckpoint] = []
         problems: list[str] = []
@@ -70,11 +88,43 @@ class UnitStore:
         if not good and not problems and self._has_segments():
             problems.append(NO_CHECKPOINT)
         good.sort(key=lambda c: c.generation, reverse=True)
+        if check_bytes:
+            good = self._first_intact(good, problems)
         if len(good) == 2 or not good:
             return Loaded(good[0] if good else None, tuple(problems))
         if problems:
             problems.append(f"used older generation {good[0].generation}")
         return Loaded(good[0], tuple(problems))
+
+    def _first_intact(
+        self, newest_first: list[UnitCheckpoint], problems: list[str]
+    ) -> list[UnitCheckpoint]:
+        """From the newest on, drop checkpoints whose segments fail their CRC."""
+        for position, checkpoint in enumerate(newest_first):
+            what = self._what(self.slot_name(checkpoint.generation))
+            try:
+                self.check_bytes(checkpoint, what)
+            except CorruptCheckpointError as exc:
+                problems.append(str(exc))
+                continue
+            return newest_first[position:]
+        return []
+
+    def check_bytes(self, checkpoint: UnitCheckpoint, what: str) -> None:
+        """Read each segment's committed bytes and compare their CRC with the record's."""
+        for ref in (*checkpoint.segments, *checkpoint.dead_segments):
+            if ref.crc is None:
+                continue  # named by a schema-2 checkpoint: trusted by length, as then
+            try:
+                crc = crc_of(self.read_committed(ref))
+            except OSError as exc:
+                raise CorruptCheckpointError(
+                    f"{what}: segment {ref.name} cannot be read: {exc.strerror}"
+                ) from exc
+            if crc != ref.crc:
+                raise CorruptCheckpointError(
+                    f"{what}: segment {ref.name} fails its CRC (its committed bytes changed)"
+                )
 
     def _has_segments(self) -> bool:
         """Whether an earlier attempt wrote bytes that no checkpoint points at."""
@@ -85,8 +135,11 @@ class UnitStore:
             if name.startswith(mine)
         )
 
+    def _what(self, slot: str) -> str:
+        return f"unit {self.unit_id} checkpoint {slot.rpartition('/')[2]}"
+
     def _read_slot(self, name: str, start: int, end: int | None) -> UnitCheckpoint | None:
-        what = f"unit {self.unit_id} checkpoint {name.rpartition('/')[2]}"
+        what = self._what(name)
         try:
             raw = self.storage.get(name)
         except OSError as exc:
@@ -112,6 +165,8 @@ class UnitStore:
                 raise CorruptCheckpointError(
                     f"{what}: segment {ref.name} cannot be read: {exc.strerror}"
                 ) from exc
+            if size is None and ref.length == 0:
+                continue  # nothing committed to it: never synced, so a crash may drop its name
             if size is None:
                 raise CorruptCheckpointError(f"{what}: segment {ref.name} is missing")
             if size < ref.length:
@@ -124,17 +179,50 @@ class UnitStore:
     def open_segment(self, name: str) -> None:
         """Create a fresh segment for this attempt; a name is never reused."""
         self._segments[name] = self.storage.open_segment(SEGMENTS + name)
+        self._written[name] = SegmentRef(name, 0, 0)
 
-    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
-        """Make ``data`` durable in its segments, then point the checkpoint at it."""
-        written = [name for name, payload in data.items() if payload]
-        for name in written:
-            self._segments[name].append(data[name])
+    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
+        """Make ``data`` durable in its segments, then point the checkpoint at it.
+
+        Returns the checkpoint as written: with the CRC of each of this store's segments.
+        """
+        written = self._append(data)
         for name in written:
             self._segments[name].sync()
         crashpoint("after_data_fsync")
+        checkpoint = self.with_crcs(checkpoint)
         self.storage.put(self.slot_name(checkpoint.generation), checkpoint.to_bytes(),
                          point="checkpoint")  # fmt: skip
+        return checkpoint
+
+    def _append(self, data: dict[str, bytes]) -> list[str]:
+        """Append each non-empty payload, keeping its segment's length and CRC."""
+        written = [name for name, payload in data.items() if payload]
+        for name in written:
+            self._segments[name].append(data[name])
+            was = self._written[name]
+            self._written[name] = SegmentRef(
+                name, was.length + len(data[name]), zlib.crc32(data[name], was.crc or 0)
+            )
+        return written
+
+    def with_crcs(self, checkpoint: UnitCheckpoint) -> UnitCheckpoint:
+        """The checkpoint with the CRC of every segment this store appended to.
+
+        A length that differs from what was appended gets no CRC rather than a wrong one.
+        """
+
+        def stamped(ref: SegmentRef) -> SegmentRef:
+            mine = self._written.get(ref.name)
+            if mine is None:
+                return ref  # an earlier attempt's segment: its CRC stays as loaded
+            return replace(ref, crc=mine.crc if mine.length == ref.length else None)
+
+        return replace(
+            checkpoint,
+            segments=tuple(map(stamped, checkpoint.segments)),
+            dead_segments=tuple(map(stamped, checkpoint.dead_segments)),
+        )
 
     def close(self) -> None:
         for segment in self._segments.values():
@@ -154,8 +242,7 @@ class VolatileUnitStore(UnitStore):
     a resume starts every unit again from its beginning.
     """
 
-    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
-        del checkpoint  # kept in memory by the coordinator only
-        for name, payload in data.items():
-            if payload:
-                self._segments[name].append(payload)
+    def commit(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
+        """Append without syncing; the checkpoint is kept in memory by the coordinator only."""
+        self._append(data)
+        return self.with_crcs(checkpoint)

@@ -287,6 +287,33 @@ def test_a_closed_segment_refuses_more_writes(storage: Storage) -> None:
     assert storage.segment_size("segments/s") == 3
 
 
+def test_every_backend_hands_out_the_one_segment_writer(storage: Storage) -> None:
+    from asyncproc.storage.segment import SegmentWriter
+
+    segment = storage.open_segment("segments/s")
+    assert type(segment) is SegmentWriter
+    segment.close()
+
+
+def test_a_failed_append_breaks_the_segment_in_every_backend(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncproc.storage import faults
+
+    segment = storage.open_segment("segments/s")
+    segment.append(b"abc")
+    segment.sync()
+    monkeypatch.setitem(faults._armed, "segment_write", (1, "ENOSPC"))
+    with pytest.raises(OSError, match="injected at segment_write"):
+        segment.append(b"lost")
+    with pytest.raises(OSError, match="failed earlier"):
+        segment.append(b"more")
+    with pytest.raises(OSError, match="failed earlier"):
+        segment.sync()
+    segment.close()
+    assert storage.segment_size("segments/s") == 3
+
+
 def test_appends_after_a_sync_go_on_at_the_end(storage: Storage) -> None:
     segment = storage.open_segment("s")
     expected = b""
@@ -386,3 +413,23 @@ def test_any_range_reads_back_exactly(make: Factory, writes: list[tuple[bytes, b
     else:
         assert read_all(storage, "segments/s", start, length) == whole[start : start + length]
     segment.close()
+
+
+@pytest.mark.parametrize("kind", ["fsspec-memory", "s3"])
+def test_a_second_storage_on_a_root_sees_a_folder_of_records_as_a_folder(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A fresh storage (as each new run claim makes) must not mistake a folder holding
+    records for a segment: two runs claimed in one second on memory:// once failed so."""
+    if kind == "s3":
+        server, bucket = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
+        root = Location(f"s3://{bucket}/{tmp_path.name}", server.options())
+    else:
+        root = Location(f"memory://{tmp_path.name}-again")
+    first = root.storage()
+    assert first.create("run_1/claim", b"{}")
+    first.put("run_1/manifest.json", b"{}")
+    again = root.storage()
+    assert not again.create("run_1/claim", b"{}")
+    assert again.create("run_1-2/claim", b"{}")
+    assert again.list("run_1/") == ["run_1/claim", "run_1/manifest.json"]

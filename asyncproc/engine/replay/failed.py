@@ -43,7 +43,7 @@ from ..pipeline import Pipeline
 from ..sources import failed_location
 from ..summary import Summary
 from ..watchdog import watch_loop
-from .publish import failed_name, publish_retry, summary_after
+from .publish import publish_retry, summary_after
 from .run import LetterReader, RetryRun
 from .state import RetryState, leftover, retry_store, start
 
@@ -100,7 +100,7 @@ async def _publish(
     run: RunDir, manifest: Manifest, places: Places, summary: Summary, final: UnitCheckpoint,
     started: float, here: int,
 ) -> tuple[Manifest, Summary]:  # fmt: skip
-    failed = failed_name(places.failed)
+    failed = places.failed.shown
     updated = summary_after(summary, final, failed, time.monotonic() - started, here)
     manifest = await anyio.to_thread.run_sync(
         publish_retry, run, manifest, final, updated, places.output.options

@@ -105,11 +105,6 @@ def replace_failed(failed: Location, dead: Iterable[bytes] | None) -> None:
         remove_object(failed)
 
 
-def failed_name(failed: Location) -> str:
-    """How the summary names the failed items: the local path, or the object's URL."""
-    return str(failed.path) if failed.is_local else failed.url
-
-
 def summary_after(
     summary: Summary, final: UnitCheckpoint, failed: str, elapsed: float, here: int
 ) -> Summary:

@@ -232,15 +232,16 @@ class RetryRun:
         cut = self.order.cut(point)
         checkpoint = self._checkpoint_after(previous, cut, offset)
         data = {self._out_name: cut.out, self._dead_name: cut.dead}
-        await anyio.to_thread.run_sync(self._commit_durably, data, checkpoint)
+        checkpoint = await anyio.to_thread.run_sync(self._commit_durably, data, checkpoint)
         self._durable = checkpoint
         self.order.made_durable(cut.point)
         self.committed += cut.ok + cut.failed
         self.ready.fire()  # the window moved: lanes may take more items
 
-    def _commit_durably(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> None:
-        self._store.commit(data, checkpoint)
+    def _commit_durably(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
+        written = self._store.commit(data, checkpoint)
         crashpoint("retry_committed")
+        return written
 
     def _checkpoint_after(self, previous: UnitCheckpoint, cut: Cut, offset: int) -> UnitCheckpoint:
         point = cut.point

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from ..._errors import CheckpointError, CorruptCheckpointError
 from ...runs.rundir import RunDir
 from ...storage.faults import crashpoint
 from ...storage.location import Location
-from ...storage.protocol import Segment, Storage
+from ...storage.protocol import Storage
 from ...storage.records import (
     SCHEMA_VERSION,
     InputIdentity,
@@ -38,6 +37,7 @@ from ...storage.records import (
     field_of,
     time_of,
 )
+from ...storage.subfolder import Subfolder
 from ...storage.unitstore import UnitStore, VolatileUnitStore
 from ..planning import difference, identify
 from ..sources import identify_object
@@ -48,47 +48,6 @@ log = logging.getLogger("asyncproc")
 FOLDER = "retry/"
 PLAN = "retry.json"
 UNIT = UnitPlan(unit_id=0, start=0, first_index=0)  # the retry's one unit: the whole file
-
-
-class Subfolder:
-    """A folder of a storage, seen as a storage of its own: names are relative to it.
-
-    Every call goes to the parent storage with the folder in front of the name, so the
-    parent's checks (names, symlinks, durability) apply unchanged.
-    """
-
-    def __init__(self, storage: Storage, folder: str) -> None:
-        if not folder.endswith("/"):
-            raise ValueError(f"a subfolder name ends with '/', got {folder!r}")
-        self._storage, self._folder = storage, folder
-
-    def open_segment(self, name: str) -> Segment:
-        return self._storage.open_segment(self._folder + name)
-
-    def segment_size(self, name: str) -> int | None:
-        return self._storage.segment_size(self._folder + name)
-
-    def read_segment(self, name: str, start: int, length: int) -> Iterator[bytes]:
-        return self._storage.read_segment(self._folder + name, start, length)
-
-    def get(self, name: str) -> bytes | None:
-        return self._storage.get(self._folder + name)
-
-    def put(self, name: str, data: bytes, *, point: str = "record") -> None:
-        self._storage.put(self._folder + name, data, point=point)
-
-    def create(self, name: str, data: bytes) -> bool:
-        return self._storage.create(self._folder + name, data)
-
-    def delete(self, name: str) -> None:
-        self._storage.delete(self._folder + name)
-
-    def list(self, prefix: str) -> list[str]:
-        cut = len(self._folder)
-        return [name[cut:] for name in self._storage.list(self._folder + prefix)]
-
-    def remove_tree(self, prefix: str) -> None:
-        self._storage.remove_tree(self._folder + prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +205,3 @@ def _count_letters(failed: Location, size: int) -> int:
         for line in fh:
             count += bool(line.strip())
     return count
-
-
-if TYPE_CHECKING:  # mypy proves that the view keeps the protocol
-    _storage: type[Storage] = Subfolder
