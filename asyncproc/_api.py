@@ -64,6 +64,10 @@ def _request(
         )
     if executor is not None:
         extra["executor"] = executor
+    elif isinstance(processor, str) and "cost" not in extra:
+        from .processes.parent import rerun_carefully  # a death is rerun in worker processes
+
+        extra["after_death"] = rerun_carefully
     if engine == "dask":
         _refuse_limits_on_dask(opts, bool(extra.get("headers")))
     return Request(Location(input, storage), out, processor, opts, **extra)
@@ -99,8 +103,9 @@ def _executor(engine: str | None, scheduler: str | None, processes: int) -> Exec
         return Processes(processes if processes > 1 else os.cpu_count() or 1)
     if engine == "dask":
         from .dask.executor import DaskExecutor
+        from .processes.parent import rerun_carefully
 
-        return DaskExecutor(scheduler)
+        return DaskExecutor(scheduler, after_death=rerun_carefully)
     return None
 
 

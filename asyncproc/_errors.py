@@ -17,11 +17,13 @@
     │   ├── InputChangedError       the input differs from the one planned
     │   ├── IncompatibleRunError    options would change the results
     │   ├── WorkerProcessError      a ``--processes`` child died mid-run
+    │   ├── LeaseLostError          another process took the run over (a lapsed lease)
     │   ├── Interrupted             SIGINT / SIGTERM: stopped after a final commit
     │   ├── FailureLimitError       ``--max-failures`` exceeded: stopped after a commit
     │   └── SimulatedCrash          ``--simulate-crash`` fired
     └── ItemError                   one item failed (kept in the dead-letter part)
         ├── ItemTimeoutError        one attempt ran past ``--timeout``
+        ├── PoisonItemError         the item killed its worker process twice
         └── RetryAfter              a processor says "slow down": the run pauses, then retries
 
 Every message says what to do next; the CLI prints it as one line.
@@ -122,6 +124,10 @@ class WorkerProcessError(RunError):
     """A worker process of ``--processes`` ended before finishing its shards."""
 
 
+class LeaseLostError(RunError):
+    """This process could not renew its lease in time and another one took the run over."""
+
+
 @public
 class Interrupted(RunError):
     """A signal stopped the run; everything finished before it is committed."""
@@ -157,6 +163,12 @@ class ItemError(AsyncprocError):
 @public
 class ItemTimeoutError(ItemError):
     """One attempt at an item ran past the per-attempt timeout."""
+
+
+class PoisonItemError(ItemError):
+    """The item killed the worker process working on it, twice: it is not called again."""
+
+    retryable = False
 
 
 @public

@@ -16,8 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from conftest import numbered_lines, run_cli, wait_until, write_lines
+from faultkit import refused
 from v2kit import start
 
 import asyncproc
@@ -411,3 +413,164 @@ def test_the_same_key_from_two_clients_is_one_task(tmp_path: Path, cluster: Any)
     assert len(UnitCheckpoint.from_bytes(final.encode(), "final").segments) == 1
     logged = calls.read_text().splitlines()
     assert sorted(Counter(logged).values()) == [1] * 500, "an item was run twice"
+
+
+def test_relative_paths_reach_workers_started_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers whose cwd is another directory: the default ``.asyncproc`` and a relative
+    --input/--output are resolved by the coordinator, so every worker writes where the
+    merge reads (before: the merge found empty segments, on every rerun)."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    source = write_lines(project / "in.txt", numbered_lines(2000))
+    monkeypatch.chdir(elsewhere)  # the workers start here
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None,
+    ) as local:  # fmt: skip
+        monkeypatch.chdir(project)
+        proc = run_cli("run", "--input", "in.txt", "--output", "out.jsonl", "--engine", "dask",
+                       "--scheduler", local.scheduler_address, "--batch-size", "100",
+                       cwd=project)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    local = tmp_path / "local.jsonl"
+    asyncproc.run_file(source, local, "text_stats", checkpoint_dir=tmp_path / "ck", quiet=True)
+    assert (project / "out.jsonl").read_bytes() == local.read_bytes()
+    assert list(elsewhere.iterdir()) == [], "a worker wrote relative to its own directory"
+
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+def test_credentials_the_workers_lack_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server: Any, s3_bucket: str
+) -> None:
+    """S3 credentials only in the coordinator's environment: the workers cannot sign a
+    request. One line saying to give the workers credentials, not a 300-line group."""
+    base = f"s3://{s3_bucket}/{tmp_path.name}"
+    Location(base, s3_server.options()).fs.pipe_file(
+        f"{s3_bucket}/{tmp_path.name}/in.txt", "\n".join(numbered_lines(300)).encode()
+    )
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no wait for a metadata server
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None,
+    ) as local:  # fmt: skip
+        proc = run_cli("run", "--input", f"{base}/in.txt", "--output", f"{base}/out.jsonl",
+                       "--checkpoint", f"{base}/ck", "--engine", "dask",
+                       "--scheduler", local.scheduler_address,
+                       "--storage-option", f"endpoint_url={s3_server.endpoint}",
+                       env=CREDENTIALS)  # fmt: skip
+    refused(proc, 1, "credentials", "Dask workers")
+
+
+BLOCKS = """
+import pathlib, time
+
+MARK = pathlib.Path({mark!r})
+
+
+def work(item):
+    if item.startswith("line 000050 "):
+        MARK.touch()
+        time.sleep(3600)  # until the cluster goes away
+    return {{"item": item}}
+"""
+
+
+def test_a_dead_scheduler_is_one_line(tmp_path: Path) -> None:
+    """SIGKILL the scheduler mid-run: the coordinator says so in one line and how to go
+    on (before: a raw FutureCancelledError traceback)."""
+    import subprocess
+    import sys
+
+    source = write_lines(tmp_path / "in.txt", numbered_lines(300))
+    mark, processor = tmp_path / "mark", tmp_path / "blocks.py"
+    processor.write_text(BLOCKS.format(mark=str(mark)))
+    file = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    scheduler = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", "0",
+                                  "--no-dashboard", "--scheduler-file", file],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    worker = None
+    try:
+        wait_until(file.exists, "the scheduler's file")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", file,
+             "--nthreads", "1", "--no-dashboard"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        address = orjson.loads(file.read_bytes())["address"]
+        with distributed.Client(address) as client:
+            client.wait_for_workers(1, timeout=60)
+        run = start(["run", "--input", source, "--output", tmp_path / "out.jsonl",
+                     "--checkpoint", tmp_path / "ck", "--engine", "dask", "--scheduler", address,
+                     "--processor", f"{processor}:work", "--batch-size", "10"],
+                    os.environ, tmp_path)  # fmt: skip
+        assert wait_until(mark.exists, "the item that blocks", run)
+        scheduler.kill()
+        code = run.wait(timeout=120)
+        out, err = (tmp_path / "stdout").read_text(), (tmp_path / "stderr").read_text()
+        refused(subprocess.CompletedProcess(run.args, code, out, err), 1, "Dask scheduler",
+                "run the same command again")  # fmt: skip
+    finally:
+        scheduler.kill()
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        scheduler.wait()
+
+
+KILLER = """
+import os, pathlib
+
+DEATHS = pathlib.Path({deaths!r})
+
+
+def work(item):
+    if item.startswith("line 000777 "):
+        with DEATHS.open("a") as fh:
+            fh.write(f"{{os.getpid()}}\\n")
+        os._exit(3)
+    return {{"item": item}}
+"""
+
+
+def test_an_item_that_kills_its_workers_is_dead_lettered(tmp_path: Path) -> None:
+    """The task of the unit holding the item kills its worker; Dask gives up on it
+    (KilledWorker, after one death here), the coordinator reruns what it had in flight
+    one item at a time in a careful worker process of its own, the item kills that too
+    (two deaths) and is dead-lettered, and the unit goes back to the cluster."""
+    import dask
+
+    lines = numbered_lines(2000)
+    source = write_lines(tmp_path / "in.txt", lines)
+    deaths = tmp_path / "deaths"
+    processor = tmp_path / "killer.py"
+    processor.write_text(KILLER.format(deaths=str(deaths)))
+    out = tmp_path / "out.jsonl"
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None,
+        ) as local,
+    ):  # fmt: skip
+        proc = run_cli("run", "--input", source, "--output", out, "--checkpoint",
+                       tmp_path / "ck", "--engine", "dask", "--scheduler",
+                       local.scheduler_address, "--processor", f"{processor}:work",
+                       "--batch-size", "50")  # fmt: skip
+    assert proc.returncode == 4, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(deaths.read_text().split()) in (2, 3), proc.stderr
+    rows = [orjson.loads(row) for row in out.read_bytes().splitlines()]
+    assert [r["index"] for r in rows] == [i for i in range(2000) if i != 777]
+    failed = out.with_name("out.failed.jsonl")
+    (dead,) = [orjson.loads(row) for row in failed.read_bytes().splitlines()]
+    assert dead["index"] == 777 and "killed its worker (exit 3)" in dead["error"], dead

@@ -80,6 +80,16 @@ def test_pipes_are_refused_not_waited_on(tmp_path: Path) -> None:
     assert not (tmp_path / "o.json").exists() and not (tmp_path / "ck").exists()
 
 
+def test_pseudo_files_are_refused_not_read_as_empty(tmp_path: Path) -> None:
+    """/proc/cpuinfo stats as 0 bytes but is not empty: an empty output, exit 0, was wrong."""
+    cpuinfo = Path("/proc/cpuinfo")
+    assert cpuinfo.stat().st_size == 0 and cpuinfo.read_bytes(), "no pseudo-file to try"
+    proc = run_cli("run", "--input", cpuinfo, "--output", tmp_path / "o.jsonl", "--checkpoint",
+                   tmp_path / "ck")  # fmt: skip
+    refused(proc, 2, "/proc/cpuinfo", "pseudo-file", "copy it to a regular file")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def _started(args: list[Any], env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         cli_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

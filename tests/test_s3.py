@@ -119,3 +119,78 @@ def test_a_url_output_is_held_for_the_whole_run(
     done = summary_of(run_cli(*args, "--checkpoint", tmp_path / "ck-b", cwd=tmp_path, check=0))
     assert done["processed"] == 50
     assert output.fs.find(f"{s3_bucket}/{tmp_path.name}/.asyncproc/lease/") == []
+
+
+SHORT_LEASES = """
+import sys
+
+from asyncproc.runs import lease
+
+lease.take.__kwdefaults__["ttl"] = 2.0  # leases lapse in 2 s, not 30: the test waits less
+
+from asyncproc.cli.main import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+SLOW = """
+import time
+
+
+def work(item):
+    time.sleep(0.02)
+    return item
+"""
+
+
+def test_a_run_taken_over_after_its_lease_lapsed_writes_nothing_more(
+    tmp_path: Path, s3_server: Any, s3_bucket: str
+) -> None:
+    """A is stopped (SIGSTOP) past its lease; B takes the run over and finishes it. A,
+    continued, must not merge or mark the run (before: it published the output a second
+    time over B's, or died on "The specified key does not exist"): one line, exit 1."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = write_lines(tmp_path / "in.txt", numbered_lines(3000))
+    base = f"s3://{s3_bucket}/{tmp_path.name}"
+    fs = Location(base, s3_server.options()).fs
+    fs.pipe_file(f"{s3_bucket}/{tmp_path.name}/in.txt", source.read_bytes())
+    (tmp_path / "runner.py").write_text(SHORT_LEASES)
+    (tmp_path / "slow.py").write_text(SLOW)
+    slow = f"{tmp_path / 'slow.py'}:work"
+    args = [sys.executable, str(tmp_path / "runner.py"), "run", "--input", f"{base}/in.txt",
+            "--output", f"{base}/out.jsonl", "--checkpoint", f"{base}/ck", "--batch-size",
+            "100", "--concurrency", "4", "--processor", slow, *storage_args(s3_server)]  # fmt: skip
+    a_err = (tmp_path / "a.err").open("w")
+    a = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=a_err, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not any("/units/" in p for p in fs.find(f"{s3_bucket}/{tmp_path.name}/ck")):
+            assert time.monotonic() < deadline and a.poll() is None, "A never committed"
+            fs.invalidate_cache()
+            time.sleep(0.05)
+        a.send_signal(signal.SIGSTOP)
+        for _ in range(100):  # B is refused while A's lease lives, then takes the run
+            b = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+            if "in progress" not in b.stderr:
+                break
+        assert b.returncode == 0, b.stderr
+        published = fs.cat_file(f"{s3_bucket}/{tmp_path.name}/out.jsonl")
+        a.send_signal(signal.SIGCONT)
+        code = a.wait(timeout=120)
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+        a_err.close()
+    stderr = (tmp_path / "a.err").read_text()
+    lines = [line for line in stderr.splitlines() if line.startswith("asyncproc: error:")]
+    assert code == 1 and len(lines) == 1, stderr
+    assert "took run" in lines[0] and "over" in lines[0] and "Traceback" not in stderr, stderr
+    fs.invalidate_cache()
+    assert fs.cat_file(f"{s3_bucket}/{tmp_path.name}/out.jsonl") == published
+    listed = run_cli("list", "--json", "--checkpoint", f"{base}/ck", *storage_args(s3_server))
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["completed"]

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from conftest import (
     CLI_TIMEOUT,
-    error_lines,
     expected_array,
     numbered_lines,
     run_ok,
@@ -112,9 +111,12 @@ def _gone(pids: list[int]) -> bool:
 
 
 @pytest.mark.parametrize("victim", ["cut", "tail"])
-def test_sigkill_of_a_child_after_a_split_then_resume(
+def test_sigkill_of_a_child_after_a_split_the_run_goes_on(
     victim: str, tmp_path: Path, source: Path, expected: bytes
 ) -> None:
+    """The killed child's units are rerun from their checkpoints in the same invocation
+    (carefully at first, see processes/poison.py): exact bytes, nothing committed before
+    the kill processed again."""
     processor = write_processor(tmp_path / "skewed.py")
     out_dir, log, gate = tmp_path / "run", tmp_path / "calls.log", tmp_path / "gate"
     out_dir.mkdir()
@@ -128,28 +130,22 @@ def test_sigkill_of_a_child_after_a_split_then_resume(
         assert wait_until(lambda: sorted(u for k in kids for u in _unit_of(k)) == [0, 2],
                           "units 0 and 2 running in the children", proc)  # fmt: skip
         holder = {unit: pid for pid in kids for unit in _unit_of(pid)}
-        os.kill(holder[0 if victim == "cut" else 2], signal.SIGKILL)
+        done, before = committed_now(ck), len(calls(log))
+        victim_pid = holder[0 if victim == "cut" else 2]
+        os.kill(victim_pid, signal.SIGKILL)
+        assert wait_until(lambda: _gone([victim_pid]), "the child to die"), victim_pid
+        gate.touch()
         code = proc.wait(timeout=CLI_TIMEOUT)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=CLI_TIMEOUT)
     stderr = (tmp_path / "stderr").read_text(errors="replace")
-    assert code == 1, f"the run should fail when a child dies: exit {code}\n{stderr}"
-    lines = error_lines(stderr)
-    assert len(lines) == 1 and "killed by signal 9" in lines[0], stderr
-    assert wait_until(lambda: _gone(kids), "both children to be gone"), kids
-    done = committed_now(ck)
+    assert code == 0, f"the run should go on when a child dies: exit {code}\n{stderr}"
+    assert "ended (signal 9); rerunning" in stderr, stderr
     assert HALF <= len(done) < ITEMS, f"the kill should land after progress: {len(done)}"
-    assert units_now(ck) == 3
-
-    gate.touch()
-    before = len(calls(log))
-    summary = run_ok(*args, env=_env(log, gate, opened_by_last_item=False))
-    assert summary["resumed"] is True and summary["processes"] == 2, summary
-    assert summary["units"] >= 3, summary
     assert (out_dir / "result.json").read_bytes() == expected
     index = {item: k for k, item in enumerate(text_items(source.read_bytes()))}
     again = {index[c] for c in calls(log)[before:]}
     assert not again & done, "items committed before the kill were processed again"
-    assert again | done == set(range(ITEMS))
+    assert {index[c] for c in calls(log)} == set(range(ITEMS))

@@ -52,6 +52,9 @@ class OneUnit:
     def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
         self.final = checkpoint
 
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        self.finished(unit_id, checkpoint)
+
 
 def unit_spec(
     run_dir: Path, input_path: Path, unit: UnitPlan, end: int, end_index: int, **options: Any

@@ -25,19 +25,20 @@ thread and a unit's end never moves while a task runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .._errors import ConfigError, WorkerProcessError, unwrap_group
-from ..engine.executor import RunSetup, WorkSource
+from ..engine.executor import AfterDeath, RunSetup, WorkSource
 from ..engine.units import UnitSpec
 from ..engine.wire import decode_checkpoint, decode_commit, encode_checkpoint
 from ..storage.records import UnitCheckpoint
 from .checks import shippable_file, try_processor, worker_version
+from .errors import killed_workers, task_error
 from .task import run_unit
 from .wire import TaskArgs, stop_event, task_key, topic
 
@@ -78,8 +79,12 @@ def local_workers() -> int:
 class DaskExecutor:
     """Units as Dask tasks on a local or a running cluster."""
 
-    def __init__(self, scheduler: str | None = None, *, workers: int | None = None) -> None:
+    def __init__(
+        self, scheduler: str | None = None, *, workers: int | None = None,
+        after_death: AfterDeath | None = None,
+    ) -> None:  # fmt: skip
         self.scheduler = scheduler
+        self.after_death = after_death  # a unit that kept killing workers: find the item
         self.processes = 1  # Dask workers, known once started
         self.units = 1  # units to cut the run into, known once started
         self._local_workers = workers
@@ -91,6 +96,7 @@ class DaskExecutor:
         """Start (or reach) the cluster while nothing else runs yet; close it at the end."""
         distributed = import_distributed()
         async with AsyncExitStack() as stack:
+            stack.enter_context(_quiet_client())
             address: Any = self.scheduler
             if address is None:
                 address = await self._local_cluster(distributed, stack)
@@ -119,7 +125,7 @@ class DaskExecutor:
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
         processor = await self._checked_processor(setup)
-        runner = _Runner(self._client, work, setup, processor, self._threads)
+        runner = _Runner(self._client, work, setup, processor, self._threads, self.after_death)
         try:
             await runner.run()
         except ExceptionGroup as group:
@@ -167,6 +173,19 @@ class DaskExecutor:
         return {address: why for address, why in sorted(found.items()) if why is not None}
 
 
+@contextmanager
+def _quiet_client() -> Iterator[None]:
+    """Keep the client's own error logs (a traceback per lost connection) off stderr: a
+    lost scheduler ends the run with one line of ours (:func:`.errors.task_error`)."""
+    client_log = logging.getLogger("distributed.client")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_log.setLevel(level)
+
+
 async def _connect(distributed: Any, address: Any, stack: AsyncExitStack) -> Any:
     """An asynchronous client on this event loop; one line if the scheduler is unreachable
     (after Dask's ``distributed.comm.timeouts.connect``, 30 s by default)."""
@@ -189,9 +208,13 @@ class _Runner:
     """One invocation's units on the cluster: slots that submit a task each and await it."""
 
     def __init__(
-        self, client: Any, work: WorkSource, setup: RunSetup, processor: str, threads: int
-    ) -> None:
+        self, client: Any, work: WorkSource, setup: RunSetup, processor: str, threads: int,
+        after_death: AfterDeath | None = None,
+    ) -> None:  # fmt: skip
         self._client, self._work, self._setup = client, work, setup
+        self._after_death = after_death
+        self._latest: dict[int, UnitCheckpoint] = {}  # each unit's last commit heard of
+        self._killers: set[str] = set()  # task keys that kept killing their workers
         self._processor = processor
         self._lanes = _share(setup.shared.concurrency, threads)
         self._threads = _share(setup.shared.threads, threads)
@@ -233,14 +256,39 @@ class _Runner:
         return Event(stop_event(self._run_id), client=self._client)  # type: ignore[no-untyped-call]
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
-        self._work.committed(decode_commit(event[1], "Dask commit"))
+        commit = decode_commit(event[1], "Dask commit")
+        self._latest[commit.unit_id] = commit.checkpoint
+        self._work.committed(commit)
 
     async def _slot(self) -> None:
         while (job := await self._work.next_unit()) is not None:
             spec, start = job
             await self._attach(spec.run_id)
-            final = await self._submit(spec, start)
+            try:
+                final = await self._submit(spec, start)
+            except WorkerProcessError as exc:
+                if not await self._killed_workers(spec, start, exc):
+                    raise
+                continue  # given back to the run from its new checkpoint
             self._work.finished(spec.unit_id, final)
+
+    async def _killed_workers(
+        self, spec: UnitSpec, start: UnitCheckpoint, exc: WorkerProcessError
+    ) -> bool:
+        """A unit whose task kept killing its workers: rerun what it may have had in
+        flight in careful worker processes here (:mod:`asyncproc.processes.poison`),
+        dead-lettering an item that kills one of them too, then hand it back to the run.
+        False: nothing to do that with, or not that kind of failure."""
+        key = task_key(spec, start)
+        if self._after_death is None or not killed_workers(exc) or key in self._killers:
+            return False  # a second time from the same start: the careful rerun found none
+        self._killers.add(key)
+        log.warning("%s; rerunning what it had in flight in careful workers here", exc)
+        begin = self._latest.get(spec.unit_id, start)
+        if begin.offset < start.offset:
+            begin = start
+        await self._after_death(self._work, self._setup, [(spec, begin)], self._lanes)
+        return True
 
     async def _submit(self, spec: UnitSpec, start: UnitCheckpoint) -> UnitCheckpoint:
         from dataclasses import asdict, replace
@@ -253,23 +301,14 @@ class _Runner:
         future = self._client.submit(run_unit, args.to_dict(), key=task_key(spec, start))
         try:
             text: str = await future
-        except Exception as exc:
-            if type(exc).__name__ == "KilledWorker":
-                raise _killed(spec, exc) from None
-            raise
+        except Exception as exc:  # the task's own failure: one line, never a traceback
+            raise task_error(spec, exc) from None
         return decode_checkpoint(text, f"unit {spec.unit_id} result")
 
     async def stop_tasks(self) -> None:
         self._stopped = True
         if self._run_id is not None:
             await self._event().set()
-
-
-def _killed(spec: UnitSpec, exc: Exception) -> WorkerProcessError:
-    return WorkerProcessError(
-        f"the Dask workers running unit {spec.unit_id} kept dying ({exc}); committed work "
-        "is safe: run the same command again to resume"
-    )
 
 
 class _DaskStop:

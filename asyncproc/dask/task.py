@@ -65,6 +65,9 @@ class _OneUnit:
         del unit_id
         self.final = checkpoint
 
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        self.finished(unit_id, checkpoint)
+
 
 def resume_point(store: UnitStore, spec: UnitSpec, given: UnitCheckpoint) -> UnitCheckpoint:
     """The newer of the checkpoint handed over and the newest good one in storage.

@@ -25,6 +25,7 @@ from .._errors import (
     ConfigError,
     FailureLimitError,
     Interrupted,
+    LeaseLostError,
     RunError,
     SimulatedCrash,
     again,
@@ -35,6 +36,7 @@ from .._errors import (
 from .._options import Options
 from ..limits.gate import Cost, Gate, LimitConfig
 from ..processors.loading import Fn, Processor, load_processor
+from ..runs.lease import TTL, lost_lease
 from ..runs.rundir import RunDir
 from ..runs.store import RunStore
 from ..storage import faults
@@ -51,7 +53,7 @@ from .choose import (
     new_run,
     require_unchanged,
 )
-from .executor import Executor, InProcess, RunSetup
+from .executor import AfterDeath, Executor, InProcess, Job, RunSetup
 from .finish import finish, merge_output
 from .livelimits import publish_limits, show_limits
 from .loops import running_loop
@@ -86,6 +88,9 @@ class Request:
     headers: dict[str, str] | None = None  # for the http processor; never stored
     cost: Cost | None = None  # an item's cost from Python (else options.cost, a spec)
     exit_on_crash: bool = False  # --simulate-crash exits the process (CLI) instead of raising
+    # One process: after a death, rerun what was in flight in careful worker processes
+    # (asyncproc.processes.parent.rerun_carefully); None: resume as if nothing happened.
+    after_death: AfterDeath | None = None
 
 
 def _held(output: Location) -> AbstractContextManager[object]:
@@ -108,6 +113,8 @@ class Coordinator:
         self._observer: RunObserver = request.observer or LogProgress()
         self._executor: Executor = request.executor or InProcess()
         self._committed_here = self._failed_here = 0
+        self._after_death = 0  # lanes for a careful pass after a death (0: none due)
+        self._dead: Manifest | None = None  # the manifest as the dead invocation left it
         self._last_error: str | None = None
         self._gate = Gate(LimitConfig.from_options(request.options), request.cost)
         self.store = request.run_store
@@ -160,6 +167,7 @@ class Coordinator:
             return await anyio.to_thread.run_sync(finish, run, manifest, chosen.resumed)
         self._require_reachable(run)
         workers = self._workers(manifest, options)
+        self._after_death = self._followed_death(chosen, options)
         state = await anyio.to_thread.run_sync(load_state, run, manifest, self._indexer(manifest))
         state = await anyio.to_thread.run_sync(recut_state, state, workers)
         self._manifest = await anyio.to_thread.run_sync(
@@ -186,6 +194,33 @@ class Coordinator:
         return await anyio.to_thread.run_sync(
             self._merge_and_finish, run, state, workers, chosen.resumed
         )
+
+    def _followed_death(self, chosen: Chosen, options: Options) -> int:
+        """After a death in one process (the manifest still says running: nothing recorded
+        how the last invocation ended), the lanes it had, for the careful rerun of what
+        they may have had in flight (:data:`Request.after_death`); 0: none is due."""
+        if not isinstance(self._executor, InProcess) or self.request.after_death is None:
+            return 0
+        if chosen.run.url is None:  # worker processes could not find it (a memory store)
+            return 0
+        died = chosen.resumed and chosen.manifest.status is RunStatus.RUNNING
+        if not died or options.simulate_crash is not None:
+            return 0
+        self._dead = chosen.manifest
+        before = chosen.manifest.options.get("concurrency")
+        return max(options.concurrency, before if isinstance(before, int) else 0)
+
+    def _caught(self, jobs: list[Job]) -> list[Job]:
+        """The units the dead invocation was working on: those it committed, and as many
+        of the rest as its other slots took (the next ones in order, as now)."""
+        dead = self._dead
+        if dead is None:
+            return jobs
+        since = dead.resumed_at or 0.0
+        busy = [j for j in jobs if j[1].generation > 0 and j[1].updated_at >= since]
+        slots = dead.options.get("workers")
+        left = (slots if isinstance(slots, int) else len(jobs)) - len(busy)
+        return busy + [j for j in jobs if j not in busy][: max(0, left)]
 
     def _indexer(self, manifest: Manifest) -> Callable[[], LineIndex]:
         """Index the input again (one read of it), for a run whose index is not its own."""
@@ -240,11 +275,22 @@ class Coordinator:
                     show_limits(self._observer, self._gate)
                 async with anyio.create_task_group() as tg:
                     self._stopper.scope = tg.cancel_scope
-                    tg.start_soon(self._executor.run, scheduler, setup)
+                    tg.start_soon(self._run_units, run, scheduler, setup)
                 outer.cancel_scope.cancel()
         finally:
             self._observer.stopped()
         return RunState(scheduler.plan, state.index, scheduler.states)
+
+    async def _run_units(self, run: RunDir, scheduler: Scheduler, setup: RunSetup) -> None:
+        if self._after_death and self.request.after_death is not None:
+            log.warning(
+                "the last invocation of run %s ended without a word (killed, or a crash); "
+                "rerunning what it had in flight in worker processes first, to find any item "
+                "that kills its process", run.run_id,
+            )  # fmt: skip
+            await self.request.after_death(scheduler, setup, self._caught(scheduler.waiting()),
+                                           self._after_death)  # fmt: skip
+        await self._executor.run(scheduler, setup)
 
     def _crash_budget(self, options: Options) -> TakeBudget | None:
         """``--simulate-crash N`` in one process: units take N items between them, so the
@@ -285,13 +331,27 @@ class Coordinator:
 
     async def _record_plan(self, run: RunDir, plan: Plan) -> None:
         """A split's durable record: the manifest with the new unit in its plan."""
+        self._still_held(run)
         manifest = replace(self._manifest, units=plan.units, updated_at=time.time())
         await anyio.to_thread.run_sync(run.write, manifest)
         self._manifest = manifest
 
     # -- accounting ------------------------------------------------------------------------
 
+    def _still_held(self, run: RunDir) -> None:
+        """Write nothing more of a run another process took over (a lease that lapsed)."""
+        name = lost_lease()
+        if name is not None:
+            raise LeaseLostError(
+                f"another process took run {run.run_id} over while this one could not renew "
+                f"its lease {name} (stalled or cut off for over {TTL:g} s); this one stopped "
+                "without writing more: see `asyncproc status` for how the run stands, and "
+                f"{again()} if it is not finished"
+            )
+
     def _on_commit(self, commit: Commit) -> None:
+        if lost_lease() is not None:  # stop at once; the merge and the manifest are refused
+            self._stopper.request(StopReason(None, "the run was taken over by another process"))
         self._observer.committed(commit.processed, commit.failed)
         self._committed_here += commit.processed + commit.failed
         self._failed_here += commit.failed
@@ -342,6 +402,7 @@ class Coordinator:
             await anyio.to_thread.run_sync(self._mark, run, status, why)
 
     def _mark(self, run: RunDir, status: RunStatus, why: str) -> None:
+        self._still_held(run)
         try:
             run.set_status(self._manifest, status, summary={"error": why})
         except OSError:
@@ -366,6 +427,7 @@ class Coordinator:
     def _merge_and_finish(
         self, run: RunDir, state: RunState, workers: int, resumed: bool
     ) -> Summary:
+        self._still_held(run)
         failed_file = merge_output(run, self._manifest, state, self.request.input.options)
         summary = self._summary(run, state, workers, failed_file, resumed)
         manifest = run.set_status(self._manifest, RunStatus.MERGED, summary=summary.to_dict())

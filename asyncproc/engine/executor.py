@@ -9,7 +9,7 @@ cluster. Progress, limits, signals and the merge stay with the coordinator.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,6 +58,10 @@ class WorkSource(Protocol):
 
     def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None: ...
 
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        """A unit given back unfinished (its worker died): hand it out again from there."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RunSetup:
@@ -81,6 +85,11 @@ class RunSetup:
         if processor is None:
             processor = load_processor(shared.processor, shared.processor_args, shared.headers)
         return cls(shared, processor, stores, stopper, gate)
+
+
+Job = tuple[UnitSpec, UnitCheckpoint]
+# Reruns the waiting units' stretches a death may have caught (work, setup, units, lanes).
+AfterDeath = Callable[[WorkSource, RunSetup, list[Job], int], Awaitable[None]]
 
 
 class Executor(Protocol):

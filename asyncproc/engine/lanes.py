@@ -18,6 +18,7 @@ import anyio
 import anyio.lowlevel
 
 from .context import LaneSlot, current_slot
+from .forks import FORKED, leave
 from .pipeline import CALL, DECODE, ENCODE, Pipeline
 from .retry import ITEM_ERRORS, cancelled
 from .signal import Signal
@@ -116,7 +117,7 @@ class LanePool:
         starts, lines, ends = unit.starts, unit.lines, unit.ends
         order, limit = unit.order, unit.limit
         pipeline, first = self._pipeline, unit.first_index
-        decode, call, encode = pipeline.decode, pipeline.call, pipeline.encode
+        decode, call, encode, forked = pipeline.decode, pipeline.call, pipeline.encode, FORKED
         slot.unit, budget, epoch = unit.unit_id, YIELD_EVERY, self._epoch
         while (
             lines
@@ -138,6 +139,8 @@ class LanePool:
                 item = decode(raw)
                 stage = CALL
                 value = await call(item)
+                if forked[0]:  # a child the processor forked came back: it must not go on
+                    leave()
                 stage = ENCODE
                 record, failed = encode(index, value), False
             except ITEM_ERRORS as exc:

@@ -24,6 +24,7 @@ from .._errors import RetryAfter
 from ..limits.gate import Gate, LimitConfig, gated
 from ..processors.loading import Processor
 from .encode import Encoder, decoder_for
+from .forks import FORKED, leave, running
 from .retry import ITEM_ERRORS, Call, caller, cancelled, retry
 from .threads import ThreadPool
 
@@ -44,8 +45,8 @@ class Pipeline:
     """Everything that happens to one item, configured once per run."""
 
     __slots__ = (
-        "_encoder", "_gated", "_plain", "_pool", "call", "changed", "decode", "encode", "error",
-        "gate", "processor", "retries",
+        "_encoder", "_gated", "_plain", "_pool", "_running", "call", "changed", "decode",
+        "encode", "error", "gate", "processor", "retries",
     )  # fmt: skip
 
     def __init__(
@@ -66,11 +67,14 @@ class Pipeline:
         self._encoder = Encoder(output_kind)
         self.encode = self._encoder.record
         self.error: str | None = None  # the last item error, for progress and limits
+        self._running = running()  # a fork while the pipeline is open marks the child
+        self._running.__enter__()
 
     def close(self) -> None:
         """Let the worker threads of a sync processor end."""
         if self._pool is not None:
             self._pool.close()
+        self._running.__exit__(None, None, None)
 
     async def aclose(self) -> None:
         """Close what the processor holds open on the loop (the ``http`` client)."""
@@ -93,8 +97,13 @@ class Pipeline:
     async def attempt(self, item: Any) -> tuple[Any, BaseException | None, int]:
         """Call the processor with retries: (value, None, attempts) or (None, error, attempts)."""
         try:
-            return await self.call(item), None, 1
+            value = await self.call(item)
+            if FORKED[0]:
+                leave()
+            return value, None, 1
         except ITEM_ERRORS as exc:  # an item's failure is data, not a crash
+            if FORKED[0]:
+                leave()
             if cancelled(exc):
                 raise
             if isinstance(exc, RetryAfter):  # from a call outside the gate: not a failure
@@ -109,6 +118,8 @@ class Pipeline:
             item = self.decode(raw)
             stage = CALL
             value = await self.call(item)
+            if FORKED[0]:
+                leave()
             stage = ENCODE
             return Outcome(self.encode(index, value), False)
         except ITEM_ERRORS as exc:
@@ -124,6 +135,8 @@ class Pipeline:
 
         Returns the record and whether it is a dead letter.
         """
+        if FORKED[0]:  # a forked child that failed its way back here
+            leave()
         attempts = 0 if stage == DECODE else 1
         if stage == CALL:
             if isinstance(error, RetryAfter):  # from a call outside the gate: not a failure

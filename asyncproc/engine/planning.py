@@ -47,7 +47,22 @@ def check_input(path: Path) -> os.stat_result:
         )
     if not os.access(path, os.R_OK):
         raise InputError(f"input {path} is not readable; check its permissions")
+    if st.st_size == 0 and _has_bytes(path):
+        raise InputError(
+            f"input {path} says it holds 0 bytes but does not (a pseudo-file, like those "
+            "under /proc): asyncproc plans by size and reads by offset; copy it to a "
+            "regular file first (e.g. `cp` it) and give that"
+        )
     return st
+
+
+def _has_bytes(path: Path) -> bool:
+    """Whether a file that stats as empty yields bytes when read (a pseudo-file)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(1) != b""
+    except OSError:
+        return False
 
 
 def _kind(mode: int) -> str:

@@ -12,6 +12,7 @@ import anyio
 
 from .._errors import ItemTimeoutError
 from ..processors.loading import Processor
+from .forks import FORKED, leave
 from .threads import ThreadPool
 
 BACKOFF_BASE = 0.1
@@ -76,8 +77,13 @@ async def retry(
     for attempt in range(1, retries + 1):
         await anyio.sleep(backoff(attempt))
         try:
-            return await call(item), None, attempt + 1
+            value = await call(item)
+            if FORKED[0]:
+                leave()
+            return value, None, attempt + 1
         except ITEM_ERRORS as exc:
+            if FORKED[0]:
+                leave()
             if cancelled(exc):
                 raise
             error = exc

@@ -72,6 +72,18 @@ class Scheduler:
         self._running.pop(unit_id, None)
         self.states[unit_id] = checkpoint
 
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        self._running.pop(unit_id, None)
+        self.states[unit_id] = checkpoint
+        if unit_id in self._pending:
+            self._pending.remove(unit_id)
+        if not self.plan.is_done(checkpoint):
+            self._pending.insert(0, unit_id)
+
+    def waiting(self) -> list[tuple[UnitSpec, UnitCheckpoint]]:
+        """The units not handed out yet, as they would be handed out now."""
+        return [self._assign(unit_id) for unit_id in self._pending]
+
     def _assign(self, unit_id: int) -> tuple[UnitSpec, UnitCheckpoint]:
         return self._spec_for(self.plan[unit_id], self.plan.extent(unit_id)), self.states[unit_id]
 

@@ -23,6 +23,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .forks import FORKED, leave
+
 Job = tuple[contextvars.Context, Callable[[Any], Any], Any, "asyncio.Future[Any]"]
 Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
 
@@ -88,6 +90,8 @@ class ThreadPool:
                 result, error = context.run(fn, item), None
             except BaseException as exc:  # handed to the awaiting lane as the item's error
                 result, error = None, _carried(exc)
+            if FORKED[0]:  # a child the processor forked: only this thread came along
+                leave()
             self._done.append((future, result, error))
             if not self._wake_pending:
                 self._wake_pending = True

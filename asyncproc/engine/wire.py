@@ -8,7 +8,7 @@ travel back as :func:`encode_commit` dicts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Self
 
 from ..limits.gate import Gate, LimitConfig
@@ -39,6 +39,11 @@ class WorkerSetup:
     stall_after: float = 0.0  # warn when one item holds a unit this long (0: never)
     input_path: str = ""  # the input, to show the line of a stalled item
     faults: str = ""  # the fault points armed in the coordinator (tests only)
+    # A careful child's (processes/poison.py): it reruns what a dead worker had in flight.
+    careful: bool = False
+    budget: int = 0  # items it may take
+    condemned: list[list[Any]] = field(default_factory=list)  # [offset, reason] pairs
+    suspects: list[int] = field(default_factory=list)  # offsets it calls one at a time
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

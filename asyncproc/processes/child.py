@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -26,8 +27,10 @@ import anyio.lowlevel
 import orjson
 from anyio.lowlevel import EventLoopToken
 
+from ..engine.budget import TakeBudget
 from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
 from ..engine.loops import backend_options
+from ..engine.poison import careful
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
 from ..engine.units import Place, UnitSpec
@@ -41,6 +44,7 @@ from ..engine.wire import (
 from ..limits.gate import Gate, LimitConfig
 from ..storage import faults
 from ..storage.records import UnitCheckpoint
+from .poison import announcer
 from .wire import DONE, PARENT_ENV, commit_message, line
 
 PR_SET_PDEATHSIG = 1
@@ -119,6 +123,9 @@ class ParentLink:
         message = {"finished": unit_id, "checkpoint": encode_checkpoint(checkpoint)}
         self._channel.send(line(message))
 
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        self.finished(unit_id, checkpoint)
+
     def stop(self, grace: float) -> None:
         self._stopper.grace = grace
         self._stopper.request(StopReason(None, "stopped by the parent"))
@@ -140,13 +147,24 @@ def _watch_stdin(token: EventLoopToken, link: ParentLink) -> None:
     os._exit(0)
 
 
+def _setup(job: WorkerSetup, stopper: Stopper, gate: Gate, channel: _Channel) -> RunSetup:
+    setup = RunSetup.made(job, local_store, stopper, gate)
+    if not job.careful:
+        return setup
+    # rerunning what a dead worker had in flight (see .poison)
+    condemned = {int(offset): str(reason) for offset, reason in job.condemned}
+    suspects = frozenset(int(offset) for offset in job.suspects)
+    processor = careful(setup.processor, condemned, announcer(channel.send), suspects)
+    return replace(setup, processor=processor, budget=TakeBudget(job.budget))
+
+
 async def _serve(job: WorkerSetup, channel: _Channel) -> None:
     stopper = Stopper(0.0)
     gate = job.gate() or Gate(LimitConfig())
     link = ParentLink(channel, stopper, gate)
     token = anyio.lowlevel.current_token()
     threading.Thread(target=_watch_stdin, args=(token, link), daemon=True).start()
-    await InProcess().run(link, RunSetup.made(job, local_store, stopper, gate))
+    await InProcess().run(link, _setup(job, stopper, gate, channel))
 
 
 def _report(exc: BaseException) -> None:
@@ -161,7 +179,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = _Channel()
-    job = WorkerSetup.from_dict(orjson.loads(sys.stdin.buffer.readline()))
+    first = sys.stdin.buffer.readline()
+    if not first:  # the parent had no run for this process (done already, or failed first)
+        os._exit(0)
+    job = WorkerSetup.from_dict(orjson.loads(first))
     faults.arm(job.faults)  # the parent's, as the command line armed them
     try:
         anyio.run(_serve, job, channel, backend_options=backend_options(job.loop))

@@ -9,6 +9,12 @@ Child to parent: ``{"next": n}`` (a slot wants a unit), ``{"commit": ...}`` afte
 durable commit, followed by ``{"limits": [limit, rejections]}``, ``{"pause": seconds}``
 (a call was rejected with a Retry-After), ``{"capped": n, "place": [o, i] | null}``,
 ``{"finished": unit_id, "checkpoint": ...}`` and, last, ``{"done": true}``.
+
+A careful child (rerunning what a dead one had in flight, :mod:`.poison`) gets four more
+setup keys, ``"careful": true``, ``"budget": n`` (items it may take), ``"condemned":
+[[offset, reason], ...]`` and ``"suspects": [offset, ...]``, and announces each item it
+calls: ``{"trying": [unit_id, offset, index]}`` before the call and ``{"tried": [...]}``
+after it.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ thread while it is held, and deleted on release. The highest ``n`` is the curren
   on this host that no longer exists (a killed run never makes a local resume wait).
 * Renewing: the holder rewrites its own record (only it writes that name). If a higher
   lease exists, the holder could not renew in time (a partition longer than the TTL)
-  and another process took over: :attr:`Lease.lost` is set and logged. The segment
-  protocol keeps even that harmless for the committed output (each attempt writes its
-  own segments), but the later process wins the run.
+  and another process took over: :attr:`Lease.lost` is set and logged, and
+  :func:`lost_lease` names it until it is released, so that the holder writes nothing
+  more of the run (no manifest, no merge: the later process wins the run, and may have
+  finished it and removed its state meanwhile).
 
 What this relies on: clocks within a few seconds of each other across hosts, and a
 store whose exclusive creation is honoured (AWS S3, moto, GCS and Azure do). On a store
@@ -42,6 +43,12 @@ log = logging.getLogger("asyncproc")
 FOLDER = "lease/"
 TTL = 30.0  # seconds a lease lives without renewal
 WAIT_STEP = 0.2  # seconds between tries when waiting for a lease
+_LOST: set[str] = set()  # leases this process held and another process took over
+
+
+def lost_lease() -> str | None:
+    """A lease of this process that another process took over, if any."""
+    return min(_LOST) if _LOST else None
 
 
 def _me(ttl: float) -> dict[str, Any]:
@@ -125,6 +132,7 @@ class Lease:
                 newest, _ = current(self.storage, self._what)
                 if newest != self.name:
                     self.lost = True
+                    _LOST.add(self.name)
                     log.error("the lease %s was taken over by another process", self.name)
                     return
                 self.storage.put(self.name, orjson.dumps(_me(self.ttl)), point="lease")
@@ -134,6 +142,7 @@ class Lease:
     def release(self) -> None:
         self._done.set()
         self._thread.join(timeout=self.ttl)
+        _LOST.discard(self.name)
         if not self.lost:
             try:
                 self.storage.delete(self.name)
