@@ -19,7 +19,8 @@ from conftest import numbered_lines, text_items, write_lines
 from unitkit import OneUnit, fresh_unit, run_unit
 
 from asyncproc.engine.executor import UnitHandle
-from asyncproc.engine.unit import FEED_LOW_WATER, UnitRun, window
+from asyncproc.engine.lanes import FEED_LOW_WATER
+from asyncproc.engine.unit import UnitRun, window
 from asyncproc.engine.units import UnitSpec
 from asyncproc.storage.localfs import LocalStorage
 from asyncproc.storage.records import UnitCheckpoint

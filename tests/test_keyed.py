@@ -148,6 +148,44 @@ async def test_concurrency_is_bounded(tmp_path: Path) -> None:
     assert report == asyncproc.ItemsReport(succeeded=100, failed=0, skipped=10)
 
 
+async def test_an_endless_iterator_is_read_only_as_items_are_taken(tmp_path: Path) -> None:
+    """With every lane held, the items are read no further than one past the lanes."""
+    yielded = started = 0
+    seen = -1
+    release = anyio.Event()
+
+    async def endless() -> AsyncIterator[str]:
+        nonlocal yielded
+        while not release.is_set():
+            yielded += 1
+            yield f"key-{yielded}"
+
+    async def handle(item: str) -> None:
+        nonlocal started
+        started += 1
+        await release.wait()
+
+    async def watch() -> None:
+        nonlocal seen
+        while started < 3:
+            await anyio.lowlevel.checkpoint()
+        await anyio.wait_all_tasks_blocked()  # the lanes held, the feeder resting
+        seen = yielded
+        release.set()
+
+    @asyncproc.checkpointed(checkpoint_dir=tmp_path)
+    async def load(ctx: asyncproc.LoaderContext[str]) -> asyncproc.ItemsReport:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            report = await ctx.process_items(endless(), handle, concurrency=3)
+        return report
+
+    with anyio.fail_after(10):
+        report = await load()
+    assert started >= 3 and seen == 4, (started, seen)
+    assert report.succeeded == yielded, (report, yielded)
+
+
 async def test_manager_resume_named_refuse_config_and_lock(tmp_path: Path) -> None:
     manager = asyncproc.CheckpointManager(tmp_path, shards=3)
     first = await manager.start_run({"db": "prod", "limit": 10})

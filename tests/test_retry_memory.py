@@ -19,10 +19,11 @@ import orjson
 import pytest
 from conftest import CLI_TIMEOUT, EXIT_ITEMS_FAILED, cli_command, run_cli, summary_of
 
+from asyncproc.engine.lanes import FEED_LOW_WATER
 from asyncproc.engine.pipeline import Pipeline
 from asyncproc.engine.replay.run import BLOCK_ITEMS, LetterReader, RetryRun
 from asyncproc.engine.replay.state import UNIT
-from asyncproc.engine.unit import FEED_LOW_WATER, window
+from asyncproc.engine.unit import window
 from asyncproc.engine.units import first_checkpoint
 from asyncproc.processors.loading import load_processor
 from asyncproc.storage.memory import MemoryStorage
@@ -79,10 +80,10 @@ class HeldStore(UnitStore):
             while True:
                 await anyio.wait_all_tasks_blocked()
                 reached = self.calls[0] >= self.limit  # nothing durable yet: from 0
-                if reached and len(retry.queue) > FEED_LOW_WATER:
+                if reached and len(retry.lines) > FEED_LOW_WATER:
                     break  # everyone blocked, with work queued and the feeder resting
                 await anyio.sleep(0.001)  # the feeder reads in a thread, or lanes still run
-        self.calls_while_held, self.queued_while_held = self.calls[0], len(retry.queue)
+        self.calls_while_held, self.queued_while_held = self.calls[0], len(retry.lines)
 
 
 def test_lanes_stop_one_window_past_a_held_commit(tmp_path: Path) -> None:

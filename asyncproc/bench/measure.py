@@ -1,23 +1,21 @@
 """``asyncproc bench``: measure a processor at several concurrency levels, find the knee.
 
-The pure part (levels, percentiles, the knee) is plain functions; the measuring part is
-one small async loop: a fixed pool of ``concurrency`` tasks pulling items from a shared
-cursor, timing each call with :func:`time.perf_counter`. No per-item limiter, queue or
-checkpoint sits between the tasks and the function, so the numbers are the function's.
+The pure part (levels, percentiles, the knee) is plain functions; the measuring part runs
+each level on the engine's own lane loop (:mod:`.level`), timing each call with
+:func:`time.perf_counter`. No retry, ordering or checkpoint sits between the lanes and
+the function, so the numbers are the function's on the loop a run uses.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import anyio
-import anyio.lowlevel
-
 from .._errors import ConfigError
+from ..engine.pipeline import Pipeline
+from .level import BenchLevel
 
 KNEE_FRACTION = 0.9
 MAX_LEVEL = 1_000_000
@@ -159,58 +157,20 @@ def summarize(concurrency: int, latencies: list[float], errors: int, elapsed: fl
 # -- measuring ---------------------------------------------------------------------------
 
 
-class _LevelRun:
-    """Mutable state of one level: the shared cursor and the timings."""
-
-    def __init__(self, call: Call, items: Sequence[Any], budget: Budget) -> None:
-        self._call = call
-        self._items = items
-        self._limit = budget.items
-        self._deadline = time.perf_counter() + (budget.seconds or 0.0)
-        self._taken = 0
-        self.latencies: list[float] = []
-        self.errors = 0
-
-    def _take(self) -> tuple[Any] | None:
-        if self._limit is not None:
-            if self._taken >= self._limit:
-                return None
-        elif time.perf_counter() >= self._deadline:
-            return None
-        item = self._items[self._taken % len(self._items)]
-        self._taken += 1
-        return (item,)
-
-    async def lane(self) -> None:
-        clock, latencies = time.perf_counter, self.latencies
-        while (taken := self._take()) is not None:
-            started = clock()
-            try:
-                await self._call(taken[0])
-            except Exception:  # an item's failure is a data point, not a crash
-                self.errors += 1
-            latencies.append(clock() - started)
-            if len(latencies) % 256 == 0:
-                await anyio.lowlevel.checkpoint()
-
-
 async def measure_level(
-    call: Call, items: Sequence[Any], concurrency: int, budget: Budget
+    pipeline: Pipeline, items: Sequence[Any], concurrency: int, budget: Budget
 ) -> LevelResult:
-    """Run ``call`` over ``items`` (cycled) with ``concurrency`` tasks; time every call."""
+    """Run ``items`` (cycled) through ``pipeline``'s call on ``concurrency`` lanes
+    (:class:`.level.BenchLevel`); time every call."""
     if not items:
         raise ConfigError("the bench has no items; give a non-empty --input or --synthetic N")
-    level = _LevelRun(call, items, budget)
-    started = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(concurrency):
-            tg.start_soon(level.lane)
-    elapsed = time.perf_counter() - started
+    level = BenchLevel(pipeline, items, concurrency, budget.items, budget.seconds)
+    elapsed = await level.measure()
     return summarize(concurrency, level.latencies, level.errors, elapsed)
 
 
 async def sweep(
-    call: Call,
+    pipeline: Pipeline,
     items: Sequence[Any],
     levels: Sequence[int],
     budget: Budget,
@@ -219,7 +179,7 @@ async def sweep(
     """Measure every level in turn, lowest first."""
     results = []
     for concurrency in levels:
-        result = await measure_level(call, items, concurrency, budget)
+        result = await measure_level(pipeline, items, concurrency, budget)
         if on_level is not None:
             on_level(result)
         results.append(result)

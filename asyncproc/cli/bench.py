@@ -22,7 +22,7 @@ from ..bench.durability import Durability, durability_cost, items_for
 from ..bench.measure import Budget, LevelResult, find_knee, p99_limit, parse_levels, sweep
 from ..bench.sample import Sample, load_sample, synthetic
 from ..engine.loops import LoopChoice, backend_options, running_loop
-from ..engine.pipeline import Pipeline
+from ..engine.pipeline import OBJECTS, Pipeline
 from ..processors.loading import Processor, load_processor
 from .group import format_option, processor_arg_option
 
@@ -72,10 +72,11 @@ def _budget(items: int | None, duration: float | None) -> Budget:
 
 
 def _pipeline(req: BenchRequest) -> Pipeline:
-    """A sync processor gets as many threads as the highest level."""
+    """Items decoded already, results not kept; a sync processor gets as many threads as
+    the highest level."""
     return Pipeline(
-        req.processor, format=req.sample.format, output_kind="jsonl", retries=0,
-        timeout=None, threads=max(req.levels),
+        req.processor, format=OBJECTS, output_kind=OBJECTS, retries=0,
+        timeout=None, threads=max(req.levels), timed=True,
     )  # fmt: skip
 
 
@@ -93,7 +94,7 @@ def _report_level(quiet: bool) -> Callable[[LevelResult], None]:
 async def _measure(req: BenchRequest) -> BenchResult:
     with _pipeline(req) as pipeline:
         report = _report_level(req.quiet)
-        levels = await sweep(pipeline.call, req.sample.items, req.levels, req.budget, report)
+        levels = await sweep(pipeline, req.sample.items, req.levels, req.budget, report)
     knee = find_knee(levels, slo_p99_ms=req.slo_p99_ms)
     cost = await _durability(req, levels, knee) if req.durability else None
     auto = None

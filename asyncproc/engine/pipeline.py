@@ -1,10 +1,10 @@
 """The one item pipeline: decode, call with retries, backoff and timeout, encode or dead-letter.
 
 File runs, ``--retry-failed``, keyed ``process_items`` and ``asyncproc bench`` all go
-through a :class:`Pipeline`. The lanes of a file run inline its first attempt (decode,
-``call``, ``encode``: no extra frames on the hot path) and hand any failure to
-:meth:`Pipeline.recover`; everyone else calls :meth:`Pipeline.process` or
-:meth:`Pipeline.attempt`.
+through a :class:`Pipeline`, on the one lane loop (:mod:`.lanes`): the lanes inline its
+first attempt (decode, ``call``, ``encode``: no extra frames on the hot path) and hand
+any failure to :meth:`Pipeline.recover`. Keyed items and bench levels are Python objects
+already and keep no records (``OBJECTS``).
 
 Limits (:mod:`.limits`) wrap ``call`` in the run's gate when they are configured, or
 once any call is rejected (a processor raised :class:`~asyncproc.RetryAfter`): then the
@@ -16,11 +16,11 @@ RetryAfter out (the gate retries its own and gives up with an :class:`ItemError`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from .._errors import RetryAfter
+from .._errors import ItemError, RetryAfter
 from ..limits.gate import Gate, LimitConfig, gated
 from ..processors.loading import Processor
 from .encode import Encoder, decoder_for
@@ -30,43 +30,42 @@ from .threads import ThreadPool
 
 # Where an item failed: its line, the processor, or encoding the result.
 DECODE, CALL, ENCODE = range(3)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One item's result: its encoded record, or its dead letter when ``failed``."""
-
-    record: bytes
-    failed: bool
-    error: str | None = None  # "Type: message" of a failed item
+# The format and output of keyed items: Python objects already, whose results are not kept.
+OBJECTS = "objects"
 
 
 class Pipeline:
     """Everything that happens to one item, configured once per run."""
 
     __slots__ = (
-        "_encoder", "_gated", "_plain", "_pool", "_running", "call", "changed", "decode",
-        "encode", "error", "gate", "processor", "retries",
+        "_encoder", "_gated", "_keeps", "_plain", "_pool", "_running", "call", "changed",
+        "decode", "encode", "error", "failure", "gate", "processor", "retries", "timings",
     )  # fmt: skip
 
     def __init__(
         self, processor: Processor, *, format: str, output_kind: str, retries: int,
-        timeout: float | None, threads: int, gate: Gate | None = None,
+        timeout: float | None, threads: int, gate: Gate | None = None, timed: bool = False,
     ) -> None:  # fmt: skip
         self.processor = processor
         self.retries = retries
-        self.decode: Callable[[bytes], Any] = decoder_for(format)
+        self.decode: Callable[[Any], Any] = _same if format == OBJECTS else decoder_for(format)
         # A sync processor's calls run in threads of the pipeline's own (close it after).
         self._pool = None if processor.is_async else ThreadPool(threads)
         self._plain: Call = caller(processor, timeout, self._pool)
+        # ``timed`` (asyncproc bench): every call's seconds, failed ones too, go to `timings`.
+        self.timings: list[float] = []
+        if timed:
+            self._plain = self._timed(self._plain)
         self.gate = gate or Gate(LimitConfig())
         self._gated: Call = gated(self._plain, self.gate)  # retries always take this one
         self.call: Call = self._gated if self.gate.config.configured else self._plain
         self.changed: Callable[[], None] = _nothing  # the lanes' hook: `call` was replaced
         self.gate.activate = self.use_gate  # any rejection routes all calls through the gate
         self._encoder = Encoder(output_kind)
-        self.encode = self._encoder.record
+        self._keeps = output_kind != OBJECTS  # records and dead letters are written
+        self.encode = self._encoder.record if self._keeps else _kept_nowhere
         self.error: str | None = None  # the last item error, for progress and limits
+        self.failure: BaseException | None = None  # and the error itself (keyed marks)
         self._running = running()  # a fork while the pipeline is open marks the child
         self._running.__enter__()
 
@@ -87,6 +86,22 @@ class Pipeline:
         if self.call is not self._gated:
             self.call = self._gated
             self.changed()
+
+    def _timed(self, call: Call) -> Call:
+        """``call``, timed; a rejection is a failed call here, never a pause and a retry:
+        the bench reports what a level's calls met, rejections included."""
+        clock = time.perf_counter
+
+        async def timed(item: Any) -> Any:
+            started = clock()
+            try:
+                return await call(item)
+            except RetryAfter as exc:
+                raise ItemError(f"rejected: {exc}") from None
+            finally:
+                self.timings.append(clock() - started)
+
+        return timed
 
     def __enter__(self) -> Pipeline:
         return self
@@ -110,23 +125,6 @@ class Pipeline:
                 await self.gate.rejected_outside(exc)  # gates every further call
                 return await self.attempt(item)
             return await retry(self._gated, item, exc, self.retries)
-
-    async def process(self, index: int, offset: int, raw: bytes) -> Outcome:
-        """The whole path for one line, for callers off the hot path."""
-        stage, item = DECODE, raw
-        try:
-            item = self.decode(raw)
-            stage = CALL
-            value = await self.call(item)
-            if FORKED[0]:
-                leave()
-            stage = ENCODE
-            return Outcome(self.encode(index, value), False)
-        except ITEM_ERRORS as exc:
-            if cancelled(exc):
-                raise
-            record, failed = await self.recover(stage, index, offset, item, exc)
-            return Outcome(record, failed, self.error if failed else None)
 
     async def recover(
         self, stage: int, index: int, offset: int, item: Any, error: BaseException
@@ -157,9 +155,18 @@ class Pipeline:
     def dead(
         self, index: int, offset: int, item: Any, error: BaseException, attempts: int
     ) -> bytes:
-        self.error = f"{type(error).__name__}: {error}"
-        return self._encoder.dead(index, offset, item, error, attempts)
+        self.error, self.failure = f"{type(error).__name__}: {error}", error
+        return self._encoder.dead(index, offset, item, error, attempts) if self._keeps else b""
 
 
 def _nothing() -> None:
     return None
+
+
+def _same(item: Any) -> Any:
+    return item
+
+
+def _kept_nowhere(index: int, value: Any) -> bytes:
+    del index, value
+    return b""

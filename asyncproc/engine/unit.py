@@ -1,11 +1,11 @@
 """One attempt at one work unit: read its range, let the run's lanes take its items, commit.
 
-A :class:`UnitRun` owns two tasks: a *feeder* that reads the unit's range a chunk at a
-time into a bounded queue of lines, and a *committer* that makes the ordered prefix
-(:class:`~.ordering.Ordering`) durable every ``batch_size`` items, or every
-``commit_interval`` seconds, through its :class:`UnitStore`, off the event loop. The
-lanes that take its items belong to the whole run (:mod:`.lanes`): a unit lends them
-work while it has lines and window.
+A :class:`UnitRun` is work for the run's lanes (:class:`~.lanes.LaneWork`): it owns
+two tasks, a *feeder* that reads the unit's range a chunk at a time into a bounded queue
+of lines, and a *committer* that makes the ordered prefix (:class:`~.ordering.Ordering`)
+durable every ``batch_size`` items, or every ``commit_interval`` seconds, as its
+:class:`~.attempt.Attempt`. The lanes that take its items belong to the whole run
+(:mod:`.lanes`): a unit lends them work while it has lines and window.
 
 A running unit can be *capped* (:meth:`UnitRun.cap`): it agrees to end at an indexed
 point beyond everything it has claimed (handed to lanes), drops the lines it read past
@@ -16,25 +16,22 @@ starts there; until it has, a crash simply forgets the cap.
 from __future__ import annotations
 
 import bisect
-import secrets
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import anyio
 
-from ..storage.faults import crashpoint
-from ..storage.records import SegmentRef, UnitCheckpoint
+from ..storage.records import UnitCheckpoint
 from ..storage.unitstore import UnitStore
+from .attempt import Attempt
 from .budget import TakeBudget
 from .committing import commit_batches
-from .ordering import Cut, Ordering, Point
+from .lanes import EVERY_LANE, FEED_LOW_WATER, LaneWork
+from .ordering import Ordering, Point
 from .reader import LineReader
-from .signal import Signal
 from .sources import open_input
 from .units import Place, UnitSpec, choose
 
-FEED_LOW_WATER = 1024
 # Items lanes may run past a full batch while it commits: rides out a slow fsync with
 # small batches, without letting a large --batch-size multiply the window.
 COMMIT_SLACK = 8192
@@ -58,39 +55,30 @@ class Commit:
     last_error: str | None = None
 
 
-class UnitRun:
+class UnitRun(LaneWork[bytes]):
     """One attempt at one unit, resuming from ``start``."""
 
     def __init__(
         self, spec: UnitSpec, start: UnitCheckpoint, store: UnitStore, lanes: int,
-        on_commit: Callable[[Commit], None], wake_lanes: Callable[[], None],
+        on_commit: Callable[[Commit], None], wake_lanes: Callable[[int], None],
         budget: TakeBudget | None = None,
     ) -> None:  # fmt: skip
+        order = Ordering(spec.batch_size, start.offset)
+        limit = window(lanes, spec.batch_size)
+        super().__init__(spec.unit_id, order, limit, start.next_index, wake_lanes)
         self.spec = spec
-        self.unit_id = spec.unit_id
-        self.first_index = start.next_index  # sequence 0 is this item
         self.end, self.end_index = spec.end, spec.end_index
-        self.limit = window(lanes, spec.batch_size)
-        self.order = Ordering(spec.batch_size, start.offset)
-        self.starts: deque[int] = deque()  # offsets of the lines waiting for a lane
-        self.lines: deque[bytes] = deque()  # and the lines, without their line end
-        self.ends: deque[int] = deque()  # and the offsets just past their line ends
-        self.eof = self.stopping = False
+        self.eof = False
         self.starved = False  # the --simulate-crash budget is spent: read no further
         self._budget = budget
-        self.last_error: str | None = None
-        self.batch, self.space = Signal(), Signal()
         self._unread = start.offset  # the first line start not yet queued
-        self._lanes_gone = False
-        self._store, self._on_commit, self._wake = store, on_commit, wake_lanes
-        attempt = f"{spec.unit_id:04d}.{start.attempts + 1:03d}-{secrets.token_hex(3)}"
-        self._out_name, self._dead_name = f"{attempt}.out", f"{attempt}.dead"
-        self._durable = replace(start, attempts=start.attempts + 1)
+        self._on_commit = on_commit
+        self._attempt = Attempt(start, store, opened="before_first_commit")
 
     @property
     def checkpoint(self) -> UnitCheckpoint:
         """The last durable state."""
-        return self._durable
+        return self._attempt.durable
 
     @property
     def claimed(self) -> Place:
@@ -98,41 +86,19 @@ class UnitRun:
         offset = self.starts[0] if self.starts else self._unread
         return Place(offset, self.first_index + self.order.taken)
 
-    @property
-    def ready(self) -> bool:
-        """A lane may take an item now."""
-        order = self.order
-        return bool(self.lines) and order.taken - order.durable < self.limit and not self.stopping
-
     async def run(self) -> UnitCheckpoint:
         """Process the rest of the unit (or until stopped); return its last checkpoint."""
-        await anyio.to_thread.run_sync(self._open_segments)
+        await anyio.to_thread.run_sync(self._attempt.open)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._feed)
                 await self._commit_loop()
                 tg.cancel_scope.cancel()  # a stopped unit's feeder may still be reading
         finally:
-            self._store.close()
-        return self._durable
+            self._attempt.close()
+        return self._attempt.durable
 
-    def _open_segments(self) -> None:
-        self._store.open_segment(self._out_name)
-        self._store.open_segment(self._dead_name)
-        crashpoint("before_first_commit")
-
-    # -- stopping and capping ---------------------------------------------------------
-
-    def stop(self) -> None:
-        """Take no new items; commit what finishes in order, then return."""
-        self.stopping = True
-        self.space.fire()
-        self.batch.fire()
-
-    def lanes_gone(self) -> None:
-        """The run's lanes have ended: items still in flight will never finish."""
-        self._lanes_gone = True
-        self.batch.fire()
+    # -- capping ----------------------------------------------------------------------
 
     async def cap(self, candidates: Sequence[Place]) -> Place | None:
         """End the unit at one of ``candidates`` beyond what it has claimed, if it can.
@@ -183,11 +149,7 @@ class UnitRun:
         if self._budget is not None and (granted := self._budget.grant(len(starts))) < len(starts):
             starts, lines, ends = starts[:granted], lines[:granted], ends[:granted]
             self.starved = True
-        self.starts.extend(starts)
-        self.lines.extend(lines)
-        self.ends.extend(ends)
-        if lines:
-            self._wake()
+        self.queue(starts, lines, ends)
 
     def _finish_reading(self) -> None:
         self.eof = True
@@ -202,7 +164,7 @@ class UnitRun:
 
     def _over(self) -> bool:
         """Nothing more will be ordered: complete, stopped and drained, or lanes gone."""
-        if self._lanes_gone:
+        if self.lanes_ended:
             return True
         drained = (self.eof or self.starved) and not self.lines
         return self.order.complete and (self.stopping or drained)
@@ -215,25 +177,14 @@ class UnitRun:
         )  # fmt: skip
 
     async def _commit(self, point: Point, final: bool = False) -> None:
-        """Make the ordered prefix up to ``point`` durable, off the loop."""
-        previous = self._durable
+        """Make the ordered prefix up to ``point`` durable (:meth:`.Attempt.commit`)."""
         offset = self.end if final and self.complete else point.offset
-        if point.next == self.order.durable and offset == previous.offset:
+        cut = await self._attempt.commit(self.order, point, offset)
+        if cut is None:
             return  # nothing new to say
-        cut = self.order.cut(point)
-        checkpoint = self._checkpoint_after(previous, cut, offset)
-        data = {self._out_name: cut.out, self._dead_name: cut.dead}
-        checkpoint = await anyio.to_thread.run_sync(self._store.commit, data, checkpoint)
-        self._durable = checkpoint
         self.order.made_durable(point)
-        self._wake()  # the window moved: lanes may take more of this unit's items
+        self._wake(EVERY_LANE)  # the window moved: lanes may take more of this unit's items
         self._on_commit(Commit(
-            self.unit_id, cut.ok, cut.failed, checkpoint, self.claimed, self.last_error
+            self.unit_id, cut.ok, cut.failed, self._attempt.durable, self.claimed,
+            self.last_error,
         ))  # fmt: skip
-
-    def _checkpoint_after(self, previous: UnitCheckpoint, cut: Cut, offset: int) -> UnitCheckpoint:
-        point = cut.point
-        return previous.advanced(
-            SegmentRef(self._out_name, point.out_len), SegmentRef(self._dead_name, point.dead_len),
-            cut.ok, cut.failed, offset=offset, next_index=self.first_index + point.next,
-        )  # fmt: skip

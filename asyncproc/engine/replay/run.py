@@ -1,45 +1,40 @@
 """One attempt at a retry: dead letters streamed in, an ordered prefix committed out.
 
-Built like a unit (:mod:`.unit`) from the same parts: a *feeder* reads the failed-items
-file a block at a time (each dead letter with its item's line, re-read from the input
-at its recorded offset) into a bounded queue; ``lanes`` tasks run each item through
-the one :class:`~.pipeline.Pipeline`; :class:`~.ordering.Ordering` puts the results back
-in failed-items order (sequence numbers are positions in that file, offsets are its
-bytes); a *committer* makes the ordered prefix durable through a
-:class:`~asyncproc.storage.unitstore.UnitStore` every ``batch_size`` items or
-``commit_interval`` seconds. Lanes stop taking items ``window`` items ahead of the last
-commit, so memory is bounded by the window, not by the number of failed items.
+A :class:`RetryRun` is work for lanes (:class:`~..lanes.LaneWork`), as a unit's attempt
+is, and commits as its :class:`~..attempt.Attempt`: a *feeder* reads the failed-items
+file a block at a time (each dead letter with its item's line, re-read from the input at
+its recorded offset) into a bounded queue; a pool of ``lanes`` (:class:`~..lanes.LanePool`)
+runs each item through the one :class:`~..pipeline.Pipeline`;
+:class:`~..ordering.Ordering` puts the results back in failed-items order (sequence
+numbers are positions in that file, and what an item reaches is the end of its dead
+letter there); a *committer* makes the ordered prefix durable every ``batch_size`` items
+or ``commit_interval`` seconds. Lanes stop taking items ``window`` items ahead of the
+last commit, so memory is bounded by the window, not by the number of failed items.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections import deque
-from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 import anyio
-import anyio.lowlevel
 import orjson
 
 from ..._errors import CheckpointError, option
-from ...storage.faults import crashpoint
 from ...storage.location import Location
-from ...storage.records import SegmentRef, UnitCheckpoint
+from ...storage.records import UnitCheckpoint
 from ...storage.unitstore import UnitStore
+from ..attempt import Attempt
 from ..committing import commit_batches
-from ..context import LaneSlot, current_slot
 from ..items import items_for
-from ..ordering import Cut, Ordering, Point
+from ..lanes import FEED_LOW_WATER, LanePool, LaneWork
+from ..ordering import Ordering, Point
 from ..pipeline import Pipeline
-from ..signal import Signal
-from ..unit import FEED_LOW_WATER, window
+from ..unit import window
 
 BLOCK_ITEMS = 512  # most dead letters read in one thread round trip
 BLOCK_BYTES = 1 << 20  # and about this many bytes of their input lines
 LINE_STEP = 1 << 16  # an input line is read this much at a time, up to its line end
-YIELD_EVERY = 256  # a lane whose processor never awaits lets the committer in this often
 
 # A dead letter waiting for a lane: the end of its line in the failed-items file, the
 # item's index, the offset of its line in the input, and that line without its newline.
@@ -129,123 +124,73 @@ def _located(where: Location | Path) -> Location:
     return where if isinstance(where, Location) else Location(where)
 
 
-class RetryRun:
-    """One attempt at a retry, resuming from ``start`` (a checkpoint in the failed file)."""
+class RetryRun(LaneWork[bytes]):
+    """One attempt at a retry, resuming from ``start`` (a checkpoint in the failed file).
+
+    Its items tell a processor's ``current_item()`` unit -1: they come from every unit.
+    """
 
     def __init__(
         self, reader: LetterReader, start: UnitCheckpoint, end: int, store: UnitStore,
         pipeline: Pipeline, *, lanes: int, batch_size: int, commit_interval: float,
         fingerprint: str,
     ) -> None:  # fmt: skip
-        self.order = Ordering(batch_size, start.offset)
-        self.limit = window(lanes, batch_size)
-        self.queue: deque[Pending] = deque()
+        self._pool = LanePool(lanes, pipeline, fingerprint)
+        order, limit = Ordering(batch_size, start.offset), window(lanes, batch_size)
+        super().__init__(-1, order, limit, start.next_index, self._pool.wake, indexed=True)
         self.eof = False
-        self.ready, self.space, self.batch = Signal(), Signal(), Signal()
         self.committed = 0  # items committed by this attempt
         self.peak = self.peak_queue = 0  # most results held, most letters queued: for tests
-        self.last_error: str | None = None
-        self._reader, self._end, self._store, self._pipeline = reader, end, store, pipeline
-        self._lanes, self._interval, self._fingerprint = lanes, commit_interval, fingerprint
-        self._first = start.next_index
-        attempt = f"{start.unit_id:04d}.{start.attempts + 1:03d}-{secrets.token_hex(3)}"
-        self._out_name, self._dead_name = f"{attempt}.out", f"{attempt}.dead"
-        self._durable = replace(start, attempts=start.attempts + 1)
+        self._reader, self._end, self._interval = reader, end, commit_interval
+        self._attempt = Attempt(start, store, committed="retry_committed")
 
     async def run(self) -> UnitCheckpoint:
         """Retry every dead letter left; return the final checkpoint (offset at the end)."""
-        await anyio.to_thread.run_sync(self._open_segments)
+        await anyio.to_thread.run_sync(self._attempt.open)
+        self._pool.add(self)
         try:
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self._pool.run)
                 tg.start_soon(self._feed)
-                for _ in range(self._lanes):
-                    tg.start_soon(self._lane)
                 await self._commit_loop()
+                self._pool.close()  # every item is committed: the lanes end
         finally:
-            self._store.close()
-        return self._durable
+            self._attempt.close()
+        return self._attempt.durable
 
-    def _open_segments(self) -> None:
-        self._store.open_segment(self._out_name)
-        self._store.open_segment(self._dead_name)
-
-    # -- feeder and lanes -------------------------------------------------------------
+    # -- feeder -----------------------------------------------------------------------
 
     async def _feed(self) -> None:
         while block := await anyio.to_thread.run_sync(self._reader.read):
-            self.queue.extend(block)
-            self.peak_queue = max(self.peak_queue, len(self.queue))
-            self.ready.fire()
-            while len(self.queue) > FEED_LOW_WATER:
+            ends, indexes, starts, lines = zip(*block, strict=True)
+            self.queue(starts, lines, ends, indexes)
+            self.peak_queue = max(self.peak_queue, len(self.lines))
+            while len(self.lines) > FEED_LOW_WATER:
                 await self.space.wait()
         self.eof = True
-        self.ready.fire()
+        self._pool.wake()
         self.batch.fire()
-
-    async def _lane(self) -> None:
-        slot = LaneSlot(-1, self._fingerprint)
-        current_slot.set(slot)
-        order, queue, budget = self.order, self.queue, YIELD_EVERY
-        while True:
-            if queue and order.taken - order.durable < self.limit:
-                await self._one(slot, queue.popleft())
-                budget -= 1
-                if not budget:
-                    budget = YIELD_EVERY
-                    await anyio.lowlevel.checkpoint()
-            elif self.eof and not queue:
-                return
-            else:
-                await self.ready.wait()
-
-    async def _one(self, slot: LaneSlot, pending: Pending) -> None:
-        """Take the next sequence number, run the item, hand its result to the ordering."""
-        end, index, offset, raw = pending
-        order = self.order
-        if len(self.queue) == FEED_LOW_WATER:
-            self.space.fire()
-        seq = order.take()
-        self.peak = max(self.peak, order.taken - order.durable)
-        slot.index, slot.offset = index, offset
-        outcome = await self._pipeline.process(index, offset, raw)
-        if outcome.failed:
-            self.last_error = outcome.error
-        if order.finish(seq, end, outcome.record, outcome.failed) or (self.eof and not self.queue):
-            self.batch.fire()
 
     # -- committer --------------------------------------------------------------------
 
     def _over(self) -> bool:
         """Every dead letter is read, taken and ordered."""
-        return self.eof and not self.queue and self.order.complete
+        return self.eof and not self.lines and self.order.complete
 
     async def _commit_loop(self) -> None:
         """Commit batch by batch, as a unit does (:func:`.committing.commit_batches`)."""
         await commit_batches(self.order, self.batch, self._interval, self._over, self._commit)
 
     async def _commit(self, point: Point, final: bool = False) -> None:
-        """Make the ordered prefix up to ``point`` durable, off the loop."""
-        previous = self._durable
-        offset = self._end if final else point.offset
-        if point.next == self.order.durable and offset == previous.offset:
+        """Make the ordered prefix up to ``point`` durable (:meth:`.Attempt.commit`)."""
+        cut = await self._attempt.commit(self.order, point, self._end if final else point.offset)
+        if cut is None:
             return  # nothing new to say
-        cut = self.order.cut(point)
-        checkpoint = self._checkpoint_after(previous, cut, offset)
-        data = {self._out_name: cut.out, self._dead_name: cut.dead}
-        checkpoint = await anyio.to_thread.run_sync(self._commit_durably, data, checkpoint)
-        self._durable = checkpoint
-        self.order.made_durable(cut.point)
+        self._note_peak()
+        self.order.made_durable(point)
         self.committed += cut.ok + cut.failed
-        self.ready.fire()  # the window moved: lanes may take more items
+        self._pool.wake()  # the window moved: lanes may take more items
 
-    def _commit_durably(self, data: dict[str, bytes], checkpoint: UnitCheckpoint) -> UnitCheckpoint:
-        written = self._store.commit(data, checkpoint)
-        crashpoint("retry_committed")
-        return written
-
-    def _checkpoint_after(self, previous: UnitCheckpoint, cut: Cut, offset: int) -> UnitCheckpoint:
-        point = cut.point
-        return previous.advanced(
-            SegmentRef(self._out_name, point.out_len), SegmentRef(self._dead_name, point.dead_len),
-            cut.ok, cut.failed, offset=offset, next_index=self._first + point.next,
-        )  # fmt: skip
+    def _note_peak(self) -> None:
+        """Lanes run furthest ahead of the last durable commit while the next is made."""
+        self.peak = max(self.peak, self.order.taken - self.order.durable)
