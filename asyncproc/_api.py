@@ -10,6 +10,7 @@ import anyio
 
 from ._errors import ConfigError, named, option
 from ._options import DEFAULT_CHECKPOINT, DEFAULT_MAX_CONCURRENCY, Options
+from ._public import public
 from .engine.coordinator import Coordinator, Request
 from .engine.executor import Executor
 from .engine.loops import backend_options, running_loop
@@ -129,6 +130,7 @@ def _auto_concurrency(options: dict[str, Any]) -> None:
     options["concurrency"] = options.get("max_concurrency") or DEFAULT_MAX_CONCURRENCY
 
 
+@public
 async def process_file(
     input: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -148,6 +150,7 @@ async def process_file(
     return replace(summary, loop=running_loop())
 
 
+@public
 def run_file(
     input: str | os.PathLike[str],
     output: str | os.PathLike[str],

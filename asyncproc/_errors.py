@@ -31,74 +31,95 @@ Every message says what to do next; the CLI prints it as one line.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
+from ._public import public
+
+
+@public
 class AsyncprocError(Exception):
     """Root of every error asyncproc raises on purpose."""
 
     exit_code = 1
 
 
+@public
 class ConfigError(AsyncprocError):
     """An option is out of range or contradicts another; raised before any work."""
 
     exit_code = 2
 
 
+@public
 class ProcessorLoadError(ConfigError):
     """The processor spec does not name a usable function."""
 
 
+@public
 class InputError(AsyncprocError):
     """The input path cannot be read as a line-oriented file."""
 
     exit_code = 2
 
 
+@public
 class OutputError(AsyncprocError):
     """The output path cannot be written."""
 
     exit_code = 2
 
 
+@public
 class UnsafeLinkError(OutputError):
     """A symlink in a sticky, world-writable directory, owned by neither us nor the
     directory's owner, is on the way to the output (the kernel's protected_symlinks)."""
 
 
+@public
 class CheckpointError(AsyncprocError):
     """Run state on disk is unusable and nothing older can be proven good."""
 
 
+@public
 class CorruptCheckpointError(CheckpointError):
     """A record on disk failed to parse, to type-check or to verify its checksum."""
 
 
+@public
 class UntrustedDirectoryError(CheckpointError):
     """A checkpoint or run directory belongs to another user or others may write it."""
 
     exit_code = 2
 
 
+@public
 class RunError(AsyncprocError):
     """The run cannot go on as asked."""
 
 
+@public
 class RunLockedError(RunError):
     """Another live process holds the run's lock."""
 
 
+@public
 class RunNotFoundError(RunError):
     """No run with the requested id exists under the checkpoint directory."""
 
 
+@public
 class InputChangedError(RunError):
     """The input's size, mtime or fingerprint differs from the planned run."""
 
 
+@public
 class IncompatibleRunError(RunError):
     """Resuming with these options would change the results."""
 
 
+@public
 class WorkerProcessError(RunError):
     """A worker process of ``--processes`` ended before finishing its shards."""
 
@@ -107,6 +128,7 @@ class LeaseLostError(RunError):
     """This process could not renew its lease in time and another one took the run over."""
 
 
+@public
 class Interrupted(RunError):
     """A signal stopped the run; everything finished before it is committed."""
 
@@ -116,16 +138,19 @@ class Interrupted(RunError):
         self.exit_code = 128 + signum
 
 
+@public
 class FailureLimitError(RunError):
     """More items failed than ``--max-failures`` allows; the run stopped cleanly."""
 
 
+@public
 class SimulatedCrash(RunError):
     """``--simulate-crash`` stopped the run after a durable commit."""
 
     exit_code = 3
 
 
+@public
 class ItemError(AsyncprocError):
     """One item failed; carries where it came from."""
 
@@ -135,6 +160,7 @@ class ItemError(AsyncprocError):
         self.index = index
 
 
+@public
 class ItemTimeoutError(ItemError):
     """One attempt at an item ran past the per-attempt timeout."""
 
@@ -145,6 +171,7 @@ class PoisonItemError(ItemError):
     retryable = False
 
 
+@public
 class RetryAfter(ItemError):
     """Raised by a processor when the service said "slow down" (a 429 or 503).
 
@@ -165,33 +192,39 @@ class RetryAfter(ItemError):
 
 
 # How messages name options: Python callers never read about command-line flags. The CLI
-# switches to flags for the duration of a command (:func:`speak_cli`).
-_CLI = [False]
+# switches to flags for the duration of a command (:func:`cli_messages`); a context
+# variable, so a library call in another thread or task of the same process is not
+# spoken to in flags.
+_CLI: ContextVar[bool] = ContextVar("asyncproc_cli_messages", default=False)
 # Options whose flag is not their Python name with dashes.
 _FLAGS = {"durable": "--no-checkpoint", "processor_args": "--processor-arg", "headers": "--header",
           "checkpoint_dir": "--checkpoint", "resume": "--resume"}  # fmt: skip
 
 
-def speak_cli(on: bool) -> bool:
-    """Name options as command-line flags (True) or Python arguments; the old setting."""
-    previous, _CLI[0] = _CLI[0], on
-    return previous
+@contextmanager
+def cli_messages() -> Iterator[None]:
+    """Within: messages name options as command-line flags, not as Python arguments."""
+    token = _CLI.set(True)
+    try:
+        yield
+    finally:
+        _CLI.reset(token)
 
 
 def speaking_cli() -> bool:
-    """Whether messages are for a command line (see :func:`speak_cli`)."""
-    return _CLI[0]
+    """Whether messages are for a command line (see :func:`cli_messages`)."""
+    return _CLI.get()
 
 
 def named(name: str) -> str:
     """An option's name as the caller spells it: ``--batch-size`` / ``batch_size``."""
-    return _FLAGS.get(name, "--" + name.replace("_", "-")) if _CLI[0] else name
+    return _FLAGS.get(name, "--" + name.replace("_", "-")) if _CLI.get() else name
 
 
 def option(name: str, value: object = True) -> str:
     """An option as the caller spells it: ``--new-run`` / ``new_run=True``,
     ``--timeout 5`` / ``timeout=5``."""
-    if not _CLI[0]:
+    if not _CLI.get():
         return f"{name}={value!r}"
     flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
     return flag if isinstance(value, bool) else f"{flag} {value}"
@@ -199,7 +232,7 @@ def option(name: str, value: object = True) -> str:
 
 def again() -> str:
     """How to go on after a stop: the same command, or the same call."""
-    return "run the same command again" if _CLI[0] else "call it again with the same arguments"
+    return "run the same command again" if _CLI.get() else "call it again with the same arguments"
 
 
 def unwrap_group(group: BaseExceptionGroup[BaseException]) -> BaseException:

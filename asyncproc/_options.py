@@ -9,6 +9,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ._errors import ConfigError, named, option, speaking_cli
+from ._public import public
 
 DEFAULT_CHECKPOINT = ".asyncproc"  # under the current directory, or beside the output for `run`
 DEFAULT_CONCURRENCY = 64
@@ -27,6 +28,7 @@ BYTES_PER_AUTO_WORKER = 16 * 1024 * 1024
 RESULT_OPTIONS = ("processor", "processor_args", "format", "output_kind")
 
 
+@public
 class InputFormat(StrEnum):
     """How a line becomes an item."""
 
@@ -34,6 +36,7 @@ class InputFormat(StrEnum):
     JSONL = "jsonl"  # the line parsed as one JSON value
 
 
+@public
 class OutputKind(StrEnum):
     """How committed records are laid out in the final output."""
 
@@ -107,6 +110,7 @@ class FailureLimit:
         return f"{self.count}" if self.count is not None else f"{(self.rate or 0) * 100:g}%"
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class Options:
     """Everything that shapes a run besides its input and output paths."""
@@ -234,3 +238,8 @@ def _at_least(name: str, value: int, low: int) -> None:
 def _positive(name: str, value: float | None) -> None:
     if value is not None and not value > 0:
         raise ConfigError(f"{named(name)} must be a positive number of seconds, got {value}")
+
+
+# Every default of a run, in one place: the CLI's flags show these (``cli/run.py``) and
+# the README's option table is checked against them (``tests/test_defaults.py``).
+DEFAULTS = Options()

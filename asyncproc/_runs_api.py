@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ._errors import ConfigError
 from ._options import DEFAULT_CHECKPOINT
+from ._public import public
 from .keyed.view import KEYED_RUNS
 from .runs import index
 from .runs.fileruns import FILE_RUNS
@@ -42,22 +43,26 @@ def places(
     return Places([runs_in(path) for path in found], explicit=False, everywhere=everywhere)
 
 
+@public
 def list_runs(checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> list[RunView]:
     """Every readable run (file or keyed) under ``checkpoint_dir``, newest first; never locks."""
     views, _ = runs_in(checkpoint_dir).views()
     return views
 
 
+@public
 def get_run(run_id: str, checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> RunView:
     """One run, with its per-shard progress; RunNotFoundError if there is none."""
     return runs_in(checkpoint_dir).view(run_id)
 
 
+@public
 def delete_run(run_id: str, checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT) -> None:
     """Remove a run's directory; RunLockedError if a process is working on it."""
     runs_in(checkpoint_dir).delete(run_id)
 
 
+@public
 def cleanup_runs(
     keep: int, checkpoint_dir: str | os.PathLike[str] = DEFAULT_CHECKPOINT
 ) -> list[str]:

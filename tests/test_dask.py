@@ -18,18 +18,19 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import numbered_lines, run_cli, write_lines
+from conftest import numbered_lines, run_cli, wait_until, write_lines
 from faultkit import refused
-from v2kit import start, wait_until
+from v2kit import start
 
 import asyncproc
 from asyncproc._errors import ConfigError
 from asyncproc._options import Options
 from asyncproc.dask.task import run_unit
-from asyncproc.dask.wire import TaskArgs, encode_checkpoint
+from asyncproc.dask.wire import TaskArgs
 from asyncproc.engine.choose import Wanted, new_run
 from asyncproc.engine.merge import committed_chunks
 from asyncproc.engine.units import UnitSpec, first_checkpoint
+from asyncproc.engine.wire import WorkerSetup, encode_checkpoint
 from asyncproc.runs.store import run_store
 from asyncproc.storage.localfs import LocalStorage
 from asyncproc.storage.location import Location
@@ -220,10 +221,13 @@ def unit_task(tmp_path: Path, source: Path, processor: str) -> dict[str, Any]:
         fingerprint=manifest.input.fingerprint, format="text", output_kind="jsonl",
         batch_size=100_000, retries=0, timeout=None, commit_interval=60.0,
     )  # fmt: skip
-    return TaskArgs(
-        spec=asdict(spec), start=encode_checkpoint(first_checkpoint(spec.run_id, unit)),
-        processor=processor, processor_args={}, loop="asyncio", lanes=4, threads=4, grace=1.0,
-    ).to_dict()  # fmt: skip
+    setup = WorkerSetup(
+        processor=processor, processor_args={}, format=spec.format, output_kind=spec.output_kind,
+        retries=spec.retries, timeout=spec.timeout, fingerprint=spec.fingerprint, workers=1,
+        concurrency=4, threads=4, loop="asyncio", grace=1.0,
+    )  # fmt: skip
+    start = encode_checkpoint(first_checkpoint(spec.run_id, unit))
+    return TaskArgs(spec=asdict(spec), start=start, setup=setup).to_dict()
 
 
 def _workers(client: Any) -> list[str]:

@@ -118,7 +118,6 @@ def test_a_stalled_item_is_named_at_growing_intervals(tmp_path: Path) -> None:
     module = write_module(tmp_path / "stall.py", STALLING)
     release, err = tmp_path / "release", tmp_path / "stderr"
     env = {**os.environ, "STALL_ITEM": lines[5].strip(), "RELEASE": str(release)}
-    env.pop("ASYNCPROC_CRASH_AT", None)
     argv = cli_command(*run_args(source, tmp_path / "out.json", tmp_path / "ck"),
                        "--processor", f"{module}:work", "--stall-warning", "0.3")  # fmt: skip
     with err.open("w") as stderr:
@@ -189,9 +188,8 @@ def test_a_damaged_run_is_listed_and_can_be_deleted(tmp_path: Path) -> None:
 
 
 def _answer(answer: str, *args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "ASYNCPROC_CRASH_AT"}
     return subprocess.run(cli_command(*args), input=answer, capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT, env=env, check=False)  # fmt: skip
+                          timeout=CLI_TIMEOUT, check=False)  # fmt: skip
 
 
 def test_declining_a_prompt_exits_1_and_keeps_the_run(tmp_path: Path) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import types
+from pathlib import Path
 
 import anyio
+import pytest
 
 import asyncproc
 
@@ -113,3 +116,34 @@ def test_exported_objects_claim_the_public_package() -> None:
     for name in asyncproc.__all__:
         if name != "__version__":
             assert _defined_here(getattr(asyncproc, name)), name
+
+
+def test_exported_objects_say_they_live_in_asyncproc() -> None:
+    """Reprs, tracebacks and pickles name ``asyncproc.Summary``, not a private module."""
+    wrong = {
+        name: value.__module__
+        for name in asyncproc.__all__
+        if isinstance(value := getattr(asyncproc, name), type | types.FunctionType)
+        and value.__module__ != "asyncproc"
+    }
+    assert wrong == {}
+
+
+def test_summary_status_is_the_exported_enum(tmp_path: Path) -> None:
+    """``Summary.status`` is a ``RunStatus`` (a str enum: it still equals its text)."""
+    source = tmp_path / "in.txt"
+    source.write_text("a\nb\n")
+    summary = asyncproc.run_file(source, tmp_path / "out.json")
+    assert summary.status is asyncproc.RunStatus.COMPLETED
+    text: str = summary.status  # still a str where one is expected
+    assert text == "completed"
+    assert json.loads(json.dumps(summary.to_dict()))["status"] == "completed"
+    again = asyncproc.run_file(source, tmp_path / "out.json")  # read back from the manifest
+    assert again.status is asyncproc.RunStatus.COMPLETED
+    assert asyncproc.Summary.from_dict(summary.to_dict()).status is asyncproc.RunStatus.COMPLETED
+
+
+def test_a_stored_summary_with_an_unknown_status_is_refused() -> None:
+    data = {"run_id": "r", "status": "bogus"}
+    with pytest.raises(asyncproc.CorruptCheckpointError, match="unknown status 'bogus'"):
+        asyncproc.Summary.from_dict(data)

@@ -57,7 +57,8 @@ def test_bad_loop_name_is_a_config_error() -> None:
 
 
 def test_old_summaries_without_loop_still_load() -> None:
-    data = {key: 0 for key in Summary.__dataclass_fields__ if key != "loop"}
+    data: dict[str, object] = {key: 0 for key in Summary.__dataclass_fields__ if key != "loop"}
+    data["status"] = "completed"  # a stored status is read as the RunStatus it names
     assert Summary.from_dict(data).loop == "asyncio"
 
 

@@ -268,7 +268,6 @@ def test_list_status_delete_while_a_run_is_going(source: Path, tmp_path: Path) -
     processor.write_text(textwrap.dedent(GATED))
     gate, started, ck = tmp_path / "gate", tmp_path / "started", tmp_path / "ck"
     env = {**os.environ, "ASYNCPROC_TEST_GATE": str(gate), "ASYNCPROC_TEST_STARTED": str(started)}
-    env.pop("ASYNCPROC_CRASH_AT", None)
     argv = cli_command(
         *_base(source, tmp_path / "live.json", ck, "--processor", f"{processor}:work"),
         *("--batch-size", "1", "--concurrency", "2", "--workers", "1"),

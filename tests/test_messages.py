@@ -82,17 +82,14 @@ def test_a_ctrl_c_outside_the_run_loop_is_no_error(capsys: pytest.CaptureFixture
 
 
 def test_the_options_to_add_are_named_as_the_caller_spells_them() -> None:
-    from asyncproc._errors import speak_cli
+    from asyncproc._errors import cli_messages
     from asyncproc._options import Options
 
     stored = Options(processor="p.py:work", processor_args={"latency": "0.1"}).to_dict()
-    previous = speak_cli(True)
-    try:
+    with cli_messages():
         assert Options().to_add(stored) == (
             "add --processor p.py:work, add --processor-arg latency=0.1"
         )
         given = Options(processor="p.py:work", processor_args={"x": "1"})
         assert given.to_add({**stored, "processor_args": {}}) == "leave out --processor-arg"
-    finally:
-        speak_cli(previous)
     assert Options().to_add(stored).startswith("add processor='p.py:work'")

@@ -51,7 +51,6 @@ def workdir(tmp_path: Path) -> Path:
 
 def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{cwd / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("ASYNCPROC_CRASH_AT", None)
     return subprocess.run(
         argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False
     )

@@ -242,7 +242,6 @@ def test_items_still_failing_stay_in_input_order_with_their_new_errors(
 def _kill_when_committed(argv: list[str], env: dict[str, str], run_dir: Path, at: int) -> int:
     """Start a retry and SIGKILL it once its checkpoint has ``at`` items; the items then."""
     full_env = {**os.environ, **env}
-    full_env.pop("ASYNCPROC_CRASH_AT", None)
     proc = subprocess.Popen(cli_command(*argv), env=full_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip

@@ -76,7 +76,6 @@ def _args(source: Path, output: Path, ck: Path, processor: Path) -> list[Any]:
 
 def _env(log: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("ASYNCPROC_CRASH_AT", None)
     env["ASYNCPROC_TEST_CALL_LOG"] = str(log)
     return env
 

@@ -124,7 +124,6 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Job:
 
 def _env(extra: Mapping[str, str]) -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("ASYNCPROC_CRASH_AT", None)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env

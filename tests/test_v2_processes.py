@@ -23,6 +23,7 @@ from conftest import (
     numbered_lines,
     run_ok,
     text_items,
+    wait_until,
     write_lines,
 )
 from v2kit import (
@@ -33,7 +34,6 @@ from v2kit import (
     committed_now,
     start,
     units_now,
-    wait_until,
     write_processor,
 )
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import logging_processor, numbered_lines, run_ok, text_items, write_lines
+from conftest import logging_processor, numbered_lines, run_ok, text_items, wait_until, write_lines
 from v2kit import (
     Arg,
     call_env,
@@ -31,7 +31,6 @@ from v2kit import (
     kill_group,
     start,
     units_now,
-    wait_until,
 )
 
 from asyncproc.engine.unit import window
@@ -85,10 +84,12 @@ def _wait_for_split(proc: subprocess.Popen[bytes], ck: Path, log: Path) -> bool:
     a unit added after work began.
     """
     size = log.stat().st_size if log.exists() else 0
-    if not wait_until(lambda: log.exists() and log.stat().st_size > size, "a call", proc):
+    if not wait_until(
+        lambda: log.exists() and log.stat().st_size > size, "a call", proc, exit_ok=True
+    ):
         return False
     working = units_now(ck)
-    return wait_until(lambda: units_now(ck) > working, "a split", proc)
+    return wait_until(lambda: units_now(ck) > working, "a split", proc, exit_ok=True)
 
 
 def _attempt(

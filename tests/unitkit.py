@@ -16,6 +16,7 @@ from asyncproc.engine.executor import InProcess, RunSetup, UnitHandle, local_sto
 from asyncproc.engine.stopping import Stopper
 from asyncproc.engine.unit import Commit
 from asyncproc.engine.units import UnitSpec, first_checkpoint
+from asyncproc.engine.wire import WorkerSetup
 from asyncproc.processors.loading import Fn, load_processor
 from asyncproc.storage.records import Manifest, UnitCheckpoint, UnitPlan
 from asyncproc.storage.unitstore import UnitStore
@@ -87,12 +88,12 @@ async def run_unit(
 ) -> UnitCheckpoint:  # fmt: skip
     """Run the work source's unit to its end on this event loop; return its last checkpoint."""
     spec = work.spec
-    setup = RunSetup(
-        processor=load_processor(fn), processor_args={}, format=spec.format,
-        output_kind=spec.output_kind, retries=spec.retries, timeout=spec.timeout,
-        fingerprint=spec.fingerprint, stores=stores, stopper=Stopper(0.0), workers=1,
-        concurrency=lanes, threads=lanes,
+    shared = WorkerSetup(
+        processor=str(fn), processor_args={}, format=spec.format, output_kind=spec.output_kind,
+        retries=spec.retries, timeout=spec.timeout, fingerprint=spec.fingerprint, workers=1,
+        concurrency=lanes, threads=lanes, loop="asyncio",
     )  # fmt: skip
+    setup = RunSetup.made(shared, stores, Stopper(0.0), processor=load_processor(fn))
     await InProcess().run(work, setup)
     assert work.final is not None, "the unit never finished"
     return work.final

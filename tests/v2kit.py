@@ -12,8 +12,7 @@ import os
 import signal
 import subprocess
 import textwrap
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from conftest import CLI_TIMEOUT, cli_command, logging_processor, run_dirs
@@ -23,8 +22,6 @@ from asyncproc.runs.rundir import local_run
 from asyncproc.storage.records import Manifest
 
 Arg = str | os.PathLike[str]
-POLL = 0.005
-WAIT = 30.0
 LOG_ENV = "ASYNCPROC_TEST_CALL_LOG"
 
 
@@ -35,7 +32,7 @@ def item_number(item: str) -> int:
 
 def call_env(log: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a run whose processor logs its calls to ``log``."""
-    env = {k: v for k, v in os.environ.items() if k != "ASYNCPROC_CRASH_AT"}
+    env = dict(os.environ)
     env[LOG_ENV] = str(log)
     env["PYTHONUNBUFFERED"] = "1"
     return {**env, **(extra or {})}
@@ -148,20 +145,6 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found.append(int(entry.name))
     return sorted(found)
-
-
-def wait_until(
-    condition: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | None = None,
-    timeout: float = WAIT,
-) -> bool:  # fmt: skip
-    """Poll ``condition``; False if ``proc`` exited first, an AssertionError on timeout."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            return False
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(POLL)
-    return True
 
 
 # -- a skewed processor -------------------------------------------------------------------

@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from .._errors import AsyncprocError, Interrupted, speak_cli
+from .._errors import AsyncprocError, Interrupted, cli_messages
+from ..storage import faults
 from .group import cli
 from .printable import printable
 
@@ -38,12 +39,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     For the command's duration, messages name options as flags (``--new-run``), not as
     the Python arguments the API's callers know them by.
     """
-    previous = speak_cli(True)
-    try:
+    refused = _arm_faults()
+    if refused is not None:
+        return refused
+    with cli_messages():
         code = _guarded(lambda: cli.main(args=argv, prog_name="asyncproc", standalone_mode=False))
-    finally:
-        speak_cli(previous)
     return _not_held_by_threads(code)
+
+
+def _arm_faults() -> int | None:
+    """Arm the fault points ``ASYNCPROC_CRASH_AT`` names, saying so; an exit code if bad.
+
+    The only place the variable is read: the crash tests drive real commands with it,
+    and a run that may be made to die on purpose must say so where a person looks.
+    """
+    spec = os.environ.get(faults.ENV, "")
+    if not spec:
+        return None
+    try:
+        faults.arm(spec)
+    except ValueError as exc:
+        return _fail(f"{faults.ENV}: {exc}; fix it, or unset it for a real run", EXIT_USAGE)
+    sys.stderr.write(f"asyncproc: fault injection is on ({faults.ENV}={spec}); "
+                     "unset it for a real run\n")  # fmt: skip
+    return None
 
 
 def _not_held_by_threads(code: int) -> int:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import click
@@ -13,7 +13,7 @@ import orjson
 
 from .._api import process_file
 from .._errors import ConfigError
-from .._options import DEFAULT_MAX_CONCURRENCY
+from .._options import DEFAULT_CHECKPOINT, DEFAULT_MAX_CONCURRENCY, DEFAULTS
 from ..engine.loops import LoopChoice, backend_options
 from ..engine.summary import Summary
 from ..runs.failures import first_failure
@@ -21,6 +21,7 @@ from .group import format_option, processor_arg_option, setup_logging, storage_v
 from .printable import printable
 from .progress import observer_for
 
+FC = TypeVar("FC", bound=Callable[..., Any])
 EXIT_ITEMS_FAILED = 4  # the run finished, but some items failed (see the failed-items file)
 
 
@@ -31,6 +32,14 @@ def _headers(values: Sequence[str]) -> dict[str, str]:
     from ..processors.http import parse_headers
 
     return parse_headers(values)
+
+
+def defaulted(flag: str, help: str, metavar: str | None = None) -> Callable[[FC], FC]:
+    """A flag whose default is the run option of its name (``DEFAULTS``), shown in --help."""
+    default = getattr(DEFAULTS, flag.removeprefix("--").replace("-", "_"))
+    return click.option(
+        flag, type=type(default), default=default, show_default=True, metavar=metavar, help=help
+    )
 
 
 def concurrency_value(value: str) -> int | str:
@@ -59,7 +68,8 @@ def concurrency_value(value: str) -> int | str:
 @click.option(
     "--checkpoint",
     "checkpoint_dir",
-    help="Directory where runs live, a path or a URL [default: .asyncproc beside the output].",
+    help=f"Directory where runs live, a path or a URL [default: {DEFAULT_CHECKPOINT} beside "
+    "the output].",
 )
 @click.option(
     "--storage-option",
@@ -76,13 +86,7 @@ def concurrency_value(value: str) -> int | str:
     help="Work units processed at once; may change on a resume "
     "[default: by input size, at most 8; as planned on a resume].",
 )
-@click.option(
-    "--processes",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Worker processes on this machine, each with its own event loop.",
-)
+@defaulted("--processes", "Worker processes on this machine, each with its own event loop.")
 @click.option(
     "--engine",
     type=click.Choice(["local", "processes", "dask"]),
@@ -97,7 +101,7 @@ def concurrency_value(value: str) -> int | str:
 )
 @click.option(
     "--concurrency",
-    default="64",
+    default=str(DEFAULTS.concurrency),
     show_default=True,
     callback=lambda ctx, param, value: concurrency_value(value),
     metavar="N|auto",
@@ -124,65 +128,25 @@ def concurrency_value(value: str) -> int | str:
     type=int,
     help="Worker threads for a plain `def` processor [default: the concurrency].",
 )
-@click.option(
-    "--batch-size",
-    type=int,
-    default=1000,
-    show_default=True,
-    help="Committed items per checkpoint, per work unit.",
-)
-@click.option(
-    "--processor",
-    default="text_stats",
-    show_default=True,
-    help="Built-in name, module:function or path/to/file.py:function.",
-)
+@defaulted("--batch-size", "Committed items per checkpoint, per work unit.")
+@defaulted("--processor", "Built-in name, module:function or path/to/file.py:function.")
 @processor_arg_option
 @format_option
-@click.option(
-    "--retries",
-    type=int,
-    default=2,
-    show_default=True,
-    help="Extra attempts per failing item, with exponential backoff.",
-)
+@defaulted("--retries", "Extra attempts per failing item, with exponential backoff.")
 @click.option("--timeout", type=float, help="Seconds allowed per attempt.")
-@click.option(
-    "--commit-interval",
-    type=float,
-    default=5.0,
-    show_default=True,
-    help="Commit at least this often (seconds), even mid-batch.",
-)
+@defaulted("--commit-interval", "Commit at least this often (seconds), even mid-batch.")
 @click.option(
     "--max-failures",
     metavar="N|P%",
     help="Stop cleanly once more than N items (or P% of items done) failed.",
 )
-@click.option(
-    "--early-stop",
-    type=int,
-    default=100,
-    show_default=True,
-    metavar="N",
-    help="Stop if the first N items of this invocation all fail (0: never).",
-)
-@click.option(
+@defaulted("--early-stop", "Stop if the first N items of this invocation all fail (0: never).", "N")
+@defaulted(
     "--stall-warning",
-    type=float,
-    default=30.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Warn when one item has held back its unit this long, then at doubling intervals "
-    "(0: never).",
+    "Warn when one item has held back its unit this long, then at doubling intervals (0: never).",
+    "SECONDS",
 )
-@click.option(
-    "--grace",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Seconds in-flight items get to finish after Ctrl-C or SIGTERM.",
-)
+@defaulted("--grace", "Seconds in-flight items get to finish after Ctrl-C or SIGTERM.")
 @click.option(
     "--simulate-crash",
     type=int,
@@ -193,7 +157,7 @@ def concurrency_value(value: str) -> int | str:
     "--no-checkpoint",
     "durable",
     flag_value=False,
-    default=True,
+    default=DEFAULTS.durable,
     help="No fsyncs, no checkpoint files: faster, but a crash means starting over.",
 )
 @click.option("--resume", "resume", metavar="RUN_ID", help="Resume this run.")

@@ -34,13 +34,13 @@ from anyio.abc import TaskGroup
 
 from .._errors import ConfigError, WorkerProcessError, unwrap_group
 from ..engine.executor import AfterDeath, RunSetup, WorkSource
-from ..engine.loops import running_loop
 from ..engine.units import UnitSpec
+from ..engine.wire import decode_checkpoint, decode_commit, encode_checkpoint
 from ..storage.records import UnitCheckpoint
 from .checks import shippable_file, try_processor, worker_version
 from .errors import killed_workers, task_error
 from .task import run_unit
-from .wire import TaskArgs, decode_checkpoint, decode_commit, stop_event, task_key, topic
+from .wire import TaskArgs, stop_event, task_key, topic
 
 log = logging.getLogger("asyncproc")
 
@@ -136,7 +136,7 @@ class DaskExecutor:
     async def _checked_processor(self, setup: RunSetup) -> str:
         """The processor spec the workers can load; ConfigError naming a worker otherwise."""
         await self._check_versions()
-        spec, args = setup.processor.spec, setup.processor_args
+        spec, args = setup.processor.spec, setup.shared.processor_args
         problems = await self._processor_problems(spec, args)
         shipped = shippable_file(spec) if problems else None
         if shipped is not None:
@@ -222,8 +222,8 @@ class _Runner:
         self._latest: dict[int, UnitCheckpoint] = {}  # each unit's last commit heard of
         self._killers: set[str] = set()  # task keys that kept killing their workers
         self._processor = processor
-        self._lanes = _share(setup.concurrency, threads)
-        self._threads = _share(setup.threads, threads)
+        self._lanes = _share(setup.shared.concurrency, threads)
+        self._threads = _share(setup.shared.threads, threads)
         self._run_id: str | None = None
         self._stopped = False
         self._attaching = anyio.Lock()
@@ -237,7 +237,7 @@ class _Runner:
                     return
                 try:
                     async with anyio.create_task_group() as slots:
-                        for _ in range(self._setup.workers):
+                        for _ in range(self._setup.shared.workers):
                             slots.start_soon(self._slot)
                 finally:
                     stopper.detach(stop)
@@ -262,7 +262,7 @@ class _Runner:
         return Event(stop_event(self._run_id), client=self._client)  # type: ignore[no-untyped-call]
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
-        commit = decode_commit(event[1])
+        commit = decode_commit(event[1], "Dask commit")
         self._latest[commit.unit_id] = commit.checkpoint
         self._work.committed(commit)
 
@@ -297,15 +297,13 @@ class _Runner:
         return True
 
     async def _submit(self, spec: UnitSpec, start: UnitCheckpoint) -> UnitCheckpoint:
-        from dataclasses import asdict
+        from dataclasses import asdict, replace
 
-        from .wire import encode_checkpoint
-
-        args = TaskArgs(
-            spec=asdict(spec), start=encode_checkpoint(start), processor=self._processor,
-            processor_args=self._setup.processor_args, loop=running_loop(),
-            lanes=self._lanes, threads=self._threads, grace=self._setup.stopper.grace,
+        setup = replace(
+            self._setup.shared, processor=self._processor, workers=1, concurrency=self._lanes,
+            threads=self._threads, limits=None, headers=None, stall_after=0.0, faults="",
         )  # fmt: skip
+        args = TaskArgs(spec=asdict(spec), start=encode_checkpoint(start), setup=setup)
         future = self._client.submit(run_unit, args.to_dict(), key=task_key(spec, start))
         try:
             text: str = await future

@@ -33,10 +33,10 @@ from ..engine.loops import backend_options
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
 from ..engine.units import UnitSpec
-from ..processors.loading import load_processor
+from ..engine.wire import encode_checkpoint
 from ..storage.records import UnitCheckpoint
 from ..storage.unitstore import UnitStore
-from .wire import TaskArgs, commit_event, encode_checkpoint, stop_event, topic
+from .wire import TaskArgs, commit_event, stop_event, topic
 
 STOP_POLL = 0.5  # seconds a stop watcher waits on the event before checking it is needed
 Job = tuple[UnitSpec, UnitCheckpoint]
@@ -87,7 +87,7 @@ def run_unit(args: dict[str, Any]) -> str:
     """Run one unit to its end (or until the coordinator stops the run); its last checkpoint."""
     from distributed import Event, get_worker
 
-    task = TaskArgs(**args)
+    task = TaskArgs.from_dict(args)
     spec = task.unit
     store = local_store(spec)
     start = resume_point(store, spec, task.checkpoint)
@@ -100,22 +100,15 @@ def run_unit(args: dict[str, Any]) -> str:
         worker.log_event(topic(spec.run_id), commit_event(commit, pid))
 
     final = anyio.run(_run, task, (spec, start), store, report, event,
-                      backend_options=backend_options(task.loop))  # fmt: skip
+                      backend_options=backend_options(task.setup.loop))  # fmt: skip
     return encode_checkpoint(final)
 
 
 async def _run(
     task: TaskArgs, job: Job, store: UnitStore, report: Callable[[Commit], None], event: Any
 ) -> UnitCheckpoint:
-    spec = job[0]
-    stopper = Stopper(task.grace)
-    setup = RunSetup(
-        processor=load_processor(task.processor, task.processor_args),
-        processor_args=task.processor_args, format=spec.format, output_kind=spec.output_kind,
-        retries=spec.retries, timeout=spec.timeout, fingerprint=spec.fingerprint,
-        stores=lambda _: store, stopper=stopper, workers=1, concurrency=task.lanes,
-        threads=task.threads,
-    )  # fmt: skip
+    stopper = Stopper(task.setup.grace)
+    setup = RunSetup.made(task.setup, lambda _: store, stopper)
     source = _OneUnit(job, report)
     with _watching(event, stopper, anyio.lowlevel.current_token()):
         await InProcess().run(source, setup)

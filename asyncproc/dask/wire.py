@@ -1,19 +1,21 @@
 """What travels between the coordinator and a unit's Dask task: plain, msgpack-able data.
 
-The coordinator submits :class:`TaskArgs` as a dict; the task logs one event per
-durable commit (:func:`commit_event`) on the run's topic and returns its last
-checkpoint as text. Names on the cluster derive from the run id, so a restarted
+The coordinator submits :class:`TaskArgs` as a dict (its setup the same typed
+:class:`~asyncproc.engine.wire.WorkerSetup` a ``--processes`` child gets); the task
+logs one event per durable commit (:func:`commit_event`) on the run's topic and
+returns its last checkpoint as text. Names on the cluster derive from the run id, so a restarted
 coordinator uses the same ones: the unit's task key (:func:`task_key`), the topic of
 its commits and the event that asks its tasks to stop.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..engine.unit import Commit
-from ..engine.units import Place, UnitSpec
+from ..engine.units import UnitSpec
+from ..engine.wire import WorkerSetup, decode_checkpoint, decode_spec, encode_commit
 from ..storage.records import UnitCheckpoint
 
 
@@ -36,48 +38,23 @@ class TaskArgs:
 
     spec: dict[str, Any]
     start: str  # UnitCheckpoint as JSON text
-    processor: str  # the spec as the workers can load it (an uploaded file by module)
-    processor_args: dict[str, str]
-    loop: str
-    lanes: int
-    threads: int
-    grace: float
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    setup: WorkerSetup  # the processor as the workers can load it (an uploaded file by module)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskArgs:
+        return cls(data["spec"], data["start"], WorkerSetup.from_dict(data["setup"]))
+
     @property
     def unit(self) -> UnitSpec:
-        return UnitSpec(**self.spec)
+        return decode_spec(self.spec)
 
     @property
     def checkpoint(self) -> UnitCheckpoint:
         return decode_checkpoint(self.start, "unit start")
 
 
-def encode_checkpoint(checkpoint: UnitCheckpoint) -> str:
-    return checkpoint.to_bytes().decode()
-
-
-def decode_checkpoint(text: str, what: str) -> UnitCheckpoint:
-    return UnitCheckpoint.from_bytes(text.encode(), what)
-
-
 def commit_event(commit: Commit, pid: int) -> dict[str, Any]:
-    return {
-        "unit_id": commit.unit_id, "processed": commit.processed, "failed": commit.failed,
-        "checkpoint": encode_checkpoint(commit.checkpoint),
-        "claimed": [commit.claimed.offset, commit.claimed.index],
-        "last_error": commit.last_error, "pid": pid,
-    }  # fmt: skip
-
-
-def decode_commit(data: dict[str, Any]) -> Commit:
-    offset, index = data["claimed"]
-    error = data.get("last_error")
-    return Commit(
-        int(data["unit_id"]), int(data["processed"]), int(data["failed"]),
-        decode_checkpoint(data["checkpoint"], "Dask commit"), Place(int(offset), int(index)),
-        str(error) if error is not None else None,
-    )  # fmt: skip
+    return {**encode_commit(commit), "pid": pid}

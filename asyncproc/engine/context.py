@@ -11,8 +11,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from .._errors import AsyncprocError
+from .._public import public
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class ItemInfo:
     """The identity of the item a processor is working on."""
@@ -46,6 +48,7 @@ class LaneSlot:
 current_slot: ContextVar[LaneSlot | None] = ContextVar("asyncproc_item", default=None)
 
 
+@public
 def current_item() -> ItemInfo:
     """The item the calling processor is working on (raises outside a processor)."""
     slot = current_slot.get()

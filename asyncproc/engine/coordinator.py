@@ -39,6 +39,7 @@ from ..processors.loading import Fn, Processor, load_processor
 from ..runs.lease import TTL, lost_lease
 from ..runs.rundir import RunDir
 from ..runs.store import RunStore
+from ..storage import faults
 from ..storage.faults import CRASH_EXIT
 from ..storage.location import Location
 from ..storage.records import LineIndex, Manifest, RunStatus, UnitPlan
@@ -55,6 +56,7 @@ from .choose import (
 from .executor import AfterDeath, Executor, InProcess, Job, RunSetup
 from .finish import finish, merge_output
 from .livelimits import publish_limits, show_limits
+from .loops import running_loop
 from .observer import LogProgress, RunObserver
 from .scheduler import Scheduler
 from .sources import check_input, check_remote_output, plan_input
@@ -63,6 +65,7 @@ from .stopping import Stopper, StopReason
 from .summary import Summary
 from .unit import Commit
 from .units import Extent, Plan, UnitSpec
+from .wire import WorkerSetup
 
 log = logging.getLogger("asyncproc")
 
@@ -297,17 +300,19 @@ class Coordinator:
         return TakeBudget(options.simulate_crash)
 
     def _setup(self, run: RunDir, processor: Processor, options: Options, workers: int) -> RunSetup:
-        return RunSetup(
-            processor=processor, processor_args=options.processor_args,
+        shared = WorkerSetup(
+            processor=processor.spec, processor_args=options.processor_args,
             format=str(options.format), output_kind=str(options.output_kind),
             retries=options.retries, timeout=options.timeout,
-            fingerprint=self._manifest.input.fingerprint,
-            stores=lambda spec: run.unit_store(spec.unit_id, durable=spec.durable),
-            stopper=self._stopper,
-            workers=workers, concurrency=options.concurrency,
-            threads=options.threads or options.concurrency, gate=self._gate,
-            headers=self.request.headers,
+            fingerprint=self._manifest.input.fingerprint, workers=workers,
+            concurrency=options.concurrency, threads=options.threads or options.concurrency,
+            loop=running_loop(), grace=self._stopper.grace, headers=self.request.headers,
             stall_after=options.stall_warning, input_path=self._manifest.input.path,
+            faults=faults.armed_spec(),
+        )  # fmt: skip
+        return RunSetup.made(
+            shared, lambda spec: run.unit_store(spec.unit_id, durable=spec.durable),
+            self._stopper, self._gate, processor=processor,
         )  # fmt: skip
 
     def _spec(self, run: RunDir, options: Options, unit: UnitPlan, extent: Extent) -> UnitSpec:
@@ -435,7 +440,7 @@ class Coordinator:
         elapsed = time.monotonic() - self.started
         manifest, here = self._manifest, self._committed_here
         return Summary(
-            run_id=run.run_id, status=RunStatus.COMPLETED.value, input=manifest.input.path,
+            run_id=run.run_id, status=RunStatus.COMPLETED, input=manifest.input.path,
             output=manifest.output, total_items=manifest.total_items,
             processed=state.done - state.failed, failed=state.failed,
             failed_items_file=str(failed_file) if failed_file else None,

@@ -17,7 +17,7 @@ from typing import Protocol
 import anyio
 
 from ..limits.gate import Gate
-from ..processors.loading import Processor
+from ..processors.loading import Processor, load_processor
 from ..storage.location import Location
 from ..storage.records import UnitCheckpoint
 from ..storage.unitstore import UnitStore, VolatileUnitStore
@@ -29,6 +29,7 @@ from .stopping import Stopper
 from .unit import Commit, UnitRun
 from .units import Place, UnitSpec
 from .watchdog import watch_loop
+from .wire import WorkerSetup
 
 
 class UnitHandle(Protocol):
@@ -64,25 +65,26 @@ class WorkSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RunSetup:
-    """What every unit of a run shares, handed to the executor by the coordinator."""
+    """What every unit of a run shares, handed to the executor by the coordinator:
+    the data a worker is sent (``shared``) and the objects of this process."""
 
+    shared: WorkerSetup
     processor: Processor
-    processor_args: dict[str, str]
-    format: str
-    output_kind: str
-    retries: int
-    timeout: float | None
-    fingerprint: str
     stores: Callable[[UnitSpec], UnitStore]  # the store of a unit, in this process
     stopper: Stopper
-    workers: int  # units worked on at once
-    concurrency: int  # lanes over the whole run
-    threads: int  # worker threads for a sync processor, over the whole run
     gate: Gate | None = None  # this process's limits (its share of the run's budgets)
-    headers: dict[str, str] | None = None  # the http processor's, never written to disk
     budget: TakeBudget | None = None  # --simulate-crash: items this invocation may take
-    stall_after: float = 0.0  # warn when one item holds a unit this long (0: never)
-    input_path: str = ""  # the input, to show the line of a stalled item
+
+    @classmethod
+    def made(
+        cls, shared: WorkerSetup, stores: Callable[[UnitSpec], UnitStore], stopper: Stopper,
+        gate: Gate | None = None, processor: Processor | None = None,
+    ) -> RunSetup:  # fmt: skip
+        """The one way a setup is made: in a worker (the processor loaded here, from its
+        spec) or in the coordinator (``processor`` already loaded)."""
+        if processor is None:
+            processor = load_processor(shared.processor, shared.processor_args, shared.headers)
+        return cls(shared, processor, stores, stopper, gate)
 
 
 Job = tuple[UnitSpec, UnitCheckpoint]
@@ -112,9 +114,10 @@ def local_store(spec: UnitSpec) -> UnitStore:
 
 
 def pipeline_for(setup: RunSetup, threads: int) -> Pipeline:
+    shared = setup.shared
     return Pipeline(
-        setup.processor, format=setup.format, output_kind=setup.output_kind,
-        retries=setup.retries, timeout=setup.timeout, threads=threads, gate=setup.gate,
+        setup.processor, format=shared.format, output_kind=shared.output_kind,
+        retries=shared.retries, timeout=shared.timeout, threads=threads, gate=setup.gate,
     )  # fmt: skip
 
 
@@ -127,8 +130,11 @@ class InProcess:
         return nullcontext()
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
-        with pipeline_for(setup, setup.threads) as pipeline, watch_loop(setup.processor.is_async):
-            pool = LanePool(setup.concurrency, pipeline, setup.fingerprint)
+        with (
+            pipeline_for(setup, setup.shared.threads) as pipeline,
+            watch_loop(setup.processor.is_async),
+        ):
+            pool = LanePool(setup.shared.concurrency, pipeline, setup.shared.fingerprint)
             try:
                 await self._run(work, setup, pool)
             finally:
@@ -142,11 +148,12 @@ class InProcess:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_lanes, pool, ended)
-                if setup.stall_after > 0:
-                    watch = StallWatch(pool, setup.stall_after, setup.input_path, setup.format)
+                shared = setup.shared
+                if shared.stall_after > 0:
+                    watch = StallWatch(pool, shared.stall_after, shared.input_path, shared.format)
                     tg.start_soon(watch.run, ended)
                 async with anyio.create_task_group() as slots:
-                    for _ in range(setup.workers):
+                    for _ in range(shared.workers):
                         slots.start_soon(_slot, work, setup, pool)
                 pool.close()
         finally:

@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .._public import public
+from ..storage.records import RunStatus, status_of
 
+
+@public
 @dataclass(frozen=True, slots=True)
 class Summary:
     """What a finished run did; ``to_dict`` is the CLI's JSON, field for field."""
 
     run_id: str
-    status: str
+    status: RunStatus  # a str enum: compares and serialises as its value ("completed")
     input: str
     output: str
     total_items: int
@@ -38,4 +42,7 @@ class Summary:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:
         """Read a stored summary; fields added later keep their defaults."""
-        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+        fields = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
+        if "status" in fields:
+            fields["status"] = status_of(data, "the stored summary")
+        return cls(**fields)

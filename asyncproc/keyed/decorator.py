@@ -17,6 +17,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from .._errors import ConfigError
 from .._options import DEFAULT_CHECKPOINT
+from .._public import public
 from ..engine.pipeline import OBJECTS, Pipeline
 from ..processors.loading import load_processor
 from ..storage.protocol import Storage
@@ -30,6 +31,7 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class ItemsReport:
     """What one :meth:`LoaderContext.process_items` call did."""
@@ -43,6 +45,7 @@ def _default_key(item: Any) -> Key:
     return check_key(item)
 
 
+@public
 class LoaderContext(Generic[T]):
     """What a ``@checkpointed`` function receives: its loader checkpoint and helpers."""
 
@@ -84,6 +87,7 @@ class LoaderContext(Generic[T]):
         return ItemsReport(work.succeeded, work.failed, work.skipped)
 
 
+@public
 def checkpointed(
     name: str | None = None,
     *,

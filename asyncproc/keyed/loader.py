@@ -28,6 +28,7 @@ from pathlib import Path
 import anyio
 
 from .._errors import CheckpointError, ConfigError, RunError
+from .._public import public
 from ..runs.rundir import RunDir
 from .records import (
     LOADER_RECORD,
@@ -46,6 +47,7 @@ log = logging.getLogger("asyncproc")
 RECENT_FAILURES = 10
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class LoaderStats:
     """A loader's progress; ``percent`` is None until the total is known."""
@@ -73,6 +75,7 @@ def _refused_link(root: Path, exc: OSError) -> BaseException:
     )
 
 
+@public
 class LoaderCheckpoint:
     """Which keys of one loader are done or failed; saved atomically, shard by shard.
 

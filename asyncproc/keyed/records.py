@@ -27,7 +27,8 @@ from typing import Any, Self
 import orjson
 
 from .._errors import ConfigError, CorruptCheckpointError
-from ..storage.records import SCHEMA_VERSION, RunStatus, field_of, seal, status_of, time_of, unseal
+from .._public import public
+from ..storage.records import SCHEMA_VERSION, RunStatus, Sealed, field_of, status_of, time_of
 
 KEYED_MANIFEST = "keyed.json"
 LOADER_RECORD = "loader.json"
@@ -65,7 +66,7 @@ def shard_of(key: Key, shards: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyedRunRecord:
+class KeyedRunRecord(Sealed):
     """A keyed run: its status, the config it was started with and its shard count."""
 
     run_id: str
@@ -78,12 +79,8 @@ class KeyedRunRecord:
     description: str | None = None  # what the run is for, as given when it started
     schema: int = field(default=SCHEMA_VERSION)
 
-    def to_bytes(self) -> bytes:
-        return seal(asdict(self))
-
     @classmethod
-    def from_bytes(cls, raw: bytes, what: str) -> Self:
-        data = unseal(raw, what)
+    def decode(cls, data: dict[str, Any], what: str) -> Self:
         error, description = data.get("error"), data.get("description")
         return cls(
             run_id=field_of(data, "run_id", str, what),
@@ -97,6 +94,7 @@ class KeyedRunRecord:
         )
 
 
+@public
 class LoaderStatus(StrEnum):
     """Where a loader stands, as its run's code last said."""
 
@@ -106,7 +104,7 @@ class LoaderStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class LoaderRecord:
+class LoaderRecord(Sealed):
     """What a loader knows besides its keys: the total it expects, its status and error."""
 
     name: str
@@ -116,12 +114,8 @@ class LoaderRecord:
     updated_at: float | None = None
     schema: int = field(default=SCHEMA_VERSION)
 
-    def to_bytes(self) -> bytes:
-        return seal(asdict(self))
-
     @classmethod
-    def from_bytes(cls, raw: bytes, what: str) -> Self:
-        data = unseal(raw, what)
+    def decode(cls, data: dict[str, Any], what: str) -> Self:
         total = data.get("total_items")
         if total is not None and (not isinstance(total, int) or isinstance(total, bool)):
             raise CorruptCheckpointError(f"{what}: field 'total_items' should be int or null")
@@ -137,6 +131,7 @@ class LoaderRecord:
         )  # fmt: skip
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class KeyFailure:
     """One failed key, with the error of its last attempt."""

@@ -29,6 +29,7 @@ import orjson
 
 from .._errors import ConfigError, IncompatibleRunError, RunError, RunNotFoundError
 from .._options import DEFAULT_CHECKPOINT
+from .._public import public
 from ..runs.rundir import RunDir
 from ..runs.store import run_store
 from ..runs.views import derive_status
@@ -42,6 +43,7 @@ from .view import loader_names, read_record
 DEFAULT_SHARDS = 8
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class KeyedRunInfo:
     """A keyed run as :meth:`CheckpointManager.list_runs` shows it."""
@@ -72,6 +74,7 @@ def _write(run: RunDir, record: KeyedRunRecord) -> None:
     run.storage.put(KEYED_MANIFEST, record.to_bytes(), point="manifest")
 
 
+@public
 class KeyedRun:
     """One run being worked on by this process; holds the run's lock until it ends.
 
@@ -164,6 +167,7 @@ class KeyedRun:
             await self.close()
 
 
+@public
 class CheckpointManager:
     """Keyed runs under ``checkpoint_dir``: start, resume, list, complete.
 

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -33,20 +34,18 @@ from ..engine.poison import careful
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
 from ..engine.units import Place, UnitSpec
-from ..limits.gate import Gate, LimitConfig
-from ..processors.loading import load_processor
-from ..storage.records import UnitCheckpoint
-from .poison import announcer
-from .wire import (
-    DONE,
-    PARENT_ENV,
-    commit_message,
+from ..engine.wire import (
+    WorkerSetup,
     decode_checkpoint,
     decode_spec,
     encode_checkpoint,
     encode_place,
-    line,
 )
+from ..limits.gate import Gate, LimitConfig
+from ..storage import faults
+from ..storage.records import UnitCheckpoint
+from .poison import announcer
+from .wire import DONE, PARENT_ENV, commit_message, line
 
 PR_SET_PDEATHSIG = 1
 EXIT_ORPHANED = 75
@@ -148,29 +147,20 @@ def _watch_stdin(token: EventLoopToken, link: ParentLink) -> None:
     os._exit(0)
 
 
-def _setup(job: dict[str, Any], stopper: Stopper, gate: Gate, channel: _Channel) -> RunSetup:
-    processor = load_processor(job["processor"], job["processor_args"], job["headers"])
-    budget = None
-    if job.get("careful"):  # rerunning what a dead worker had in flight (see .poison)
-        condemned = {int(offset): str(reason) for offset, reason in job["condemned"]}
-        suspects = frozenset(int(offset) for offset in job.get("suspects", ()))
-        processor = careful(processor, condemned, announcer(channel.send), suspects)
-        budget = TakeBudget(int(job["budget"]))
-    return RunSetup(
-        processor=processor, budget=budget,
-        processor_args=job["processor_args"], format=job["format"],
-        output_kind=job["output_kind"], retries=int(job["retries"]), timeout=job["timeout"],
-        fingerprint=job["fingerprint"], stores=local_store, stopper=stopper,
-        workers=int(job["workers"]), concurrency=int(job["concurrency"]),
-        threads=int(job["threads"]), gate=gate, headers=job["headers"],
-        stall_after=float(job.get("stall_after", 0.0)),
-        input_path=str(job.get("input_path", "")),
-    )  # fmt: skip
+def _setup(job: WorkerSetup, stopper: Stopper, gate: Gate, channel: _Channel) -> RunSetup:
+    setup = RunSetup.made(job, local_store, stopper, gate)
+    if not job.careful:
+        return setup
+    # rerunning what a dead worker had in flight (see .poison)
+    condemned = {int(offset): str(reason) for offset, reason in job.condemned}
+    suspects = frozenset(int(offset) for offset in job.suspects)
+    processor = careful(setup.processor, condemned, announcer(channel.send), suspects)
+    return replace(setup, processor=processor, budget=TakeBudget(job.budget))
 
 
-async def _serve(job: dict[str, Any], channel: _Channel) -> None:
+async def _serve(job: WorkerSetup, channel: _Channel) -> None:
     stopper = Stopper(0.0)
-    gate = Gate(LimitConfig.from_dict(job["limits"]))
+    gate = job.gate() or Gate(LimitConfig())
     link = ParentLink(channel, stopper, gate)
     token = anyio.lowlevel.current_token()
     threading.Thread(target=_watch_stdin, args=(token, link), daemon=True).start()
@@ -192,9 +182,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     first = sys.stdin.buffer.readline()
     if not first:  # the parent had no run for this process (done already, or failed first)
         os._exit(0)
-    job = orjson.loads(first)
+    job = WorkerSetup.from_dict(orjson.loads(first))
+    faults.arm(job.faults)  # the parent's, as the command line armed them
     try:
-        anyio.run(_serve, job, channel, backend_options=backend_options(job["loop"]))
+        anyio.run(_serve, job, channel, backend_options=backend_options(job.loop))
     except Exception as exc:  # reported in one line; the parent names the process
         _report(exc)
         os._exit(1)

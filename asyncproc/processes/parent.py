@@ -31,21 +31,19 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from .._errors import WorkerProcessError, unwrap_group
 from ..engine.executor import Job, RunSetup, WorkSource
-from ..engine.loops import running_loop
 from ..engine.poison import suspects
 from ..engine.units import Place, UnitSpec
-from ..limits.gate import LimitConfig
-from ..storage.records import UnitCheckpoint
-from .poison import MAX_DEATHS, Attempt, Careful, how_it_died, quarantine
-from .wire import (
-    PARENT_ENV,
+from ..engine.wire import (
     decode_checkpoint,
     decode_commit,
     decode_place,
     encode_checkpoint,
     encode_spec,
-    line,
 )
+from ..limits.gate import LimitConfig
+from ..storage.records import UnitCheckpoint
+from .poison import MAX_DEATHS, Attempt, Careful, how_it_died, quarantine
+from .wire import PARENT_ENV, line
 
 log = logging.getLogger("asyncproc")
 
@@ -68,14 +66,11 @@ def setup_message(
     The headers travel on the private pipe, never on disk.
     """
     limits = setup.gate.config if setup.gate is not None else LimitConfig()
-    return line({
-        "processor": setup.processor.spec, "processor_args": setup.processor_args,
-        "loop": running_loop(), "format": setup.format, "output_kind": setup.output_kind,
-        "retries": setup.retries, "timeout": setup.timeout, "fingerprint": setup.fingerprint,
-        "workers": workers, "concurrency": concurrency, "threads": threads,
-        "limits": limits.share(parts, concurrency).to_dict(), "headers": setup.headers,
-        "stall_after": setup.stall_after, "input_path": setup.input_path, **(extra or {}),
-    })  # fmt: skip
+    worker = replace(
+        setup.shared, workers=workers, concurrency=concurrency, threads=threads,
+        limits=limits.share(parts, concurrency).to_dict(), **(extra or {}),
+    )  # fmt: skip
+    return line(worker.to_dict())
 
 
 class Processes:
@@ -103,8 +98,8 @@ class Processes:
 
     async def run(self, work: WorkSource, setup: RunSetup) -> None:
         p = self.processes
-        slots, lanes = shares(setup.workers, p), shares(setup.concurrency, p)
-        threads = shares(setup.threads, p)
+        slots, lanes = shares(setup.shared.workers, p), shares(setup.shared.concurrency, p)
+        threads = shares(setup.shared.threads, p)
         spawned = list(self._spawned)
         try:
             children: list[_Child] = []
@@ -237,7 +232,7 @@ class _Child:
         if "next" in message:
             tg.start_soon(self._give_unit, int(message["next"]))
         elif "commit" in message:
-            commit = decode_commit(message["commit"])
+            commit = decode_commit(message["commit"], "child commit")
             unit = self._units.get(commit.unit_id)
             if unit is not None:
                 unit.claimed, unit.checkpoint = commit.claimed, commit.checkpoint

@@ -1,7 +1,7 @@
 """Run management: list, find, view, delete and clean up the runs of a checkpoint directory.
 
-Everything here only reads, except :meth:`Runs.delete` and :meth:`Runs.cleanup`, which
-take the checkpoint directory's lock and then the run's own lock (the coordinator's
+Everything here only reads, except :meth:`Runs.delete` and its clean-up (:mod:`.cleanup`),
+which take the checkpoint directory's lock and then the run's own lock (the coordinator's
 order), so a run can neither be chosen nor worked on while it is being removed. The
 kinds of run (file, keyed) are handed in; each reads its own views.
 """
@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._errors import AsyncprocError, RunError, RunNotFoundError, speaking_cli
+from .._errors import AsyncprocError, RunNotFoundError, speaking_cli
 from ..storage.records import RunStatus
+from .cleanup import Cleanup
 from .kinds import RunKind
 from .locks import hold, holder_text, is_held
 from .rundir import directory_lock, run_order, see_runs
@@ -29,7 +30,7 @@ def current_of(views: Sequence[RunView]) -> RunView | None:
     return max(chosen, key=lambda v: v.started_at) if chosen else None
 
 
-class Runs:
+class Runs(Cleanup):
     """The runs under one checkpoint directory, of the kinds given."""
 
     def __init__(self, checkpoint_dir: Path, kinds: Sequence[RunKind]) -> None:
@@ -128,19 +129,3 @@ class Runs:
         path = self.find(run_id)
         with directory_lock(self.checkpoint_dir), hold(path / "lock", f"run {run_id}"):
             shutil.rmtree(path)
-
-    def cleanup_candidates(self, keep: int) -> list[RunView]:
-        """Finished runs beyond the newest ``keep`` finished ones, oldest last."""
-        views, _ = self.views()
-        return [v for v in views if v.status in FINISHED][keep:]
-
-    def cleanup(self, keep: int) -> list[str]:
-        """Delete finished runs beyond the newest ``keep``; return the removed ids."""
-        removed = []
-        for view in self.cleanup_candidates(keep):
-            try:
-                self.delete(view.run_id)
-            except RunError:
-                continue  # started again since it was listed: not finished any more
-            removed.append(view.run_id)
-        return removed

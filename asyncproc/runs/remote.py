@@ -16,6 +16,7 @@ from .._errors import AsyncprocError, RunNotFoundError
 from .._options import DEFAULT_CHECKPOINT
 from ..storage.location import Location
 from ..storage.records import RunStatus
+from .cleanup import Cleanup
 from .kinds import RunKind
 from .lease import leased
 from .rundir import RUN_ID, RunDir
@@ -38,7 +39,7 @@ def output_lease(output: Location) -> AbstractContextManager[Any]:
 # -- run management on a URL ---------------------------------------------------------------
 
 
-class RemoteRuns:
+class RemoteRuns(Cleanup):
     """``list``, ``show``, ``status``, ``delete`` and ``cleanup`` on a URL checkpoint dir."""
 
     def __init__(self, checkpoint: Location, kinds: Sequence[RunKind]) -> None:
@@ -102,14 +103,3 @@ class RemoteRuns:
             for name in run.storage.list(""):
                 if not name.startswith("lease/"):
                     run.storage.delete(name)
-
-    def cleanup_candidates(self, keep: int) -> list[RunView]:
-        views, _ = self.views()
-        return [v for v in views if v.status in FINISHED][keep:]
-
-    def cleanup(self, keep: int) -> list[str]:
-        removed = []
-        for view in self.cleanup_candidates(keep):
-            self.delete(view.run_id)
-            removed.append(view.run_id)
-        return removed

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .._public import public
 from ..storage.records import RunStatus
 
 FINISHED = (RunStatus.COMPLETED, RunStatus.MERGED)
@@ -23,6 +24,7 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class UnitView:
     """One work unit's progress as its newest good checkpoint records it.
@@ -51,6 +53,7 @@ class UnitView:
         }  # fmt: skip
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class RunView:
     """A run as management commands show it; ``to_json`` has the stable field names."""

@@ -1,9 +1,12 @@
 """Deterministic fault points for the fault-injection tests.
 
-``ASYNCPROC_CRASH_AT="name:n"`` makes the process ``os._exit(3)`` the n-th time it
-passes the point called ``name``; ``"name:n:ENOSPC"`` (any errno name) raises that
-``OSError`` there instead, once. Several entries may be given, comma-separated. Unset,
-a fault point costs one dictionary lookup.
+Nothing is armed unless a caller says so: :func:`arm` with ``"name:n"`` makes the
+process ``os._exit(3)`` the n-th time it passes the point called ``name``;
+``"name:n:ENOSPC"`` (any errno name) raises that ``OSError`` there instead, once.
+Several entries may be given, comma-separated. The library never reads the environment
+for this: only the command line does, at start (``ASYNCPROC_CRASH_AT``, see
+``cli/main.py``), and says so on stderr, so a stray variable cannot crash a library run.
+Disarmed, a fault point costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import errno
 import os
 import sys
+
+ENV = "ASYNCPROC_CRASH_AT"  # read by the command line only, at its start
 
 CRASH_EXIT = 3
 
@@ -54,11 +59,29 @@ def _parse(spec: str) -> dict[str, tuple[int, str | None]]:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, _, rest = part.partition(":")
         count, _, error = rest.partition(":")
+        if (count and not count.isdigit()) or (error and not hasattr(errno, error)):
+            raise ValueError(f"bad fault spec {part!r}: write name:n or name:n:ERRNO")
+        if name not in POINTS:
+            raise ValueError(f"{name!r} is not a fault point (see POINTS in storage/faults.py)")
         armed[name] = (int(count or "1"), error or None)
     return armed
 
 
-_armed = _parse(os.environ.get("ASYNCPROC_CRASH_AT", ""))
+_armed: dict[str, tuple[int, str | None]] = {}
+_spec = [""]  # what was armed, as given: worker processes are armed with the same
+
+
+def arm(spec: str) -> None:
+    """Arm the fault points in ``spec`` (replacing what was armed); ``""`` disarms."""
+    parsed = _parse(spec)
+    _armed.clear()
+    _armed.update(parsed)
+    _spec[0] = spec
+
+
+def armed_spec() -> str:
+    """The spec last armed in this process (``""``: none), to arm a worker process with."""
+    return _spec[0]
 
 
 def crashpoint(name: str) -> None:

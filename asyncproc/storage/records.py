@@ -12,11 +12,15 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 import orjson
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 from .._errors import CorruptCheckpointError
+from .._public import public
 
 SCHEMA_VERSION = 3  # 3: segments carry a CRC-32 of their committed bytes
 READABLE_SCHEMAS = (2, 3)  # 2 has no segment CRC: such a segment is trusted by length
@@ -24,6 +28,7 @@ READABLE_SCHEMAS = (2, 3)  # 2 has no segment CRC: such a segment is trusted by 
 T = TypeVar("T")
 
 
+@public
 class RunStatus(StrEnum):
     """Lifecycle of a run, as stored in its manifest."""
 
@@ -62,6 +67,32 @@ def unseal(raw: bytes, what: str) -> dict[str, Any]:
             f"{' and '.join(map(str, READABLE_SCHEMAS))}"
         )
     return data
+
+
+class Sealed:
+    """A record stored as one sealed object: its bytes are made and read here, once.
+
+    A subclass (a frozen dataclass) says only how to build itself from the verified
+    fields (:meth:`decode`); :meth:`body` is what is sealed, the dataclass's fields
+    unless the record says otherwise.
+    """
+
+    __slots__ = ()
+
+    def body(self) -> dict[str, Any]:
+        return asdict(cast("DataclassInstance", self))
+
+    def to_bytes(self) -> bytes:
+        return seal(self.body())
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, what: str) -> Self:
+        return cls.decode(unseal(raw, what), what)
+
+    @classmethod
+    def decode(cls, data: dict[str, Any], what: str) -> Self:
+        """The record from its verified fields; a defect raises CorruptCheckpointError."""
+        raise NotImplementedError
 
 
 def field_of(data: dict[str, Any], key: str, kind: type[T], what: str) -> T:
@@ -130,7 +161,7 @@ class UnitPlan:
 
 
 @dataclass(frozen=True, slots=True)
-class LineIndex:
+class LineIndex(Sealed):
     """A sparse index of the input: item index at line starts, at regular byte intervals.
 
     Made by the planning pass (which reads the input anyway), so any remaining range
@@ -146,13 +177,8 @@ class LineIndex:
     fingerprint: str = ""
     schema: int = field(default=SCHEMA_VERSION)
 
-    def to_bytes(self) -> bytes:
-        return seal({"offsets": list(self.offsets), "indexes": list(self.indexes),
-                     "fingerprint": self.fingerprint, "schema": self.schema})  # fmt: skip
-
     @classmethod
-    def from_bytes(cls, raw: bytes, what: str) -> Self:
-        data = unseal(raw, what)
+    def decode(cls, data: dict[str, Any], what: str) -> Self:
         offsets = _ints(field_of(data, "offsets", list, what), "offsets", what)
         indexes = _ints(field_of(data, "indexes", list, what), "indexes", what)
         if len(offsets) != len(indexes) or not offsets or offsets[0] != 0:
@@ -204,7 +230,7 @@ def _segment_name(name: str, what: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class UnitCheckpoint:
+class UnitCheckpoint(Sealed):
     """Everything a unit has durably committed; replaced atomically after each batch.
 
     Whether the unit is done is not stored: it is done when ``offset`` has reached the
@@ -242,12 +268,8 @@ class UnitCheckpoint:
             updated_at=time.time(),
         )
 
-    def to_bytes(self) -> bytes:
-        return seal(asdict(self))
-
     @classmethod
-    def from_bytes(cls, raw: bytes, what: str) -> Self:
-        data = unseal(raw, what)
+    def decode(cls, data: dict[str, Any], what: str) -> Self:
         ints = {k: field_of(data, k, int, what) for k in _CHECKPOINT_INTS}
         return cls(
             run_id=field_of(data, "run_id", str, what),
@@ -264,7 +286,7 @@ _CHECKPOINT_INTS = (
 
 
 @dataclass(frozen=True, slots=True)
-class Manifest:
+class Manifest(Sealed):
     """A run: its input, its options, its units and its status.
 
     The coordinator rewrites it atomically when it splits a unit: the plan with the new
@@ -287,12 +309,8 @@ class Manifest:
     done_at_resume: int = 0
     schema: int = field(default=SCHEMA_VERSION)
 
-    def to_bytes(self) -> bytes:
-        return seal(asdict(self))
-
     @classmethod
-    def from_bytes(cls, raw: bytes, what: str) -> Self:
-        data = unseal(raw, what)
+    def decode(cls, data: dict[str, Any], what: str) -> Self:
         summary, resumed_at = data.get("summary"), data.get("resumed_at")
         done = data.get("done_at_resume")
         return cls(

@@ -239,8 +239,9 @@ def test_a_missing_root_is_empty_and_made_on_first_write(tmp_path: Path) -> None
 
 
 def arm(monkeypatch: pytest.MonkeyPatch, spec: str) -> None:
-    """Arm a crash point in this process, as ASYNCPROC_CRASH_AT would at start-up."""
-    monkeypatch.setattr(faults, "_armed", faults._parse(spec))
+    """Arm a crash point in this process through the seam; disarmed after the test."""
+    monkeypatch.setattr(faults, "_armed", {})
+    faults.arm(spec)
 
 
 @pytest.mark.parametrize("kind", ["checkpoint", "manifest"])
@@ -277,8 +278,10 @@ def test_append_passes_segment_write_and_a_failure_breaks_the_segment(
 CHILD = """
 import sys
 from pathlib import Path
+from asyncproc.storage import faults
 from asyncproc.storage.localfs import LocalStorage
 
+faults.arm(sys.argv[3])
 storage = LocalStorage(Path(sys.argv[1]))
 if sys.argv[2] == "segment":
     segment = storage.open_segment("segments/s")
@@ -291,10 +294,9 @@ else:
 
 
 def run_child(root: Path, what: str, crash_at: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ASYNCPROC_CRASH_AT": crash_at}
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD), str(root), what],
-        env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT, check=False,
+        [sys.executable, "-c", textwrap.dedent(CHILD), str(root), what, crash_at],
+        capture_output=True, text=True, timeout=CHILD_TIMEOUT, check=False,
     )  # fmt: skip
 
 

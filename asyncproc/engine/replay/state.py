@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Self
+from dataclasses import dataclass, field
+from typing import Any, Self
 
 from ..._errors import CheckpointError, CorruptCheckpointError
 from ...runs.rundir import RunDir
@@ -31,12 +31,11 @@ from ...storage.records import (
     SCHEMA_VERSION,
     InputIdentity,
     Manifest,
+    Sealed,
     UnitCheckpoint,
     UnitPlan,
     field_of,
-    seal,
     time_of,
-    unseal,
 )
 from ...storage.subfolder import Subfolder
 from ...storage.unitstore import UnitStore, VolatileUnitStore
@@ -52,7 +51,7 @@ UNIT = UnitPlan(unit_id=0, start=0, first_index=0)  # the retry's one unit: the 
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPlan:
+class RetryPlan(Sealed):
     """What a retry works through; written once, before its first commit."""
 
     run_id: str
@@ -62,12 +61,8 @@ class RetryPlan:
     created_at: float
     schema: int = field(default=SCHEMA_VERSION)
 
-    def to_bytes(self) -> bytes:
-        return seal(asdict(self))
-
     @classmethod
-    def from_bytes(cls, raw: bytes, what: str) -> Self:
-        data = unseal(raw, what)
+    def decode(cls, data: dict[str, Any], what: str) -> Self:
         return cls(
             run_id=field_of(data, "run_id", str, what),
             failed=InputIdentity.from_dict(field_of(data, "failed", dict, what), what),
