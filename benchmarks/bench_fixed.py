@@ -1,8 +1,8 @@
 """Issue 22's fixed costs, measured from outside against the strongest simple program.
 
 Each contender is a whole process (interpreter start, imports, planning, checkpoints and
-the merge included), timed from here around spawn to exit, its peak RSS read from
-``wait4``, after one unmeasured warm-up each (bytecode cached, as a pip install has it).
+the merge included), timed from here around spawn to exit, its peak RSS read by GNU
+``time``, after one unmeasured warm-up each (bytecode cached, as a pip install has it).
 The baseline is ``../shared/baselines/bare_pool.py`` (a worker pool fed by a bounded
 queue, a reorder buffer, batched writes, no checkpoints), run on the same loop as
 asyncproc: asyncio on both sides, then uvloop on both (the baseline through a shim that
@@ -90,17 +90,23 @@ def make_input(folder: Path, items: int) -> Path:
 CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
+# A child spawned from this process inherits its peak RSS (Linux counts the memory a
+# vfork child shares until exec), so peaks come from GNU time, a small process of its own.
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
 def timed(argv: list[str], errors: Path) -> Measured:
     """Wall time and peak RSS of one whole process."""
+    peak = errors.with_suffix(".rss")
+    wrapped = [GNU_TIME, "-f", "%M", "-o", str(peak), *argv] if GNU_TIME else argv
     with errors.open("wb") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=CHILD_ENV)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run(wrapped, stdout=subprocess.DEVNULL, stderr=err, env=CHILD_ENV)
         elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{argv[:4]} exited {proc.returncode}: {errors.read_text()[-2000:]}")
-    return Measured(elapsed, usage.ru_maxrss / 1024)
+    rss_kib = int(peak.read_text().split()[-1]) if GNU_TIME else 0
+    return Measured(elapsed, rss_kib / 1024)
 
 
 def asyncproc_argv(case: Case, loop: str, inp: Path, out: Path, ck: Path) -> list[str]:
@@ -187,6 +193,8 @@ def scaled(case: Case, scale: float) -> Case:
 
 def main() -> None:
     args = parse_args()
+    if GNU_TIME is None:
+        log("no /usr/bin/time (Debian package time): peak RSS is not measured")
     if not args.baseline.is_file():
         raise SystemExit(f"no baseline at {args.baseline}; pass --baseline PATH/bare_pool.py")
     rows = []
