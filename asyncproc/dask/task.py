@@ -28,7 +28,7 @@ import anyio.from_thread
 import anyio.lowlevel
 from anyio.lowlevel import EventLoopToken
 
-from ..engine.executor import InProcess, RunSetup, UnitHandle, local_store
+from ..engine.executor import InProcess, Job, OneUnit, RunSetup, local_store
 from ..engine.loops import backend_options
 from ..engine.stopping import Stopper, StopReason
 from ..engine.unit import Commit
@@ -39,34 +39,6 @@ from ..storage.unitstore import UnitStore
 from .wire import TaskArgs, commit_event, stop_event, topic
 
 STOP_POLL = 0.5  # seconds a stop watcher waits on the event before checking it is needed
-Job = tuple[UnitSpec, UnitCheckpoint]
-
-
-class _OneUnit:
-    """The work source of a task: its one unit, then nothing."""
-
-    def __init__(self, job: Job, report: Callable[[Commit], None]) -> None:
-        self._job: Job | None = job
-        self._report = report
-        self.final = job[1]
-
-    async def next_unit(self) -> Job | None:
-        job, self._job = self._job, None
-        return job
-
-    def running(self, unit_id: int, handle: UnitHandle) -> None:
-        del unit_id, handle  # no live splits on Dask: units are cut up front
-
-    def committed(self, commit: Commit) -> None:
-        self.final = commit.checkpoint
-        self._report(commit)
-
-    def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
-        del unit_id
-        self.final = checkpoint
-
-    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
-        self.finished(unit_id, checkpoint)
 
 
 def resume_point(store: UnitStore, spec: UnitSpec, given: UnitCheckpoint) -> UnitCheckpoint:
@@ -109,10 +81,10 @@ async def _run(
 ) -> UnitCheckpoint:
     stopper = Stopper(task.setup.grace)
     setup = RunSetup.made(task.setup, lambda _: store, stopper)
-    source = _OneUnit(job, report)
+    source = OneUnit(job, report)
     with _watching(event, stopper, anyio.lowlevel.current_token()):
         await InProcess().run(source, setup)
-    return source.final
+    return source.checkpoint
 
 
 @contextmanager

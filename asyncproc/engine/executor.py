@@ -88,6 +88,36 @@ class RunSetup:
 
 
 Job = tuple[UnitSpec, UnitCheckpoint]
+
+
+class OneUnit:
+    """A work source of one unit, then nothing: a Dask task's, or a careful rerun's.
+    Its commits go to ``report``; ``checkpoint`` is the unit's latest."""
+
+    def __init__(self, job: Job, report: Callable[[Commit], None]) -> None:
+        self._job: Job | None = job
+        self._report = report
+        self.checkpoint = job[1]
+
+    async def next_unit(self) -> Job | None:
+        job, self._job = self._job, None
+        return job
+
+    def running(self, unit_id: int, handle: UnitHandle) -> None:
+        del unit_id, handle  # never split: cut up front, or a short stretch
+
+    def committed(self, commit: Commit) -> None:
+        self.checkpoint = commit.checkpoint
+        self._report(commit)
+
+    def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        del unit_id
+        self.checkpoint = checkpoint
+
+    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
+        self.finished(unit_id, checkpoint)
+
+
 # Reruns the waiting units' stretches a death may have caught (work, setup, units, lanes).
 AfterDeath = Callable[[WorkSource, RunSetup, list[Job], int], Awaitable[None]]
 

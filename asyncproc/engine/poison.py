@@ -24,8 +24,7 @@ from .._errors import PoisonItemError
 from ..processors.loading import Processor
 from ..storage.records import UnitCheckpoint
 from .context import LaneSlot, current_slot
-from .executor import UnitHandle, WorkSource
-from .unit import Commit, window
+from .unit import window
 from .units import UnitSpec
 
 Job = tuple[UnitSpec, UnitCheckpoint]
@@ -77,30 +76,3 @@ async def _plain(processor: Processor, item: Any) -> Any:
         return await processor.fn(item)
     context = contextvars.copy_context()  # current_item() works in the thread too
     return await anyio.to_thread.run_sync(context.run, processor.fn, item, abandon_on_cancel=True)
-
-
-class CarefulSource:
-    """A careful pass's work source: one unit, then nothing; its commits go on to the run."""
-
-    def __init__(self, job: Job, work: WorkSource) -> None:
-        self._job: Job | None = job
-        self._work = work
-        self.checkpoint = job[1]
-
-    async def next_unit(self) -> Job | None:
-        job, self._job = self._job, None
-        return job
-
-    def running(self, unit_id: int, handle: UnitHandle) -> None:
-        del unit_id, handle  # never split: it runs a short stretch
-
-    def committed(self, commit: Commit) -> None:
-        self.checkpoint = commit.checkpoint
-        self._work.committed(commit)
-
-    def finished(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
-        del unit_id
-        self.checkpoint = checkpoint
-
-    def returned(self, unit_id: int, checkpoint: UnitCheckpoint) -> None:
-        self.finished(unit_id, checkpoint)

@@ -152,22 +152,24 @@ class _Child:
         self._ids = itertools.count()
         self._send_lock = anyio.Lock()
         self._stdin: ByteSendStream | None = None
-        self._done = self._gone = False
+        self._done = self._gone = self._worked = False  # _worked: it was given a unit
         self.caught: dict[int, Place] = {}  # a careful child's items in the processor
 
     async def run(self, spawned: Process | None) -> None:
         """Run the child: one started earlier (:meth:`Processes.started`), or a new one;
-        after a death with units in flight, rerun them carefully and start another."""
+        after a death, rerun carefully what it had in flight (a child killed between two
+        units had nothing) and start another."""
         for _ in range(MAX_DEATHS):
             code = await self.attempt(spawned)
             if self._done and code == 0:
                 return
+            if self._setup.stopper.reason is not None or not self._worked:
+                break  # stopping, or a child that dies before any work: it would again
             lost = list(self._units.values())
-            if not lost or self._setup.stopper.reason is not None:
-                break
-            await self._recover(lost, code)
+            if lost:
+                await self._recover(lost, code)
             self._units.clear()
-            self._done = self._gone = False
+            self._done = self._gone = self._worked = False
             spawned = None
         _child_failed(sorted(self._units), code)
 
@@ -279,6 +281,7 @@ class _Child:
         spec, start = job
         unit = _RemoteUnit(self, spec, start)
         self._units[spec.unit_id] = unit
+        self._worked = True
         self._work.running(spec.unit_id, unit)
         await self._send({"unit": encode_spec(spec), "start": encode_checkpoint(start),
                           "id": request})  # fmt: skip

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine.context import LaneSlot
-from ..engine.executor import WorkSource
-from ..engine.poison import Announce, CarefulSource
+from ..engine.executor import OneUnit, WorkSource
+from ..engine.poison import Announce
 from ..engine.units import Place, UnitSpec
 from ..storage.records import UnitCheckpoint
 from .wire import line
@@ -87,7 +87,7 @@ async def quarantine(
     for _ in range(MAX_DEATHS):
         if checkpoint.offset >= spec.end or checkpoint.next_index >= end_index:
             break
-        source = CarefulSource((spec, checkpoint), work)
+        source = OneUnit((spec, checkpoint), work.committed)
         extra = {"careful": True, "budget": end_index - checkpoint.next_index,
                  "condemned": sorted(condemned.items()), "suspects": sorted(suspects)}  # fmt: skip
         attempt = await run_careful(extra, source)
