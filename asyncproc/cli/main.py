@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from .._errors import AsyncprocError, Interrupted, cli_messages
+from ..dask.errors import CREDENTIALS, detail, leaves
 from ..storage import faults
 from .group import cli
 from .printable import printable
@@ -106,4 +107,32 @@ def _guarded(call: Callable[[], Any]) -> int:
         return _fail(CTRL_C, EXIT_INTERRUPTED, kind="")
     except OSError as exc:
         return _fail(f"{exc}; fix the cause and run the same command again to resume", 1)
+    except Exception as exc:
+        message = remote_storage_error(exc)
+        if message is None:
+            raise
+        return _fail(message, 1)
     return result if isinstance(result, int) else 0
+
+
+STORAGE_LIBRARIES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "fsspec", "adlfs")
+RESUME = "committed work is safe: run the same command again to resume"
+
+
+def remote_storage_error(exc: BaseException) -> str | None:
+    """One line for an object store's own error (no credentials, no endpoint, refused),
+    or None when ``exc`` is not one: those libraries are optional, so known by name."""
+    for error in leaves(exc):
+        library = type(error).__module__.split(".")[0]
+        if library not in STORAGE_LIBRARIES:
+            continue
+        name = type(error).__name__
+        if name in CREDENTIALS:
+            return (f"no credentials for the object store ({detail(error)}): set them in the "
+                    "environment or ~/.aws, or pass --storage-option key=... --storage-option "
+                    f"secret=...; {RESUME}")  # fmt: skip
+        if name == "EndpointConnectionError":
+            return (f"cannot reach the object store ({detail(error)}): check "
+                    f"--storage-option endpoint_url=... and the network; {RESUME}")  # fmt: skip
+        return f"the object store refused a request ({detail(error)}); {RESUME}"
+    return None
